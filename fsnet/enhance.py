@@ -1,0 +1,34 @@
+"""Offline enhancement of whole signals."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fsnet.frontend import apply_mask
+from fsnet.model import FastFullSubNet
+
+
+def enhance_batch(model: FastFullSubNet, wave: torch.Tensor) -> torch.Tensor:
+    """Enhance ``wave [B, N]`` (model sample rate, on the model's device) -> ``[B, N]``, time-aligned."""
+    spec = model.stft.stft(wave)
+    mask = model(spec.abs()[:, None])
+    return model.stft.istft(apply_mask(spec, mask), wave.shape[-1])
+
+
+@torch.inference_mode()
+def enhance(model: FastFullSubNet, x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """Enhance a 1-D signal at ``model.config.sample_rate`` (16 kHz by default).
+
+    Returns the same type and length as ``x``, aligned sample for sample (no delay).
+    """
+    is_numpy = not isinstance(x, torch.Tensor)
+    wave = torch.as_tensor(np.asarray(x) if is_numpy else x, dtype=torch.float32)
+    if wave.dim() != 1:
+        raise ValueError(f"enhance takes a 1-D signal, got shape {tuple(wave.shape)}")
+    device = next(model.parameters()).device
+    if wave.numel() == 0:
+        out = wave.clone()
+    else:
+        out = enhance_batch(model, wave.to(device)[None])[0]
+    return out.cpu().numpy() if is_numpy else out.to(x.device)

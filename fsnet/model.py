@@ -1,0 +1,205 @@
+"""Fast FullSubNet (Hao & Li, ICASSP 2023) with a causal cumulative norm.
+
+The network is written as four stages that take sequences plus carried state
+(``encode``, ``subband_units``, ``subband``, ``decode``). ``forward`` runs them over a whole
+utterance; ``step`` runs them on one frame. The streaming engine only ever calls ``step``, so
+the model you train is the model you stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fsnet.config import ModelConfig, as_config
+from fsnet.frontend import STFT, mel_filterbank
+from fsnet.layers import RecurrentLayer
+from fsnet.norm import cumulative_laplace_norm, utterance_laplace_norm
+
+
+def _reflected_neighbours(num_bands: int, num_neighbors: int) -> torch.Tensor:
+    """Index ``[num_bands, 2n + 1]`` of each band's neighbours, reflected at the edges."""
+    offsets = torch.arange(-num_neighbors, num_neighbors + 1)
+    index = torch.arange(num_bands)[:, None] + offsets[None, :]
+    index = index.abs()  # reflect below band 0
+    return torch.where(index > num_bands - 1, 2 * (num_bands - 1) - index, index)
+
+
+def _stack(input_size: int, hidden_sizes, output_size: int, relu_output: bool, rnn_type: str):
+    """Single-layer recurrent layers of the given widths; the last one projects to output_size."""
+    layers = []
+    for i, hidden in enumerate(hidden_sizes):
+        last = i == len(hidden_sizes) - 1
+        layers.append(
+            RecurrentLayer(
+                input_size,
+                hidden,
+                output_size=output_size if last else 0,
+                relu_output=relu_output and last,
+                rnn_type=rnn_type,
+            )
+        )
+        input_size = hidden
+    return nn.ModuleList(layers)
+
+
+class FastFullSubNet(nn.Module):
+    """Noisy magnitude ``[B, 1, F, T]`` -> compressed complex ratio mask ``[B, 2, F, T]``."""
+
+    def __init__(self, config: ModelConfig | Mapping[str, Any] | None = None, norm: str = "cumulative"):
+        super().__init__()
+        cfg = as_config(config)
+        if norm not in ("cumulative", "utterance"):
+            raise ValueError(f"norm must be 'cumulative' or 'utterance', got {norm!r}")
+        self.config = cfg
+        # 'utterance' reproduces checkpoints trained with FullSubNet's offline norm; not streamable.
+        self.norm = norm
+        num_mels, num_freqs = cfg.num_mels, cfg.num_freqs
+        self.stft = STFT(cfg.n_fft, cfg.hop_samples)
+        self.register_buffer(
+            "mel_fb", mel_filterbank(num_freqs, num_mels, cfg.sample_rate), persistent=False
+        )
+        self.register_buffer(
+            "noisy_neighbours", _reflected_neighbours(num_mels, cfg.noisy_num_neighbors), persistent=False
+        )
+        self.register_buffer(
+            "encoder_neighbours",
+            _reflected_neighbours(num_mels, cfg.encoder_output_num_neighbors),
+            persistent=False,
+        )
+        # F_l2m: full-band, mel in -> mel out (ReLU)
+        self.encoder = _stack(num_mels, cfg.encoder_hidden_sizes, num_mels, True, cfg.rnn_type)
+        # S: one sub-band model shared by every mel band
+        self.bottleneck = RecurrentLayer(
+            cfg.subband_unit_size,
+            cfg.bottleneck_hidden_size,
+            num_layers=cfg.bottleneck_num_layers,
+            output_size=1,
+            relu_output=True,
+            rnn_type=cfg.rnn_type,
+        )
+        # F_m2l: full-band, [F_l2m output, S output] -> cRM (real part first, then imaginary)
+        self.decoder = _stack(2 * num_mels, cfg.decoder_hidden_sizes, 2 * num_freqs, False, cfg.rnn_type)
+
+    # ---------------------------------------------------------------- stages
+    @staticmethod
+    def init_state() -> dict[str, Any]:
+        """Empty carried state; every stage fills in its part on first use."""
+        return {"enc_norm": None, "enc": {}, "sb_norm": None, "sb": None, "dec": {}, "frames": 0}
+
+    def to_mel(self, mag: torch.Tensor) -> torch.Tensor:
+        """Magnitude ``[B, F, T]`` -> mel magnitude ``[B, M, T]`` (float32 even under autocast)."""
+        return torch.einsum("bft,fm->bmt", mag.float(), self.mel_fb)
+
+    def encode(self, mel: torch.Tensor, state: dict) -> torch.Tensor:
+        """F_l2m on ``mel [B, M, T]`` -> ``[B, M, T]``."""
+        if self.norm == "cumulative":
+            x, state["enc_norm"] = cumulative_laplace_norm(mel, state["enc_norm"], self.config.norm_eps)
+        else:
+            x = utterance_laplace_norm(mel)
+        x = x.transpose(1, 2)
+        for i, layer in enumerate(self.encoder):
+            x, state["enc"][i] = layer(x, state["enc"].get(i))
+        return x.transpose(1, 2)
+
+    def subband_units(self, mel: torch.Tensor, encoded: torch.Tensor) -> torch.Tensor:
+        """Each mel band with its neighbours: ``[B, M, T]`` x2 -> ``[B, M, K, T]``."""
+        return torch.cat((mel[:, self.noisy_neighbours], encoded[:, self.encoder_neighbours]), dim=2)
+
+    def subband(self, blocks: torch.Tensor, state: dict) -> torch.Tensor:
+        """S on time-shrunk units ``[B, M, K, Tb]`` -> ``[B, M, Tb]``."""
+        batch, num_mels, unit, num_blocks = blocks.shape
+        if self.norm == "cumulative":
+            x, state["sb_norm"] = cumulative_laplace_norm(
+                blocks.reshape(batch * num_mels, unit, num_blocks), state["sb_norm"], self.config.norm_eps
+            )
+        else:
+            x = utterance_laplace_norm(blocks).reshape(batch * num_mels, unit, num_blocks)
+        y, state["sb"] = self.bottleneck(x.transpose(1, 2), state["sb"])
+        return y.reshape(batch, num_mels, num_blocks)
+
+    def decode(self, encoded: torch.Tensor, subband_out: torch.Tensor, state: dict) -> torch.Tensor:
+        """F_m2l on ``[B, M, T]`` x2 -> compressed cRM ``[B, 2, F, T]``."""
+        x = torch.cat((encoded, subband_out.to(encoded.dtype)), dim=1).transpose(1, 2)
+        for i, layer in enumerate(self.decoder):
+            x, state["dec"][i] = layer(x, state["dec"].get(i))
+        batch, num_frames, _ = x.shape
+        return x.transpose(1, 2).reshape(batch, 2, self.config.num_freqs, num_frames)
+
+    # ---------------------------------------------------------------- time shrinking
+    def shrink(self, units: torch.Tensor) -> torch.Tensor:
+        """Average frames into sub-band steps: frame 0 alone, then blocks of ``shrink_size``.
+
+        ``[..., T] -> [..., 1 + ceil((T - 1) / s)]``. Block k >= 1 holds frames
+        ``(k - 1) s + 1 .. k s`` and is complete at frame ``k s``; ``expand`` gives frame t the
+        block ``t // s``, which has always ended by then, so the shrink adds no latency.
+        """
+        s = self.config.shrink_size
+        rest = units[..., 1:]
+        num_rest = rest.shape[-1]
+        num_blocks = -(-num_rest // s)
+        padded = F.pad(rest, (0, num_blocks * s - num_rest))
+        sums = padded.reshape(*rest.shape[:-1], num_blocks, s).sum(-1)
+        counts = torch.full((num_blocks,), float(s), device=units.device)
+        if num_blocks:
+            counts[-1] = num_rest - (num_blocks - 1) * s
+        return torch.cat((units[..., :1], sums / counts), dim=-1)
+
+    def expand(self, blocks: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Sub-band steps ``[..., Tb]`` back to frames ``[..., num_frames]`` (frame t gets block t // s)."""
+        index = torch.arange(num_frames, device=blocks.device) // self.config.shrink_size
+        return blocks.index_select(-1, index)
+
+    # ---------------------------------------------------------------- whole sequence
+    def forward(self, noisy_mag: torch.Tensor) -> torch.Tensor:
+        """Noisy magnitude ``[B, 1, F, T]`` -> compressed cRM ``[B, 2, F, T]`` for the same frames.
+
+        The mask of frame t sees frames up to ``t + look_ahead`` (zeros past the end).
+        """
+        look_ahead = self.config.look_ahead
+        mag = F.pad(noisy_mag[:, 0], (0, look_ahead))
+        state = self.init_state()
+        mel = self.to_mel(mag)
+        encoded = self.encode(mel, state)
+        blocks = self.subband(self.shrink(self.subband_units(mel, encoded)), state)
+        mask = self.decode(encoded, self.expand(blocks, mag.shape[-1]), state)
+        return mask[..., look_ahead:]
+
+    # ---------------------------------------------------------------- one frame
+    def step(self, noisy_mag: torch.Tensor, state: dict) -> torch.Tensor:
+        """One frame ``[B, 1, F, 1]`` -> the decoder's output for it ``[B, 2, F, 1]``.
+
+        That output is the mask of the frame ``look_ahead`` steps earlier; feed zero frames at
+        the end of a stream to drain the look-ahead, as ``forward`` pads.
+        """
+        if self.norm != "cumulative":
+            raise ValueError("a model with utterance-level norm cannot run frame by frame")
+        frame_index = state["frames"]
+        s = self.config.shrink_size
+        mel = self.to_mel(noisy_mag[:, 0])
+        encoded = self.encode(mel, state)
+        units = self.subband_units(mel, encoded)
+        if frame_index == 0:
+            state["sb_out"] = self.subband(units, state)
+        else:
+            acc = state.get("sb_acc")
+            state["sb_acc"] = units if acc is None else acc + units
+            if frame_index % s == 0:
+                state["sb_out"] = self.subband(state.pop("sb_acc") / s, state)
+        state["frames"] = frame_index + 1
+        return self.decode(encoded, state["sb_out"], state)
+
+
+def build_model(config: ModelConfig | Mapping[str, Any] | None = None, **overrides: Any) -> FastFullSubNet:
+    """A Fast FullSubNet with random weights; ``config`` (or keyword overrides) changes fields.
+
+    ``build_model()`` is the paper-size model; ``build_model({"num_mels": 32})`` overrides a field.
+    """
+    cfg = as_config(config)
+    if overrides:
+        cfg = ModelConfig.from_dict({**cfg.to_dict(), **overrides})
+    return FastFullSubNet(cfg)
