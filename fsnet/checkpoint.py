@@ -39,6 +39,10 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -162,7 +166,9 @@ def _read(path: Path) -> Any:
         raise FsnetError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" not in str(exc):
+            raise FsnetError(f"{path} is not a torch checkpoint") from None
         # Lightning checkpoints may hold callback state that is not plain data; they are the
         # user's own training output, so read them the way Lightning itself does.
         if path.suffix != ".ckpt":

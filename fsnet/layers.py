@@ -34,8 +34,9 @@ class RecurrentLayer(nn.Module):
         self.num_layers = num_layers
         self.hidden_size = hidden_size
 
-    def _zero_state(self, batch: int, like: torch.Tensor) -> RecurrentState:
-        h = like.new_zeros(self.num_layers, batch, self.hidden_size)
+    def zero_state(self, batch: int, device: torch.device | str | None = None) -> RecurrentState:
+        """All-zero state for ``batch`` sequences (what nn.LSTM assumes when given None)."""
+        h = torch.zeros(self.num_layers, batch, self.hidden_size, device=device)
         return (h, h.clone()) if self.is_lstm else h
 
     def _layer_weights(self, k: int) -> tuple[torch.Tensor, ...]:
@@ -68,7 +69,7 @@ class RecurrentLayer(nn.Module):
     def _step(self, x: torch.Tensor, state: RecurrentState | None) -> tuple[torch.Tensor, RecurrentState]:
         """One frame ``x [B, input]`` through the cell kernels."""
         if state is None:
-            state = self._zero_state(x.shape[0], x)
+            state = self.zero_state(x.shape[0], x.device)
         new_h, new_c = [], []
         for k in range(self.num_layers):
             if self.is_lstm:
@@ -91,7 +92,7 @@ class RecurrentLayer(nn.Module):
         self, x: torch.Tensor, state: RecurrentState | None = None
     ) -> tuple[torch.Tensor, RecurrentState]:
         """``x [B, T, input]`` -> ``(y [B, T, output or hidden], state)``."""
-        if x.shape[1] == 1 and not torch.is_autocast_enabled(x.device.type):
+        if x.shape[1] == 1:
             y, state = self._step(x[:, 0], state)
             y = y[:, None]
         else:

@@ -86,10 +86,29 @@ class FastFullSubNet(nn.Module):
         self.decoder = _stack(2 * num_mels, cfg.decoder_hidden_sizes, 2 * num_freqs, False, cfg.rnn_type)
 
     # ---------------------------------------------------------------- stages
-    @staticmethod
-    def init_state() -> dict[str, Any]:
-        """Empty carried state; every stage fills in its part on first use."""
-        return {"enc_norm": None, "enc": {}, "sb_norm": None, "sb": None, "dec": {}, "frames": 0}
+    def init_state(self, batch_size: int | None = None, device=None) -> dict[str, Any]:
+        """Carried state of ``step`` / the stages.
+
+        Without ``batch_size`` every entry starts empty and is created on first use (whole
+        sequences). With it, every tensor is allocated up front (zeros, on ``device``), so the
+        state has a fixed layout that a captured CUDA graph can update in place.
+        """
+        state: dict[str, Any] = {"enc_norm": None, "enc": {}, "sb_norm": None, "sb": None, "dec": {}, "frames": 0}
+        if batch_size is None:
+            return state
+        cfg = self.config
+        rows = batch_size * cfg.num_mels
+
+        def norm_state(n):
+            return (torch.zeros(n, dtype=torch.float64, device=device), torch.zeros((), dtype=torch.float64, device=device))
+
+        state["enc_norm"], state["sb_norm"] = norm_state(batch_size), norm_state(rows)
+        state["enc"] = {i: layer.zero_state(batch_size, device) for i, layer in enumerate(self.encoder)}
+        state["dec"] = {i: layer.zero_state(batch_size, device) for i, layer in enumerate(self.decoder)}
+        state["sb"] = self.bottleneck.zero_state(rows, device)
+        state["sb_acc"] = torch.zeros(batch_size, cfg.num_mels, cfg.subband_unit_size, 1, device=device)
+        state["sb_out"] = torch.zeros(batch_size, cfg.num_mels, 1, device=device)
+        return state
 
     def to_mel(self, mag: torch.Tensor) -> torch.Tensor:
         """Magnitude ``[B, F, T]`` -> mel magnitude ``[B, M, T]`` (float32 even under autocast)."""
@@ -183,15 +202,19 @@ class FastFullSubNet(nn.Module):
         mel = self.to_mel(noisy_mag[:, 0])
         encoded = self.encode(mel, state)
         units = self.subband_units(mel, encoded)
-        if frame_index == 0:
-            state["sb_out"] = self.subband(units, state)
-        else:
-            acc = state.get("sb_acc")
-            state["sb_acc"] = units if acc is None else acc + units
-            if frame_index % s == 0:
-                state["sb_out"] = self.subband(state.pop("sb_acc") / s, state)
+        acc = state.get("sb_acc")
+        acc = units if acc is None else acc + units
+        if self.runs_subband(frame_index):
+            # Frame 0 is a block of its own; later blocks average shrink_size frames.
+            state["sb_out"] = self.subband(acc / (1 if frame_index == 0 else s), state)
+            acc = torch.zeros_like(acc)
+        state["sb_acc"] = acc
         state["frames"] = frame_index + 1
         return self.decode(encoded, state["sb_out"], state)
+
+    def runs_subband(self, frame_index: int) -> bool:
+        """Whether the sub-band model takes a step at this frame (the costly frames)."""
+        return frame_index % self.config.shrink_size == 0
 
 
 def build_model(config: ModelConfig | Mapping[str, Any] | None = None, **overrides: Any) -> FastFullSubNet:

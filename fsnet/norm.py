@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-NormState = tuple[torch.Tensor, int]  # (running sum per row, float64 [N]; frames seen so far)
+# (running sum per row, float64 [N]; frames seen so far, an int or a float64 0-d tensor)
+NormState = tuple[torch.Tensor, "int | torch.Tensor"]
 
 
 def cumulative_laplace_norm(
@@ -27,10 +28,9 @@ def cumulative_laplace_norm(
     else:
         running_sum, frames_seen = state
     cumulative = running_sum[:, None] + x.to(torch.float64).sum(1).cumsum(-1)
-    count = (
-        torch.arange(frames_seen + 1, frames_seen + num_frames + 1, device=x.device, dtype=torch.float64)
-        * num_channels
-    )
+    # frames_seen may be a tensor so that a captured CUDA graph reads it at replay time.
+    steps = torch.arange(1, num_frames + 1, device=x.device, dtype=torch.float64)
+    count = (steps + frames_seen) * num_channels
     mean = (cumulative / count).to(torch.float32)[:, None, :]
     normed = x.float() / (mean + eps)
     return normed, (cumulative[:, -1], frames_seen + num_frames)

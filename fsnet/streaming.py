@@ -1,13 +1,17 @@
 """Frame-in/frame-out streaming engine around a trained FastFullSubNet.
 
-It owns only what streaming adds: the input buffer, the queue of spectra waiting for their
+It owns only what streaming adds: the last window of input, the spectra waiting for their
 look-ahead, and the overlap-add tail. Every number the network computes comes from
 ``FastFullSubNet.step`` on the model's own parameters.
+
+All carried state lives in tensors of fixed shape that are updated in place after each hop, so
+on a GPU the hop can be captured once as a CUDA graph and replayed (``cuda_graphs=True``).
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,6 +19,23 @@ import torch
 from fsnet.errors import FsnetError
 from fsnet.frontend import apply_mask
 from fsnet.model import FastFullSubNet
+
+
+def _tensor_leaves(tree: Any) -> Iterator[torch.Tensor]:
+    """The tensors of a state tree (dicts / tuples / lists), in a fixed order."""
+    if isinstance(tree, torch.Tensor):
+        yield tree
+    elif isinstance(tree, dict):
+        for key in sorted(tree, key=str):
+            yield from _tensor_leaves(tree[key])
+    elif isinstance(tree, (tuple, list)):
+        for item in tree:
+            yield from _tensor_leaves(item)
+
+
+def _copy_structure(tree: Any) -> Any:
+    """New dicts all the way down, same tensors: lets a step rebind entries without touching ours."""
+    return {k: _copy_structure(v) for k, v in tree.items()} if isinstance(tree, dict) else tree
 
 
 class StreamingEnhancer:
@@ -26,9 +47,18 @@ class StreamingEnhancer:
     enhancement delayed by ``latency_samples`` (zeros first). ``flush()`` returns the rest, so
     that concatenating everything and dropping the first ``latency_samples`` gives
     ``enhance(model, x)``; it then resets the engine for a new stream.
+
+    ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the network under autocast;
+    ``cuda_graphs=True`` captures the hop as CUDA graphs (CUDA models only).
     """
 
-    def __init__(self, model: FastFullSubNet, num_streams: int = 1):
+    def __init__(
+        self,
+        model: FastFullSubNet,
+        num_streams: int = 1,
+        autocast_dtype: torch.dtype | None = None,
+        cuda_graphs: bool = False,
+    ):
         if model.norm != "cumulative":
             raise FsnetError(
                 "this model uses utterance-level normalisation and cannot stream; "
@@ -43,6 +73,21 @@ class StreamingEnhancer:
         self.hop_samples = self.config.hop_samples
         self.latency_samples = self.config.latency_samples
         self.sample_rate = self.config.sample_rate
+        self.autocast_dtype = autocast_dtype
+        if cuda_graphs and self.device.type != "cuda":
+            raise ValueError("cuda_graphs needs the model on a CUDA device")
+        self.cuda_graphs = cuda_graphs
+        batch, n_fft, num_freqs = num_streams, self.config.n_fft, self.config.num_freqs
+        device = self.device
+        self._buffers = {
+            "window": torch.zeros(batch, n_fft, device=device),  # last n_fft input samples
+            # spectra of the last look_ahead + 1 frames; [0] is the one the next mask is for
+            "waiting": torch.zeros(self.config.look_ahead + 1, batch, num_freqs, dtype=torch.complex64, device=device),
+            "ola": torch.zeros(batch, n_fft, device=device),  # overlap-add tail
+        }
+        self._state = model.init_state(batch, device)
+        self._block = torch.zeros(batch, self.hop_samples, device=device)  # the hop's input
+        self._graphs: dict[bool, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.reset()
 
     @property
@@ -54,55 +99,83 @@ class StreamingEnhancer:
         return self.stft.window.device
 
     def reset(self) -> None:
-        """Forget the stream: state, buffers and counters start afresh."""
-        batch, n_fft = self.num_streams, self.config.n_fft
-        self._input = torch.zeros(batch, self.stft.pad_samples, device=self.device)
-        self._ola = torch.zeros(batch, n_fft, device=self.device)
-        self._waiting: deque[torch.Tensor] = deque()  # spectra [B, F] whose mask is not ready
-        self._state = self.model.init_state()
+        """Forget the stream: state, buffers and counters start afresh (in place)."""
+        for leaf in _tensor_leaves((self._buffers, self._state)):
+            leaf.zero_()
+        self._state["frames"] = 0
+        self._pending = torch.zeros(self.num_streams, 0, device=self.device)
         self._samples_in = 0
         self._samples_out = 0
         self._numpy_out = True
 
-    # ------------------------------------------------------------------ internals
-    def _emit(self, spec: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
-        """Overlap-add one masked frame (if any) and release ``hop`` final samples ``[B, hop]``."""
-        hop = self.hop_samples
-        if mask is not None:
-            enhanced = apply_mask(spec[..., None], mask)  # [B, F, 1]
-            self._ola += self.stft.synthesize(enhanced)[:, 0]
-        out = self._ola[:, :hop] / self.stft.ola_envelope
-        self._ola = torch.roll(self._ola, -hop, dims=1)
-        self._ola[:, -hop:] = 0
+    # ------------------------------------------------------------------ one hop
+    def _hop_function(self, block: torch.Tensor | None, frame_index: int) -> torch.Tensor:
+        """One hop on the carried tensors; writes the new state back in place.
+
+        ``block [B, hop]`` is the newest input; None is a look-ahead frame past the end (zero
+        spectrum, as ``forward`` pads). Returns ``[B, hop]`` final output samples.
+        """
+        bufs, hop = self._buffers, self.hop_samples
+        state = _copy_structure(self._state)
+        state["frames"] = frame_index
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            if block is None:
+                window = bufs["window"]
+                spec = torch.zeros_like(bufs["waiting"][0])
+            else:
+                window = torch.cat((bufs["window"][:, hop:], block), dim=1)
+                spec = self.stft.analyze(window[:, None, :])[..., 0]  # [B, F]
+            mask = self.model.step(spec.abs()[:, None, :, None], state)
+        waiting = torch.cat((bufs["waiting"][1:], spec[None]))
+        ola = bufs["ola"] + self.stft.synthesize(apply_mask(waiting[0][..., None], mask))[:, 0]
+        out = ola[:, :hop] / self.stft.ola_envelope
+        new_buffers = {"window": window, "waiting": waiting, "ola": torch.nn.functional.pad(ola[:, hop:], (0, hop))}
+        for target, value in zip(_tensor_leaves((self._buffers, self._state)), _tensor_leaves((new_buffers, state))):
+            if target is not value:
+                target.copy_(value)
+        return out
+
+    def _graph_for(self, runs_subband: bool) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+        """Capture (once) the hop that does or does not step the sub-band model."""
+        if runs_subband not in self._graphs:
+            frame_index = self.config.shrink_size if runs_subband else 1
+            saved = [leaf.clone() for leaf in _tensor_leaves((self._buffers, self._state))]
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):  # warm-up outside the graph: cuBLAS handles, allocator pools
+                    self._hop_function(self._block, frame_index)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = self._hop_function(self._block, frame_index)
+            for leaf, value in zip(_tensor_leaves((self._buffers, self._state)), saved):
+                leaf.copy_(value)
+            self._graphs[runs_subband] = (graph, out)
+        return self._graphs[runs_subband]
+
+    def _advance(self, block: torch.Tensor | None) -> torch.Tensor:
+        frame_index = self._state["frames"]
+        if self.cuda_graphs and block is not None and frame_index > 0 and self.config.shrink_size > 1:
+            graph, out = self._graph_for(self.model.runs_subband(frame_index))
+            self._block.copy_(block)
+            graph.replay()
+            out = out.clone()
+        elif self.cuda_graphs and block is not None and frame_index > 0:
+            graph, out = self._graph_for(True)
+            self._block.copy_(block)
+            graph.replay()
+            out = out.clone()
+        else:
+            out = self._hop_function(block, frame_index)
+        self._state["frames"] = frame_index + 1
         # Stream samples before latency_samples precede the signal: keep them silent.
         silent = self.latency_samples - self._samples_out
         if silent > 0:
-            out[:, : min(silent, hop)] = 0
-        self._samples_out += hop
+            out[:, : min(silent, self.hop_samples)] = 0
+        self._samples_out += self.hop_samples
         return out
-
-    def _network_step(self, spec: torch.Tensor | None) -> torch.Tensor:
-        """Advance the network by one frame (``None``: a zero look-ahead frame past the end)."""
-        batch, num_freqs = self.num_streams, self.config.num_freqs
-        if spec is None:
-            mag = torch.zeros(batch, 1, num_freqs, 1, device=self.device)
-        else:
-            self._waiting.append(spec)
-            mag = spec.abs()[:, None, :, None]
-        mask = self.model.step(mag, self._state)
-        if len(self._waiting) > self.config.look_ahead or spec is None:
-            return self._emit(self._waiting.popleft(), mask)
-        return self._emit(None, None)
-
-    def _run_frames(self) -> list[torch.Tensor]:
-        n_fft, hop = self.config.n_fft, self.hop_samples
-        outputs = []
-        while self._input.shape[-1] >= n_fft:
-            frame = self._input[:, :n_fft]
-            self._input = self._input[:, hop:]
-            spec = self.stft.analyze(frame[:, None, :])[..., 0]  # [B, F]
-            outputs.append(self._network_step(spec))
-        return outputs
 
     # ------------------------------------------------------------------ public API
     @torch.inference_mode()
@@ -114,14 +187,14 @@ class StreamingEnhancer:
         if not batch_dims:
             x = x[None]
         if x.dim() != 2 or x.shape[0] != self.num_streams:
-            raise ValueError(
-                f"expected {'1-D' if self.num_streams == 1 else ''} input with "
-                f"{self.num_streams} stream(s), got shape {tuple(x.shape)}"
-            )
-        self._input = torch.cat((self._input, x.to(self.device)), dim=-1)
-        self._samples_in += x.shape[-1]
+            raise ValueError(f"expected input for {self.num_streams} stream(s), got shape {tuple(x.shape)}")
         self._numpy_out = not is_tensor
-        outputs = self._run_frames()
+        self._pending = torch.cat((self._pending, x.to(self.device)), dim=1)
+        self._samples_in += x.shape[-1]
+        hop = self.hop_samples
+        num_hops = self._pending.shape[-1] // hop
+        outputs = [self._advance(self._pending[:, i * hop : (i + 1) * hop]) for i in range(num_hops)]
+        self._pending = self._pending[:, num_hops * hop :]
         out = torch.cat(outputs, dim=-1) if outputs else x.new_zeros(self.num_streams, 0)
         if not batch_dims:
             out = out[0]
@@ -133,21 +206,19 @@ class StreamingEnhancer:
 
         Returns ``[B, n]`` for several streams, 1-D for one; numpy if ``process`` got numpy.
         """
+        hop = self.hop_samples
         num_frames_total = self.stft.num_frames(self._samples_in)
-        frames_done = self._state["frames"]
         outputs = []
         if num_frames_total:
-            hop = self.hop_samples
-            # Zero-pad the input so that exactly the frames offline STFT makes get computed.
-            need = self.config.n_fft + (num_frames_total - frames_done - 1) * hop
-            missing = max(0, need - self._input.shape[-1])
-            self._input = torch.nn.functional.pad(self._input, (0, missing))
-            outputs = self._run_frames()
-            for _ in range(self.config.look_ahead):
-                outputs.append(self._network_step(None))
+            # Zero-pad the input so that exactly the frames the offline STFT makes get computed,
+            # then drain the look-ahead with zero frames, as the offline forward pads.
+            frames_left = num_frames_total - self._state["frames"]
+            padded = torch.nn.functional.pad(self._pending, (0, frames_left * hop - self._pending.shape[-1]))
+            outputs = [self._advance(padded[:, i * hop : (i + 1) * hop]) for i in range(frames_left)]
+            outputs += [self._advance(None) for _ in range(self.config.look_ahead)]
         total_wanted = self._samples_in + self.latency_samples if self._samples_in else 0
-        emitted_before = self._samples_out - sum(o.shape[-1] for o in outputs)
-        out = torch.cat(outputs, dim=-1) if outputs else torch.zeros(self.num_streams, 0)
+        emitted_before = self._samples_out - hop * len(outputs)
+        out = torch.cat(outputs, dim=-1) if outputs else torch.zeros(self.num_streams, 0, device=self.device)
         out = out[:, : max(0, total_wanted - emitted_before)]
         as_numpy = self._numpy_out
         self.reset()

@@ -1,0 +1,104 @@
+"""GPU throughput of the paper-size model: one training step and offline inference.
+
+    python benchmarks/gpu_throughput.py train --batch 72 --precision bf16 [--compile]
+    python benchmarks/gpu_throughput.py infer --batch 64 --seconds 10 --precision bf16
+
+Synthetic tensors, no data loader (the loader is measured by the training recipe). Reports
+ms per step and audio-seconds per second. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+import fsnet
+from fsnet.enhance import enhance_batch
+from fsnet.frontend import build_cirm
+
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cuda_time(fn, warmup: int, iters: int) -> float:
+    """Median wall time of fn() in ms, synchronising around each call."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append(1e3 * (time.perf_counter() - t0))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def bench_train(args) -> dict:
+    model = fsnet.build_model().cuda().train()
+    rate = model.config.sample_rate
+    samples = int(args.seconds * rate)
+    noisy = torch.randn(args.batch, samples, device="cuda") * 0.1
+    clean = noisy * 0.5
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    dtype = DTYPES[args.precision]
+    forward = torch.compile(model) if args.compile else model
+
+    def step():
+        with torch.no_grad():
+            noisy_spec = model.stft.stft(noisy)
+            target = build_cirm(noisy_spec, model.stft.stft(clean))
+            mag = noisy_spec.abs()[:, None]
+        with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+            loss = torch.nn.functional.mse_loss(forward(mag).float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+
+    ms = cuda_time(step, warmup=5 if not args.compile else 10, iters=args.iters)
+    return {"what": "train_step", "batch": args.batch, "seconds": args.seconds, "precision": args.precision,
+            "compile": args.compile, "ms_per_step": ms, "audio_s_per_s": args.batch * args.seconds / (ms / 1e3)}
+
+
+def bench_infer(args) -> dict:
+    model = fsnet.build_model().cuda().eval()
+    samples = int(args.seconds * model.config.sample_rate)
+    noisy = torch.randn(args.batch, samples, device="cuda") * 0.1
+    dtype = DTYPES[args.precision]
+    forward = torch.compile(enhance_batch) if args.compile else enhance_batch
+
+    @torch.inference_mode()
+    def run():
+        with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+            return forward(model, noisy)
+
+    ms = cuda_time(run, warmup=3, iters=args.iters)
+    return {"what": "offline_inference", "batch": args.batch, "seconds": args.seconds, "precision": args.precision,
+            "compile": args.compile, "ms_per_batch": ms, "audio_s_per_s": args.batch * args.seconds / (ms / 1e3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["train", "infer"])
+    parser.add_argument("--batch", type=int, default=72)
+    parser.add_argument("--seconds", type=float, default=3.072, help="audio per example")
+    parser.add_argument("--precision", choices=list(DTYPES), default="bf16")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument("--iters", type=int, default=20)
+    parser.add_argument("--json", default=None, help="append the result as a JSON line here")
+    args = parser.parse_args()
+    torch.backends.cudnn.benchmark = True
+    result = bench_train(args) if args.what == "train" else bench_infer(args)
+    result["device"] = torch.cuda.get_device_name()
+    print(json.dumps(result))
+    if args.json:
+        with open(args.json, "a") as f:
+            f.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
