@@ -114,7 +114,9 @@ def si_sdr(reference, estimate) -> float:
     s_hat = s_hat - s_hat.mean()
     ref_energy = float(np.dot(s, s))
     if ref_energy == 0.0:
-        return _warn("si_sdr: reference is silent (zero after removing the mean); SI-SDR set to NaN")
+        return _warn(
+            "si_sdr: reference is silent (zero after removing the mean); SI-SDR set to NaN"
+        )
     alpha = float(np.dot(s_hat, s)) / ref_energy
     target = alpha * s
     noise = s_hat - target

@@ -1,0 +1,901 @@
+"""Evaluate a model on a test set: PESQ, STOI, SI-SDR, DNSMOS and the real-time factor.
+
+``python evaluate.py checkpoint=PATH testset=DIR mode=offline|streaming|both`` (Hydra CLI, see
+``configs/evaluate.yaml``). A test set is either
+
+* DNS-Challenge layout: ``clean/clean_fileid_N.wav`` and ``noisy/<anything>_fileid_N.wav``
+  (files without a ``fileid_N`` suffix are paired by identical names, as in VoiceBank-DEMAND);
+  every metric is computed for the noisy input and the enhanced output; or
+* noisy only (real recordings): audio files directly in the directory or in ``noisy/`` with no
+  ``clean/``; only DNSMOS is computed.
+
+Enhancement runs in the main process (and is what the real-time factor measures); metrics are
+computed afterwards in worker processes. Results go to the Hydra run directory (or
+``output_dir``): ``per_file.csv``, ``summary.json``, ``summary.md``, optional enhanced audio and
+spectrogram plots. A Markdown table goes to stdout; notices and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import multiprocessing
+import os
+import re
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Mapping
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from fsnet import metrics as M
+from fsnet.errors import FsnetError
+
+log = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+CONFIG_NAME = "evaluate"
+DEFAULT_TESTSET = REPO_ROOT / "assets" / "demo_testset"
+MODES = ("offline", "streaming", "both")
+SAMPLE_RATE = 16000
+
+
+def _first_set(value: Any, default: Any) -> Any:
+    return default if value is None or value == "" else value
+
+
+# hydra.run.dir in evaluate.yaml: ``output_dir`` when given, else a timestamped default.
+if not OmegaConf.has_resolver("fsnet.first_set"):
+    OmegaConf.register_new_resolver("fsnet.first_set", _first_set)
+
+
+# ----------------------------------------------------------------------------------- test set
+
+
+@dataclass
+class Item:
+    """One test file: the noisy input and, in DNS layout, its clean reference."""
+
+    key: str
+    noisy: Path
+    clean: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.noisy.name
+
+
+_FILEID = re.compile(r"fileid_(\d+)$")
+
+
+def _pair_key(path: Path) -> str:
+    """``noisy_snr5_fileid_12.wav`` and ``clean_fileid_12.wav`` -> ``fileid_12``; else the stem."""
+    m = _FILEID.search(path.stem)
+    return f"fileid_{int(m.group(1))}" if m else path.stem
+
+
+def _natural_key(path: Path) -> tuple:
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name))
+
+
+def _audio_files(directory: Path) -> list[Path]:
+    from fsnet.audio import AUDIO_EXTENSIONS
+
+    files = [
+        p
+        for p in directory.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in AUDIO_EXTENSIONS
+    ]
+    return sorted(files, key=_natural_key)
+
+
+def _by_key(files: list[Path], what: str) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for f in files:
+        key = _pair_key(f)
+        if key in out:
+            raise FsnetError(
+                f"two {what} files share the pairing key {key}: {out[key].name}, {f.name}"
+            )
+        out[key] = f
+    return out
+
+
+def _list_names(paths: list[Path], limit: int = 5) -> str:
+    names = ", ".join(p.name for p in paths[:limit])
+    return names + (f" (and {len(paths) - limit} more)" if len(paths) > limit else "")
+
+
+def scan_testset(
+    root: str | os.PathLike, allow_unpaired: bool = False
+) -> tuple[list[Item], str, list[str]]:
+    """Find the files of a test set -> ``(items, layout, notices)``; layout ``paired``/``noisy_only``.
+
+    Raises ``FsnetError`` for a missing directory, no audio, duplicate keys, or (unless
+    ``allow_unpaired``) noisy files without a clean reference or clean files without noisy input.
+    """
+    from fsnet.audio import AUDIO_EXTENSIONS
+
+    root = Path(root)
+    exts = "/".join(AUDIO_EXTENSIONS)
+    if not root.exists():
+        hint = (
+            " (the demo set is not in this checkout; pass testset=DIR)"
+            if root == DEFAULT_TESTSET
+            else ""
+        )
+        raise FsnetError(f"test set directory not found: {root}{hint}")
+    if not root.is_dir():
+        raise FsnetError(f"test set must be a directory, got a file: {root}")
+    clean_dir, noisy_dir = root / "clean", root / "noisy"
+    notices: list[str] = []
+    if clean_dir.is_dir():
+        if not noisy_dir.is_dir():
+            raise FsnetError(f"{root} has clean/ but no noisy/ directory")
+        noisy_files, clean_files = _audio_files(noisy_dir), _audio_files(clean_dir)
+        if not noisy_files:
+            raise FsnetError(f"no audio files ({exts}) in {noisy_dir}")
+        if not clean_files:
+            raise FsnetError(f"no audio files ({exts}) in {clean_dir}")
+        noisy, clean = _by_key(noisy_files, "noisy"), _by_key(clean_files, "clean")
+        no_clean = [p for k, p in noisy.items() if k not in clean]
+        no_noisy = [p for k, p in clean.items() if k not in noisy]
+        if no_clean or no_noisy:
+            parts = []
+            if no_clean:
+                parts.append(
+                    f"{len(no_clean)} noisy file(s) without a clean reference: {_list_names(no_clean)}"
+                )
+            if no_noisy:
+                parts.append(
+                    f"{len(no_noisy)} clean file(s) without a noisy input: {_list_names(no_noisy)}"
+                )
+            msg = f"unpaired files in {root}: " + "; ".join(parts)
+            if not allow_unpaired:
+                raise FsnetError(
+                    msg + " (files pair by their fileid_N suffix, else by identical names; "
+                    "set allow_unpaired=true to skip them)"
+                )
+            notices.append(msg + "; skipped (allow_unpaired=true)")
+        items = [Item(k, p, clean[k]) for k, p in noisy.items() if k in clean]
+        if not items:
+            raise FsnetError(f"no noisy file in {noisy_dir} has a clean reference in {clean_dir}")
+        return items, "paired", notices
+    directory = noisy_dir if noisy_dir.is_dir() else root
+    files = _audio_files(directory)
+    if not files:
+        raise FsnetError(f"no audio files ({exts}) in {directory}")
+    return [Item(p.stem, p) for p in files], "noisy_only", notices
+
+
+# -------------------------------------------------------------------------------- configuration
+
+_DEFAULTS: dict[str, Any] | None = None
+
+
+def default_config() -> dict[str, Any]:
+    """The keys of ``configs/evaluate.yaml`` (without the ``hydra`` node) as a plain dict."""
+    global _DEFAULTS
+    if _DEFAULTS is None:
+        path = CONFIG_DIR / f"{CONFIG_NAME}.yaml"
+        if not path.is_file():
+            raise FsnetError(f"config file not found: {path}")
+        cfg = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        cfg.pop("hydra", None)
+        cfg.pop("defaults", None)
+        _DEFAULTS = cfg
+    return dict(_DEFAULTS)
+
+
+def _as_dict(cfg: Any) -> dict[str, Any]:
+    if cfg is None:
+        return {}
+    if isinstance(cfg, Mapping) and not OmegaConf.is_config(cfg):
+        return dict(cfg)
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@dataclass
+class Options:
+    checkpoint: str | None
+    norm: str | None
+    testset: Path
+    mode: str
+    stream_block_samples: int
+    device: str
+    num_threads: int
+    num_workers: int
+    metrics: tuple[str, ...]
+    allow_unpaired: bool
+    save_enhanced: bool
+    plot: int
+    output_dir: Path | None
+    progress: bool
+    diff_tolerance: float
+
+
+def _options(cfg: Any) -> Options:
+    values = default_config()
+    given = _as_dict(cfg)
+    given.pop("hydra", None)
+    unknown = sorted(set(given) - set(values))
+    if unknown:
+        raise FsnetError(f"unknown evaluate option(s) {unknown}; known: {sorted(values)}")
+    values.update(given)
+    problems = []
+    mode = str(values["mode"])
+    if mode not in MODES:
+        problems.append(f"mode must be one of {'|'.join(MODES)}, got {mode!r}")
+
+    def integer(key: str, minimum: int) -> int:
+        v = values[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            problems.append(f"{key} must be an integer >= {minimum}, got {v!r}")
+            return minimum
+        return v
+
+    block = integer("stream_block_samples", 1)
+    threads = integer("num_threads", 0)
+    plot = integer("plot", 0)
+    workers = values["num_workers"]
+    if workers is None:
+        workers = os.cpu_count() or 1
+    elif isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        problems.append(f"num_workers must be null or an integer >= 0, got {workers!r}")
+        workers = 0
+    device = str(values["device"])
+    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+        problems.append(f"device must be cpu or cuda (or cuda:N), got {device!r}")
+    norm = values.get("norm")
+    if norm not in (None, "cumulative", "utterance"):
+        problems.append(f"norm must be null, cumulative or utterance, got {norm!r}")
+    names = values["metrics"]
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    try:
+        metric_names = M.expand_metric_names(names or [])
+    except ValueError as exc:
+        problems.append(str(exc))
+        metric_names = ()
+    if not metric_names and not problems:
+        problems.append("metrics is empty: nothing to compute")
+    try:
+        tol = float(values["diff_tolerance"])
+    except (TypeError, ValueError):
+        problems.append(f"diff_tolerance must be a number, got {values['diff_tolerance']!r}")
+        tol = 1e-3
+    if problems:
+        raise FsnetError("; ".join(problems))
+    testset = values["testset"]
+    testset = Path(testset).expanduser().resolve() if testset not in (None, "") else DEFAULT_TESTSET
+    checkpoint = values["checkpoint"]
+    checkpoint = (
+        str(Path(checkpoint).expanduser().resolve()) if checkpoint not in (None, "") else None
+    )
+    out = values["output_dir"]
+    return Options(
+        checkpoint=checkpoint,
+        norm=norm,
+        testset=testset,
+        mode=mode,
+        stream_block_samples=block,
+        device=device,
+        num_threads=threads,
+        num_workers=workers,
+        metrics=metric_names,
+        allow_unpaired=bool(values["allow_unpaired"]),
+        save_enhanced=bool(values["save_enhanced"]),
+        plot=plot,
+        output_dir=Path(out).expanduser() if out not in (None, "") else None,
+        progress=bool(values["progress"]),
+        diff_tolerance=tol,
+    )
+
+
+def _output_dir(opts: Options) -> Path:
+    if opts.output_dir is not None:
+        return opts.output_dir.resolve()
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir).resolve()
+    except (ImportError, ValueError):
+        stamp = datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
+        return (Path.cwd() / "outputs" / "evaluate" / stamp).resolve()
+
+
+# ---------------------------------------------------------------------------------- enhancement
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def enhance_streaming(engine, x: np.ndarray, block: int) -> np.ndarray:
+    """Run ``x`` through a StreamingEnhancer ``block`` samples at a time, aligned to the input.
+
+    The stream is the enhancement delayed by ``latency_samples``; that many leading samples are
+    dropped so the result lines up with ``x`` sample for sample.
+    """
+    outs = [engine.process(x[i : i + block]) for i in range(0, x.shape[0], block)]
+    outs.append(engine.flush())
+    y = np.concatenate([np.asarray(o, dtype=np.float32) for o in outs])
+    lat = engine.latency_samples
+    if y.shape[0] < lat + x.shape[0]:
+        raise RuntimeError(
+            f"streaming produced {y.shape[0]} samples for {x.shape[0]} input samples "
+            f"(latency {lat}); expected {lat + x.shape[0]}"
+        )
+    return y[lat : lat + x.shape[0]]
+
+
+def _load_model(opts: Options):
+    import torch
+
+    from fsnet.checkpoint import load_model
+
+    if opts.device.startswith("cuda") and not torch.cuda.is_available():
+        raise FsnetError(f"device={opts.device} but CUDA is not available here; use device=cpu")
+    overrides = {"norm": opts.norm} if opts.norm else {}
+    return load_model(opts.checkpoint, device=opts.device, **overrides)
+
+
+# ------------------------------------------------------------------------------------- metrics
+
+
+def _init_worker() -> None:
+    # Ctrl-C goes to the whole process group: let the main process handle it alone.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    M.set_dnsmos_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _metric_task(
+    index: int,
+    signal_name: str,
+    estimate: np.ndarray,
+    reference: np.ndarray | None,
+    names: tuple[str, ...],
+) -> tuple[int, str, dict[str, float], list[str]]:
+    """Worker: metrics of one signal of one file, with the warnings they raised."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        values = M.compute_metrics(estimate, reference, names)
+    messages = [str(w.message) for w in caught if issubclass(w.category, M.MetricWarning)]
+    return index, signal_name, values, messages
+
+
+class _Interrupted(KeyboardInterrupt):
+    pass
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001
+    raise _Interrupted()
+
+
+# --------------------------------------------------------------------------------------- output
+
+
+def _fmt(value: float | None, signed: bool = False, digits: int = 3) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def _fmt_diff(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if not math.isfinite(value):
+        return "NaN in one"
+    return f"{value:.1e}" if value else "0"
+
+
+ROW_LABELS = {
+    "pesq_wb": "WB-PESQ",
+    "pesq_nb": "NB-PESQ",
+    "stoi": "STOI",
+    "estoi": "ESTOI",
+    "si_sdr": "SI-SDR (dB)",
+    "dnsmos_sig": "DNSMOS SIG",
+    "dnsmos_bak": "DNSMOS BAK",
+    "dnsmos_ovrl": "DNSMOS OVRL",
+    "dnsmos_p808": "DNSMOS P.808",
+}
+
+
+def format_tables(summary: Mapping[str, Any]) -> str:
+    """The Markdown report printed on stdout (also saved as ``summary.md``)."""
+    lines = []
+    n, secs = summary["num_files"], summary["audio_seconds"]
+    layout = "clean+noisy pairs" if summary["layout"] == "paired" else "noisy only"
+    lines.append(
+        f"## fsnet evaluation: {n} file(s), {secs:.1f} s ({layout}) from {summary['testset']}"
+    )
+    model = summary["model"]
+    lines.append(
+        f"model: {summary['checkpoint_label']} ({model['num_parameters'] / 1e6:.2f} M parameters, "
+        f"{model['norm']} norm, latency {model['latency_ms']:.1f} ms)"
+    )
+    threads = summary["num_threads"]
+    for mode, result in summary["results"].items():
+        rtf = summary["rtf"][mode]
+        how = f"{summary['stream_block_samples']}-sample blocks, " if mode == "streaming" else ""
+        lines.append("")
+        lines.append(
+            f"### {mode}: RTF {_fmt(rtf)} ({how}{summary['device']}, "
+            f"{threads} thread{'s' if threads != 1 else ''})"
+        )
+        lines.append("")
+        lines.append("| metric | noisy | enhanced | improvement |")
+        lines.append("|---|---:|---:|---:|")
+        for name, r in result.items():
+            lines.append(
+                f"| {ROW_LABELS[name]} | {_fmt(r['noisy'])} | {_fmt(r['enhanced'])} "
+                f"| {_fmt(r['improvement'], signed=True)} |"
+            )
+    if "max_abs_diff" in summary:
+        lines.append("")
+        verdict = "agree" if summary["streaming_matches_offline"] else "DISAGREE"
+        lines.append(
+            f"### offline vs streaming: {verdict} (largest per-file difference, tolerance "
+            f"{summary['diff_tolerance']:g}; waveforms differ by at most "
+            f"{summary['max_abs_sample_diff']:.1e})"
+        )
+        lines.append("")
+        lines.append("| metric | offline | streaming | max diff |")
+        lines.append("|---|---:|---:|---:|")
+        off, st = summary["results"]["offline"], summary["results"]["streaming"]
+        for name, d in summary["max_abs_diff"].items():
+            lines.append(
+                f"| {ROW_LABELS[name]} | {_fmt(off[name]['enhanced'])} | {_fmt(st[name]['enhanced'])} "
+                f"| {_fmt_diff(d)} |"
+            )
+    lines.append("")
+    lines.append(f"results: {summary['output_dir']}")
+    return "\n".join(lines)
+
+
+def _write_text(path: Path, text: str) -> None:
+    from fsnet.checkpoint import atomic_write
+
+    with atomic_write(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    return obj
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    fields = list(rows[0]) if rows else ["file"]
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    _write_text(path, buf.getvalue())
+
+
+def _plot(path: Path, title: str, panels: list[tuple[str, np.ndarray]]) -> None:
+    """Spectrograms (dB, shared colour scale) of the given signals, one above the other."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from fsnet.checkpoint import atomic_write
+
+    n_fft, hop = 512, 128
+    window = np.hanning(n_fft + 1)[:-1]
+    specs = []
+    for _, x in panels:
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape[0] < n_fft:
+            x = np.pad(x, (0, n_fft - x.shape[0]))
+        frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop] * window
+        power = np.abs(np.fft.rfft(frames, axis=-1)) ** 2
+        specs.append(10 * np.log10(power.T + 1e-10))
+    vmax = max(float(s.max()) for s in specs)
+    vmin = vmax - 80.0
+    fig = Figure(figsize=(10, 2.4 * len(panels)), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    image = None
+    for ax, (label, x), spec in zip(axes, panels, specs, strict=True):
+        duration = len(x) / SAMPLE_RATE
+        image = ax.imshow(
+            spec,
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            vmin=vmin,
+            vmax=vmax,
+            extent=(0.0, duration, 0.0, SAMPLE_RATE / 2000.0),
+            interpolation="nearest",
+        )
+        ax.set_ylabel("kHz")
+        ax.set_title(label, fontsize=9, loc="left")
+    axes[-1].set_xlabel("time (s)")
+    fig.suptitle(title, fontsize=10)
+    fig.colorbar(image, ax=list(axes), label="dB")
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
+# ----------------------------------------------------------------------------------- evaluate
+
+
+def _mean(values: list[float]) -> tuple[float, int]:
+    finite = [v for v in values if math.isfinite(v)]
+    return (float(np.mean(finite)) if finite else math.nan), len(finite)
+
+
+def evaluate(cfg: Any = None) -> dict[str, Any]:
+    """Run the evaluation described by ``cfg`` (keys of ``configs/evaluate.yaml``; a dict,
+    DictConfig or None for the defaults) and return the summary that is also written as JSON.
+
+    Raises ``FsnetError`` for anything the user can fix (paths, files, options, checkpoint).
+    """
+    import torch
+    from tqdm import tqdm
+
+    import fsnet
+    from fsnet.audio import load_audio, write_audio
+    from fsnet.streaming import StreamingEnhancer
+
+    t_start = time.perf_counter()
+    opts = _options(cfg)
+    notices: list[str] = []
+
+    def notice(msg: str) -> None:
+        notices.append(msg)
+        log.warning("notice: %s", msg)
+
+    items, layout, scan_notices = scan_testset(opts.testset, opts.allow_unpaired)
+    for msg in scan_notices:
+        notice(msg)
+    metric_names = opts.metrics
+    if layout == "noisy_only":
+        dropped = [n for n in metric_names if n not in M.DNSMOS_METRICS]
+        metric_names = tuple(n for n in metric_names if n in M.DNSMOS_METRICS)
+        if not metric_names:
+            raise FsnetError(
+                f"{opts.testset} has no clean references (no clean/ directory), so only DNSMOS can "
+                "be computed, but metrics excludes it; add dnsmos to metrics"
+            )
+        if dropped:
+            notice(f"no clean references: computing DNSMOS only (not {', '.join(dropped)})")
+
+    model = _load_model(opts)
+    modes = ["offline", "streaming"] if opts.mode == "both" else [opts.mode]
+    engine = StreamingEnhancer(model) if "streaming" in modes else None
+    out_dir = _output_dir(opts)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(opts.num_threads or os.cpu_count() or 1)
+    threads_used = torch.get_num_threads()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_sigterm = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    executor = None
+    try:
+        # Warm-up outside the timing: first calls pay for lazy initialisation.
+        warm = np.zeros(SAMPLE_RATE // 2, np.float32)
+        if "offline" in modes:
+            fsnet.enhance(model, warm)
+        if engine is not None:
+            enhance_streaming(engine, warm, opts.stream_block_samples)
+        _sync(opts.device)
+
+        # ---- phase 1: load + enhance (timed), save ----
+        noisy_sig: list[np.ndarray] = []
+        clean_sig: list[np.ndarray | None] = []
+        enhanced: dict[str, list[np.ndarray]] = {m: [] for m in modes}
+        seconds: dict[str, list[float]] = {m: [] for m in modes}
+        sample_diff = 0.0
+        for item in tqdm(
+            items, desc="enhance", unit="file", disable=not opts.progress, file=sys.stderr
+        ):
+            x, notes = load_audio(item.noisy, SAMPLE_RATE)
+            for note in notes:
+                notice(f"noisy/{note}" if layout == "paired" else note)
+            ref = None
+            if item.clean is not None:
+                ref, notes = load_audio(item.clean, SAMPLE_RATE)
+                for note in notes:
+                    notice(f"clean/{note}")
+            for mode in modes:
+                t0 = time.perf_counter()
+                if mode == "offline":
+                    y = fsnet.enhance(model, x)
+                else:
+                    y = enhance_streaming(engine, x, opts.stream_block_samples)
+                _sync(opts.device)
+                seconds[mode].append(time.perf_counter() - t0)
+                y = np.asarray(y, dtype=np.float32)
+                enhanced[mode].append(y)
+                if opts.save_enhanced:
+                    name = item.noisy.name
+                    if item.noisy.suffix.lower() not in (".wav", ".flac", ".ogg"):
+                        name = item.noisy.stem + ".wav"
+                    write_audio(out_dir / f"enhanced_{mode}" / name, y, SAMPLE_RATE)
+            if len(modes) == 2:
+                sample_diff = max(
+                    sample_diff,
+                    float(np.abs(enhanced["offline"][-1] - enhanced["streaming"][-1]).max()),
+                )
+            if ref is not None and ref.shape[0] != x.shape[0]:
+                n = min(ref.shape[0], x.shape[0])
+                notice(
+                    f"{item.noisy.name} and {item.clean.name} differ in length ({x.shape[0]} vs "
+                    f"{ref.shape[0]} samples); metrics use the first {n}"
+                )
+                ref = ref[:n]
+            noisy_sig.append(x)
+            clean_sig.append(ref)
+
+        # ---- phase 2: metrics in worker processes ----
+        signals = ["noisy", *modes]
+        results: dict[tuple[int, str], dict[str, float]] = {}
+        warned: list[str] = []
+        tasks = []
+        for i in range(len(items)):
+            ref = clean_sig[i]
+            n = ref.shape[0] if ref is not None else None
+            for s in signals:
+                sig = noisy_sig[i] if s == "noisy" else enhanced[s][i]
+                tasks.append((i, s, sig[:n] if n is not None else sig, ref, metric_names))
+        bar = tqdm(
+            total=len(tasks),
+            desc="metrics",
+            unit="signal",
+            disable=not opts.progress,
+            file=sys.stderr,
+        )
+
+        def collect(result) -> None:
+            i, s, values, messages = result
+            results[(i, s)] = values
+            for msg in messages:
+                line = f"{items[i].name} ({s}): {msg}"
+                warned.append(line)
+                log.warning("warning: %s", line)
+            bar.update(1)
+
+        workers = min(opts.num_workers, len(tasks))
+        if workers <= 0:
+            for task in tasks:
+                collect(_metric_task(*task))
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            executor = ProcessPoolExecutor(
+                max_workers=workers, mp_context=ctx, initializer=_init_worker
+            )
+            pending = {executor.submit(_metric_task, *task) for task in tasks}
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    collect(fut.result())
+            executor.shutdown()
+            executor = None
+        bar.close()
+
+        # ---- aggregate ----
+        total_seconds = sum(x.shape[0] for x in noisy_sig) / SAMPLE_RATE
+        rows = []
+        for i, item in enumerate(items):
+            row: dict[str, Any] = {
+                "file": item.name,
+                "clean": item.clean.name if item.clean else "",
+                "duration_s": noisy_sig[i].shape[0] / SAMPLE_RATE,
+            }
+            for s in signals:
+                for name in metric_names:
+                    row[f"{s}_{name}"] = results[(i, s)].get(name, math.nan)
+            for mode in modes:
+                row[f"rtf_{mode}"] = seconds[mode][i] / max(row["duration_s"], 1e-9)
+            rows.append(row)
+        summary_results: dict[str, dict[str, dict[str, Any]]] = {}
+        for mode in modes:
+            table = {}
+            for name in metric_names:
+                noisy_vals = [results[(i, "noisy")][name] for i in range(len(items))]
+                enh_vals = [results[(i, mode)][name] for i in range(len(items))]
+                noisy_mean, _ = _mean(noisy_vals)
+                enh_mean, n_valid = _mean(enh_vals)
+                gain, _ = _mean([e - nv for e, nv in zip(enh_vals, noisy_vals, strict=True)])
+                table[name] = {
+                    "noisy": noisy_mean,
+                    "enhanced": enh_mean,
+                    "improvement": gain,
+                    "num_files": n_valid,
+                }
+            summary_results[mode] = table
+
+        summary: dict[str, Any] = {
+            "fsnet_version": fsnet.__version__,
+            "testset": str(opts.testset),
+            "layout": layout,
+            "num_files": len(items),
+            "audio_seconds": total_seconds,
+            "checkpoint": opts.checkpoint,
+            "checkpoint_label": opts.checkpoint or "bundled pretrained model",
+            "model": {
+                "config": model.config.to_dict(),
+                "norm": model.norm,
+                "num_parameters": sum(p.numel() for p in model.parameters()),
+                "latency_ms": model.config.latency_ms,
+            },
+            "mode": opts.mode,
+            "device": opts.device,
+            "num_threads": threads_used,
+            "num_threads_setting": opts.num_threads,
+            "stream_block_samples": opts.stream_block_samples,
+            "metrics": list(metric_names),
+            "rtf": {m: sum(seconds[m]) / max(total_seconds, 1e-9) for m in modes},
+            "enhancement_seconds": {m: sum(seconds[m]) for m in modes},
+            "results": summary_results,
+        }
+        if len(modes) == 2:
+            diffs = {}
+            for name in metric_names:
+                worst = 0.0
+                for i in range(len(items)):
+                    a, b = results[(i, "offline")][name], results[(i, "streaming")][name]
+                    if math.isnan(a) and math.isnan(b):
+                        continue
+                    d = abs(a - b) if math.isfinite(a) and math.isfinite(b) else math.inf
+                    worst = max(worst, d)
+                diffs[name] = worst
+            summary["max_abs_diff"] = diffs
+            summary["max_abs_sample_diff"] = sample_diff
+            summary["diff_tolerance"] = opts.diff_tolerance
+            summary["streaming_matches_offline"] = all(
+                d < opts.diff_tolerance for d in diffs.values()
+            )
+            if not summary["streaming_matches_offline"]:
+                bad = [n for n, d in diffs.items() if not d < opts.diff_tolerance]
+                log.warning(
+                    "warning: offline and streaming metrics differ by more than %g on %s",
+                    opts.diff_tolerance,
+                    ", ".join(bad),
+                )
+
+        # ---- outputs ----
+        files: dict[str, Any] = {
+            "per_file_csv": str(out_dir / "per_file.csv"),
+            "summary_json": str(out_dir / "summary.json"),
+            "summary_md": str(out_dir / "summary.md"),
+        }
+        if opts.save_enhanced:
+            files["enhanced_dirs"] = {m: str(out_dir / f"enhanced_{m}") for m in modes}
+        plots = []
+        for i in range(min(opts.plot, len(items))):
+            panels = [(f"noisy: {items[i].noisy.name}", noisy_sig[i])]
+            panels += [(f"enhanced ({m})", enhanced[m][i]) for m in modes]
+            if clean_sig[i] is not None:
+                panels.append((f"clean: {items[i].clean.name}", clean_sig[i]))
+            path = out_dir / "plots" / f"{items[i].noisy.stem}.png"
+            _plot(path, items[i].key, panels)
+            plots.append(str(path))
+        if plots:
+            files["plots"] = plots
+        summary["output_dir"] = str(out_dir)
+        summary["files"] = files
+        summary["notices"] = notices
+        summary["warnings"] = warned
+        summary["elapsed_seconds"] = time.perf_counter() - t_start
+        summary["table"] = format_tables(summary)
+        _write_csv(out_dir / "per_file.csv", rows)
+        _write_text(out_dir / "summary.md", summary["table"] + "\n")
+        as_json = {k: v for k, v in summary.items() if k != "table"}
+        _write_text(out_dir / "summary.json", json.dumps(_json_safe(as_json), indent=2) + "\n")
+        return summary
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+        torch.set_num_threads(previous_threads)
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+
+
+# ------------------------------------------------------------------------------------- the CLI
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+_FAILURE: list[str] = []  # the task's one-line error, reported by main() after Hydra returns
+
+
+def _hydra_task(cfg) -> None:
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    # Errors are caught here rather than in main(): an exception leaving the task makes Hydra
+    # print an extra "Error executing job with overrides" line first.
+    try:
+        with logging_redirect_tqdm():
+            summary = evaluate(cfg)
+    except (FsnetError, OSError) as exc:
+        _FAILURE.append(_one_line(exc))
+        return
+    print(summary["table"], flush=True)
+
+
+def main() -> None:
+    """Console entry point (``fsnet-evaluate`` / ``python evaluate.py``): Hydra overrides in argv.
+
+    Every user-fixable problem (FsnetError, a bad Hydra override, an unreadable file) ends as a
+    single ``error: ...`` line on stderr and exit status 1; Ctrl-C / SIGTERM exit with 130.
+    """
+    import hydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    task = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=CONFIG_NAME)(
+        _hydra_task
+    )
+    # Let Hydra's own errors reach us instead of being printed as multi-line reports.
+    previous = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    code = 0
+    _FAILURE.clear()
+    try:
+        task()
+        if _FAILURE:
+            print(f"error: {_FAILURE[0]}", file=sys.stderr)
+            code = 1
+    except FsnetError as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        code = 1
+    except (HydraException, OmegaConfBaseException) as exc:
+        cause = exc.__cause__
+        detail = _one_line(exc)
+        if isinstance(cause, OmegaConfBaseException) and str(cause).split("\n")[0] not in detail:
+            detail += " (" + " ".join(str(cause).split("\n")[0].split()) + ")"
+        print(f"error: {detail}", file=sys.stderr)
+        code = 1
+    except OSError as exc:
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        print("error: interrupted; only complete files were written", file=sys.stderr)
+        code = 130
+    finally:
+        if previous is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = previous
+    sys.stdout.flush()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

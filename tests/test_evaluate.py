@@ -1,0 +1,338 @@
+"""evaluate.py: test-set discovery, the CLI end to end, one-line errors, atomic outputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from test_metrics import speech_like  # sibling test module
+
+import fsnet
+from fsnet import evaluate as ev
+from fsnet.checkpoint import save_release
+from fsnet.errors import FsnetError
+
+REPO = Path(__file__).resolve().parent.parent
+SR = 16000
+# 2.3 s: speechmos tiles it to 9.2 s, i.e. exactly one DNSMOS window (2 s would be tiled to 16 s
+# and scored on 7 windows), which keeps the DNSMOS part of these tests fast.
+SECONDS = 2.3
+TINY = dict(
+    num_mels=16,
+    encoder_hidden_sizes=(32, 24),
+    bottleneck_hidden_size=24,
+    bottleneck_num_layers=1,
+    decoder_hidden_sizes=(32, 32),
+    noisy_num_neighbors=2,
+)
+
+
+def make_dns_set(root: Path, n: int = 3, seconds: float = SECONDS) -> Path:
+    """clean/clean_fileid_N.wav + noisy/noisy_snrS_fileid_N.wav, speech-like + white noise."""
+    rng = np.random.default_rng(0)
+    (root / "clean").mkdir(parents=True)
+    (root / "noisy").mkdir()
+    for i in range(n):
+        snr = 5 * i
+        clean = speech_like(seconds, seed=i)
+        noise = rng.standard_normal(clean.shape).astype(np.float32)
+        noise *= np.sqrt(np.mean(clean**2) / np.mean(noise**2) / 10 ** (snr / 10))
+        sf.write(root / "clean" / f"clean_fileid_{i}.wav", clean, SR, subtype="PCM_16")
+        sf.write(
+            root / "noisy" / f"noisy_snr{snr}_fileid_{i}.wav", clean + noise, SR, subtype="PCM_16"
+        )
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_release(fsnet.build_model(TINY), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dns_set(tmp_path_factory) -> Path:
+    return make_dns_set(tmp_path_factory.mktemp("dns") / "set")
+
+
+def run_cli(*overrides: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "evaluate.py", "progress=false", *overrides],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# ------------------------------------------------------------------------------ test-set layouts
+
+
+def test_default_testset_is_relative_to_the_package():
+    assert (
+        ev.DEFAULT_TESTSET
+        == Path(fsnet.__file__).resolve().parent.parent / "assets" / "demo_testset"
+    )
+    assert (ev.CONFIG_DIR / "evaluate.yaml").is_file()
+
+
+def test_scan_layouts(tmp_path):
+    d = tmp_path / "dns"
+    for sub, names in {
+        "clean": ["clean_fileid_10.wav", "clean_fileid_2.wav"],
+        "noisy": ["book_snr3_fileid_2.wav", "x_snr0_fileid_10.wav", "notes.txt"],
+    }.items():
+        (d / sub).mkdir(parents=True)
+        for name in names:
+            (d / sub / name).write_bytes(b"")
+    items, layout, notices = ev.scan_testset(d)
+    assert layout == "paired" and not notices
+    assert [(i.noisy.name, i.clean.name) for i in items] == [
+        ("book_snr3_fileid_2.wav", "clean_fileid_2.wav"),
+        ("x_snr0_fileid_10.wav", "clean_fileid_10.wav"),
+    ]
+    # VoiceBank-DEMAND style: identical names pair.
+    vb = tmp_path / "vb"
+    for sub in ("clean", "noisy"):
+        (vb / sub).mkdir(parents=True)
+        (vb / sub / "p232_001.wav").write_bytes(b"")
+    assert ev.scan_testset(vb)[0][0].clean.name == "p232_001.wav"
+    # Noisy only: files in the directory itself, or in noisy/ without clean/.
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "b.flac").write_bytes(b"")
+    (real / "a.wav").write_bytes(b"")
+    items, layout, _ = ev.scan_testset(real)
+    assert layout == "noisy_only" and [i.name for i in items] == ["a.wav", "b.flac"]
+    assert all(i.clean is None for i in items)
+    only_noisy = tmp_path / "only_noisy"
+    (only_noisy / "noisy").mkdir(parents=True)
+    (only_noisy / "noisy" / "rec.wav").write_bytes(b"")
+    assert ev.scan_testset(only_noisy)[1] == "noisy_only"
+
+
+def test_scan_errors(tmp_path):
+    with pytest.raises(FsnetError, match="not found"):
+        ev.scan_testset(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FsnetError, match="no audio files"):
+        ev.scan_testset(tmp_path / "empty")
+    d = tmp_path / "unpaired"
+    (d / "clean").mkdir(parents=True)
+    (d / "noisy").mkdir()
+    for i in range(8):
+        (d / "noisy" / f"n_fileid_{i}.wav").write_bytes(b"")
+    (d / "clean" / "clean_fileid_0.wav").write_bytes(b"")
+    (d / "clean" / "clean_fileid_99.wav").write_bytes(b"")
+    with pytest.raises(FsnetError) as info:
+        ev.scan_testset(d)
+    msg = str(info.value)
+    assert "7 noisy file(s) without a clean reference: n_fileid_1.wav" in msg
+    assert "(and 2 more)" in msg and "clean_fileid_99.wav" in msg and "allow_unpaired" in msg
+    items, _, notices = ev.scan_testset(d, allow_unpaired=True)
+    assert [i.key for i in items] == ["fileid_0"] and "skipped" in notices[0]
+    (d / "noisy" / "other_fileid_0.wav").write_bytes(b"")
+    with pytest.raises(FsnetError, match="share the pairing key fileid_0"):
+        ev.scan_testset(d, allow_unpaired=True)
+
+
+def test_options_validation():
+    with pytest.raises(FsnetError, match="unknown evaluate option"):
+        ev.evaluate({"bogus": 1})
+    with pytest.raises(FsnetError, match="mode must be one of"):
+        ev.evaluate({"mode": "live"})
+    with pytest.raises(FsnetError, match="unknown metric"):
+        ev.evaluate({"metrics": ["mosnet"]})
+
+
+# ----------------------------------------------------------------------------------------- CLI
+
+
+def test_cli_both_modes_agree(tmp_path, tiny_ckpt, dns_set):
+    out = tmp_path / "run"
+    t0 = time.perf_counter()
+    proc = run_cli(
+        f"checkpoint={tiny_ckpt}",
+        f"testset={dns_set}",
+        "mode=both",
+        "plot=1",
+        "save_enhanced=true",
+        f"hydra.run.dir={out}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert time.perf_counter() - t0 < 90
+    # stdout: the Markdown tables, one per mode plus the agreement table.
+    for heading in ("### offline: RTF", "### streaming: RTF", "### offline vs streaming: agree"):
+        assert heading in proc.stdout
+    assert "| metric | noisy | enhanced | improvement |" in proc.stdout
+    assert "| WB-PESQ |" in proc.stdout and "| DNSMOS P.808 |" in proc.stdout
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_files"] == 3 and summary["layout"] == "paired"
+    assert summary["device"] == "cpu" and summary["num_threads"] == 1
+    assert set(summary["rtf"]) == {"offline", "streaming"} and all(
+        v > 0 for v in summary["rtf"].values()
+    )
+    for mode in ("offline", "streaming"):
+        table = summary["results"][mode]
+        assert list(table) == list(fsnet.metrics.ALL_METRICS)
+        for name, r in table.items():
+            assert r["num_files"] == 3, name
+            assert r["improvement"] == pytest.approx(r["enhanced"] - r["noisy"], abs=1e-9)
+    assert summary["streaming_matches_offline"] is True
+    assert all(d < 1e-3 for d in summary["max_abs_diff"].values()), summary["max_abs_diff"]
+
+    with open(out / "per_file.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["file"] for r in rows] == [f"noisy_snr{5 * i}_fileid_{i}.wav" for i in range(3)]
+    for row in rows:
+        for name in fsnet.metrics.ALL_METRICS:
+            a, b = float(row[f"offline_{name}"]), float(row[f"streaming_{name}"])
+            assert math.isfinite(a) and abs(a - b) < 1e-3, (name, a, b)
+        assert float(row["noisy_pesq_wb"]) >= 1.0 and -10 < float(row["noisy_si_sdr"]) < 15
+
+    for mode in ("offline", "streaming"):
+        written = sorted(p.name for p in (out / f"enhanced_{mode}").iterdir())
+        assert written == sorted(r["file"] for r in rows)
+        info = sf.info(out / f"enhanced_{mode}" / written[0])
+        assert info.samplerate == SR and info.frames == int(SECONDS * SR)
+    pngs = list((out / "plots").glob("*.png"))
+    assert len(pngs) == 1 and pngs[0].read_bytes()[:4] == b"\x89PNG"
+    assert (out / "summary.md").read_text().startswith("## fsnet evaluation")
+
+
+def _one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def test_cli_errors_are_one_line(tmp_path, tiny_ckpt, dns_set):
+    run_dir = f"hydra.run.dir={tmp_path / 'run'}"
+    line = _one_error_line(
+        run_cli(f"testset={tmp_path / 'missing'}", f"checkpoint={tiny_ckpt}", run_dir)
+    )
+    assert "not found" in line and "missing" in line
+
+    unpaired = make_dns_set(tmp_path / "unpaired", n=2, seconds=0.5)
+    (unpaired / "noisy" / "noisy_snr0_fileid_7.wav").write_bytes(
+        (unpaired / "noisy" / "noisy_snr0_fileid_0.wav").read_bytes()
+    )
+    line = _one_error_line(run_cli(f"testset={unpaired}", f"checkpoint={tiny_ckpt}", run_dir))
+    assert "noisy_snr0_fileid_7.wav" in line and "allow_unpaired" in line
+
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    line = _one_error_line(run_cli(f"testset={dns_set}", f"checkpoint={bad}", run_dir))
+    assert "broken.pt" in line
+
+    # Hydra's own errors (unknown key, bad override syntax) are one line too.
+    assert "nosuchkey" in _one_error_line(run_cli("nosuchkey=1", run_dir))
+    _one_error_line(run_cli("metrics=[si_sdr", run_dir))
+
+
+def test_cli_resamples_8khz_with_notice(tmp_path, tiny_ckpt):
+    root = make_dns_set(tmp_path / "set8k", n=2, seconds=1.0)
+    path = root / "noisy" / "noisy_snr5_fileid_1.wav"
+    x, _ = sf.read(path, dtype="float32")
+    sf.write(path, x[::2], 8000, subtype="PCM_16")
+    out = tmp_path / "out"
+    proc = run_cli(
+        f"checkpoint={tiny_ckpt}",
+        f"testset={root}",
+        "metrics=[si_sdr,stoi]",
+        "num_workers=0",
+        f"output_dir={out}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "notice: noisy/noisy_snr5_fileid_1.wav: resampled from 8000 Hz to 16000 Hz" in proc.stderr
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert any("resampled" in n for n in summary["notices"])
+    assert (out / ".hydra").is_dir()  # output_dir is also the Hydra run directory
+    assert "| SI-SDR (dB) |" in proc.stdout and "PESQ" not in proc.stdout
+
+
+def test_noisy_only_set_gets_dnsmos_alone(tmp_path, tiny_ckpt, dns_set):
+    real = tmp_path / "real"
+    real.mkdir()
+    src = dns_set / "noisy" / "noisy_snr5_fileid_1.wav"
+    (real / "recording.wav").write_bytes(src.read_bytes())
+    summary = ev.evaluate(
+        {
+            "checkpoint": str(tiny_ckpt),
+            "testset": str(real),
+            "mode": "streaming",
+            "num_workers": 0,
+            "output_dir": str(tmp_path / "out"),
+            "progress": False,
+        }
+    )
+    assert summary["layout"] == "noisy_only"
+    table = summary["results"]["streaming"]
+    assert list(table) == list(fsnet.metrics.DNSMOS_METRICS)
+    for r in table.values():
+        assert 1.0 <= r["noisy"] <= 5.0 and 1.0 <= r["enhanced"] <= 5.0
+    assert any("DNSMOS only" in n for n in summary["notices"])
+
+
+def test_interrupt_leaves_only_complete_wavs(tmp_path, tiny_ckpt, dns_set):
+    # Many noisy-only files enhanced in streaming mode (slowest path): SIGTERM while writing.
+    real = tmp_path / "many"
+    real.mkdir()
+    data = (dns_set / "noisy" / "noisy_snr0_fileid_0.wav").read_bytes()
+    for i in range(80):
+        (real / f"rec_{i:03d}.wav").write_bytes(data)
+    out = tmp_path / "out"
+    enhanced = out / "enhanced_streaming"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "evaluate.py",
+            "progress=false",
+            f"checkpoint={tiny_ckpt}",
+            f"testset={real}",
+            "mode=streaming",
+            "save_enhanced=true",
+            f"output_dir={out}",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if enhanced.is_dir() and any(p.suffix == ".wav" for p in enhanced.iterdir()):
+                break
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # The SIGTERM handler is installed before the first file is written, and 80 files take far
+    # longer than one to enhance and score, so the run is always cut short.
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: interrupted")
+    assert "Traceback" not in stderr
+    leftovers = sorted(os.listdir(enhanced))
+    assert leftovers and all(name.endswith(".wav") for name in leftovers), leftovers
+    for name in leftovers:
+        info = sf.info(enhanced / name)
+        assert info.frames == int(SECONDS * SR) and info.samplerate == SR
