@@ -168,18 +168,18 @@ def _read(path: Path) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" not in str(exc):
-            raise FsnetError(f"{path} is not a torch checkpoint") from None
-        # Lightning checkpoints may hold callback state that is not plain data; they are the
-        # user's own training output, so read them the way Lightning itself does.
-        if path.suffix != ".ckpt":
-            raise FsnetError(f"{path} holds pickled objects; refusing to unpickle a non-.ckpt file") from None
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001
-            raise FsnetError(f"cannot read checkpoint {path}: {exc}") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+            raise FsnetError(f"{path} is not a torch checkpoint (or it is truncated)") from None
+    except Exception as exc:  # noqa: BLE001 - a damaged file can fail anywhere in the unpickler
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise FsnetError(f"cannot read checkpoint {path} (truncated or not a torch file): {reason}") from None
+        raise FsnetError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): {reason}") from None
+    # Lightning checkpoints may hold callback state that is not plain data; they are the
+    # user's own training output, so read them the way Lightning itself does.
+    if path.suffix != ".ckpt":
+        raise FsnetError(f"{path} holds pickled objects; refusing to unpickle a non-.ckpt file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001
+        raise FsnetError(f"cannot read checkpoint {path}: {exc}") from None
 
 
 def load_model(

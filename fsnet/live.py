@@ -312,11 +312,8 @@ class ModelEngine:
     """StreamingEnhancer plus the dry mix; output on the engine's timeline (delayed by latency)."""
 
     def __init__(self, model: Any, dry: float = 0.0) -> None:
-        import torch
-
         from fsnet.streaming import StreamingEnhancer
 
-        self._torch = torch
         self.enhancer = StreamingEnhancer(model)
         self.latency_samples = int(self.enhancer.latency_samples)
         self.hop_samples = int(self.enhancer.hop_samples)
@@ -345,16 +342,10 @@ class ModelEngine:
     def process(self, x: np.ndarray) -> np.ndarray:
         if self.dry:
             self.delay_line.write(x)
-        with self._torch.inference_mode():
-            y = self.enhancer.process(
-                self._torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-            )
-        return self._finish(y)
+        return self._finish(self.enhancer.process(np.ascontiguousarray(x, dtype=np.float32)))
 
     def flush(self) -> np.ndarray:
-        with self._torch.inference_mode():
-            y = self.enhancer.flush()
-        return self._finish(y)
+        return self._finish(self.enhancer.flush())
 
 
 class PassthroughEngine:
@@ -418,6 +409,7 @@ class Stats:
         self.output_overflows = 0
         self.late_blocks = 0  # FIFO ran dry: silence played instead
         self.slow_blocks = 0  # a block took longer than its duration
+        self.drop_callbacks: list[int] = []  # callback numbers with a drop (first 20), for diagnosis
         self.started = time.monotonic()
 
     def add_block(self, seconds: float, audio_seconds: float) -> None:
@@ -674,6 +666,7 @@ def run_file(args: argparse.Namespace, stopper: Stopper) -> int:
     if args.duration is not None:
         x = x[: int(round(args.duration * MODEL_RATE))]
     engine, source = _load_engine(args)
+    _warm_up(engine)
     block = args.blocksize or 256
     latency = engine.latency_samples
     stats = Stats(block / MODEL_RATE)
@@ -776,10 +769,35 @@ def run_file(args: argparse.Namespace, stopper: Stopper) -> int:
 
 # --------------------------------------------------------------------------------------- mic mode
 def _import_sounddevice():
+    """Import sounddevice (initialises PortAudio) with the C libraries' probe chatter hidden.
+
+    PortAudio's init lets ALSA and libjack print to file descriptor 2 about every host API it
+    cannot use; that noise goes to a temporary file and is shown only if the import fails.
+    """
+    import tempfile
+
     try:
-        import sounddevice as sd
+        saved = os.dup(2)
+    except OSError:
+        saved = None
+    noise = tempfile.TemporaryFile(mode="w+b")
+    try:
+        if saved is not None:
+            sys.stderr.flush()
+            os.dup2(noise.fileno(), 2)
+        try:
+            import sounddevice as sd
+        finally:
+            if saved is not None:
+                os.dup2(saved, 2)
+                os.close(saved)
     except OSError as exc:  # PortAudio library missing
-        raise FsnetError(f"cannot use audio devices: {exc} (install libportaudio2)") from exc
+        noise.seek(0)
+        detail = noise.read().decode(errors="replace").strip().splitlines()
+        hint = f" ({detail[-1]})" if detail else ""
+        raise FsnetError(f"cannot use audio devices: {exc}{hint} (install libportaudio2)") from exc
+    finally:
+        noise.close()
     return sd
 
 
@@ -914,12 +932,15 @@ class LivePipeline:
         if threaded:
             self.worker = threading.Thread(target=self._work_loop, name="fsnet-engine", daemon=True)
 
-    # latency the program adds on top of the model's algorithmic latency, in seconds
     @property
     def pipeline_latency_s(self) -> float:
-        d_in = self.rs_in.delay() / MODEL_RATE if self.rs_in else 0.0
-        d_out = self.rs_out.delay() / self.rate if self.rs_out else 0.0
-        return self.prefill / self.rate + max(d_in, 0.0) + max(d_out, 0.0)
+        """Delay the program adds besides the model's: the FIFO's initial silence.
+
+        The prefill is the largest shortfall of (resampled, hop-quantised) output against the
+        device's demand, so it already contains the resamplers' delay: input-to-output through
+        the program is exactly ``prefill`` device frames plus the algorithmic latency.
+        """
+        return self.prefill / self.rate
 
     def process_block(self, mono: np.ndarray) -> None:
         t0 = time.perf_counter()
@@ -953,6 +974,8 @@ class LivePipeline:
         stats = self.stats
         stats.callbacks += 1
         if status:
+            if len(stats.drop_callbacks) < 20 and (status.input_overflow or status.output_underflow):
+                stats.drop_callbacks.append(stats.callbacks)
             stats.input_overflows += bool(status.input_overflow)
             stats.output_underflows += bool(status.output_underflow)
             stats.input_underflows += bool(status.input_underflow)
@@ -967,6 +990,8 @@ class LivePipeline:
                 y = self.fifo.read(frames)
                 if len(y) < frames:  # late: play silence, drop these samples when they come
                     stats.late_blocks += 1
+                    if len(stats.drop_callbacks) < 20:
+                        stats.drop_callbacks.append(stats.callbacks)
                     self.fifo.skip += frames - len(y)
             outdata[: len(y)] = y[:, None]
             outdata[len(y) :] = 0.0
@@ -1038,8 +1063,7 @@ def run_mic(args: argparse.Namespace, stopper: Stopper) -> int:
     blocksize = args.blocksize or max(1, round(256 * rate / MODEL_RATE))
 
     engine, source = _load_engine(args)
-    if not isinstance(engine, PassthroughEngine):
-        _warm_up(engine)
+    _warm_up(engine)
     recorder = None
     if args.record or args.record_noisy:
         recorder = Recorder(args.record_noisy, args.record, args.subtype, engine.latency_samples)
@@ -1082,6 +1106,9 @@ def run_mic(args: argparse.Namespace, stopper: Stopper) -> int:
             ) from exc
         with stream:
             if pipe.worker is not None:
+                # the audio callback needs the GIL the worker holds between torch ops: hand it
+                # over sooner than the default 5 ms
+                sys.setswitchinterval(0.0005)
                 pipe.worker.start()
             try:
                 stream.start()
@@ -1144,6 +1171,7 @@ def run_mic(args: argparse.Namespace, stopper: Stopper) -> int:
         "late_blocks": stats.late_blocks,
         "slow_blocks": stats.slow_blocks,
         "late_samples_dropped": pipe.fifo.dropped,
+        "drop_callbacks": stats.drop_callbacks,
         "algorithmic_latency_samples": engine.latency_samples,
         "algorithmic_latency_ms": 1e3 * engine.latency_samples / MODEL_RATE,
         "prefill_frames": pipe.prefill,

@@ -47,7 +47,15 @@ def test_stft_matches_torch_stft_and_inverts():
     stft = STFT(512, 256)
     ours = stft.stft(wave)
     # With hop = n_fft / 2 our left padding equals torch's centring with zero padding.
-    ref = torch.stft(wave, 512, 256, window=torch.hann_window(512), center=True, pad_mode="constant", return_complex=True)
+    ref = torch.stft(
+        wave,
+        512,
+        256,
+        window=torch.hann_window(512),
+        center=True,
+        pad_mode="constant",
+        return_complex=True,
+    )
     frames = ref.shape[-1]
     torch.testing.assert_close(ours[..., :frames], ref, atol=1e-4, rtol=1e-5)
     back = stft.istft(ours, wave.shape[-1])
@@ -68,7 +76,9 @@ def test_mel_features_match_torchaudio_and_librosa():
     model = tiny_model(num_mels=64)
     mag = torch.rand(2, 257, 30) * 10
     ours = model.to_mel(mag)
-    ref = torchaudio.transforms.MelScale(n_mels=64, sample_rate=16000, f_min=0, f_max=8000, n_stft=257)(mag)
+    ref = torchaudio.transforms.MelScale(
+        n_mels=64, sample_rate=16000, f_min=0, f_max=8000, n_stft=257
+    )(mag)
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
     fb = librosa.filters.mel(sr=16000, n_fft=512, n_mels=64, fmin=0, fmax=8000, htk=True, norm=None)
     lib = np.einsum("mf,bft->bmt", fb, mag.numpy())
@@ -198,7 +208,9 @@ def test_batched_streams_equal_single_streams():
     xs = rng.uniform(-1, 1, (3, 4000)).astype(np.float32)
     xs[1] *= 0.01  # streams differ in level: state must not leak between them
     engine = fsnet.StreamingEnhancer(model, num_streams=3)
-    batched = np.concatenate([engine.process(xs[:, i : i + 500]) for i in range(0, 4000, 500)] + [engine.flush()], axis=1)
+    batched = np.concatenate(
+        [engine.process(xs[:, i : i + 500]) for i in range(0, 4000, 500)] + [engine.flush()], axis=1
+    )
     for b in range(3):
         single, _ = stream(model, xs[b], [500])
         np.testing.assert_allclose(batched[b], single, atol=1e-6)
