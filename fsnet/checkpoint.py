@@ -170,7 +170,7 @@ def _read(path: Path) -> Any:
         if "Weights only load failed" not in str(exc):
             raise FsnetError(f"{path} is not a torch checkpoint (or it is truncated)") from None
     except Exception as exc:  # noqa: BLE001 - a damaged file can fail anywhere in the unpickler
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0][:160]
         raise FsnetError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): {reason}") from None
     # Lightning checkpoints may hold callback state that is not plain data; they are the
     # user's own training output, so read them the way Lightning itself does.
