@@ -50,7 +50,7 @@ class RecurrentLayer(nn.Module):
         machines); the pack is a cache keyed on the parameters' versions, so an optimiser step
         invalidates it. Returns None where the fast path does not apply.
         """
-        if x.device.type != "cpu" or x.shape[0] < 8 or not self.is_lstm or torch.is_grad_enabled():
+        if x.device.type != "cpu" or x.shape[0] < 8 or not self.is_lstm or torch.is_grad_enabled() or torch.is_autocast_enabled("cpu"):
             return None
         w_ih, w_hh, b_ih, b_hh = self._layer_weights(k)
         key = (k, x.shape[0], w_ih._version, w_hh._version, b_ih._version, b_hh._version, w_ih.data_ptr())
@@ -73,6 +73,8 @@ class RecurrentLayer(nn.Module):
         new_h, new_c = [], []
         for k in range(self.num_layers):
             if self.is_lstm:
+                # torch.lstm_cell is on autocast's low-precision list: its GEMMs and fused
+                # pointwise kernel then run in bf16/fp16, which is what a GPU server wants.
                 gates = self._packed_lstm_gates(k, x, state[0][k])
                 if gates is None:
                     h, c = torch.lstm_cell(x, (state[0][k], state[1][k]), *self._layer_weights(k))
