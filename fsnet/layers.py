@@ -94,7 +94,9 @@ class RecurrentLayer(nn.Module):
         self, x: torch.Tensor, state: RecurrentState | None = None
     ) -> tuple[torch.Tensor, RecurrentState]:
         """``x [B, T, input]`` -> ``(y [B, T, output or hidden], state)``."""
-        if x.shape[1] == 1:
+        # Quantized RNN modules (fsnet.quantize) keep their weights packed: they run the
+        # sequence kernel even for one frame.
+        if x.shape[1] == 1 and hasattr(self.rnn, "weight_ih_l0"):
             y, state = self._step(x[:, 0], state)
             y = y[:, None]
         else:
