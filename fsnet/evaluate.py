@@ -226,6 +226,7 @@ class Options:
     output_dir: Path | None
     progress: bool
     diff_tolerance: float
+    precision: str
 
 
 def _options(cfg: Any) -> Options:
@@ -278,6 +279,13 @@ def _options(cfg: Any) -> Options:
     except (TypeError, ValueError):
         problems.append(f"diff_tolerance must be a number, got {values['diff_tolerance']!r}")
         tol = 1e-3
+    precision = str(values["precision"])
+    if precision not in ("fp32", "int8", "bf16"):
+        problems.append(f"precision must be fp32, int8 or bf16, got {precision!r}")
+    elif precision == "int8" and device != "cpu":
+        problems.append("precision=int8 is the CPU path; use device=cpu")
+    elif precision == "bf16" and device == "cpu":
+        problems.append("precision=bf16 is the GPU path; use device=cuda")
     if problems:
         raise FsnetError("; ".join(problems))
     testset = values["testset"]
@@ -303,6 +311,7 @@ def _options(cfg: Any) -> Options:
         output_dir=Path(out).expanduser() if out not in (None, "") else None,
         progress=bool(values["progress"]),
         diff_tolerance=tol,
+        precision=precision,
     )
 
 
@@ -354,7 +363,13 @@ def _load_model(opts: Options):
     if opts.device.startswith("cuda") and not torch.cuda.is_available():
         raise FsnetError(f"device={opts.device} but CUDA is not available here; use device=cpu")
     overrides = {"norm": opts.norm} if opts.norm else {}
-    return load_model(opts.checkpoint, device=opts.device, **overrides)
+    model = load_model(opts.checkpoint, device=opts.device, **overrides)
+    model.num_parameters = sum(p.numel() for p in model.parameters())  # before quantization hides them
+    if opts.precision == "int8":
+        from fsnet.quantize import quantize_int8
+
+        model = quantize_int8(model)
+    return model
 
 
 # ------------------------------------------------------------------------------------- metrics
@@ -439,7 +454,7 @@ def format_tables(summary: Mapping[str, Any]) -> str:
         how = f"{summary['stream_block_samples']}-sample blocks, " if mode == "streaming" else ""
         lines.append("")
         lines.append(
-            f"### {mode}: RTF {_fmt(rtf)} ({how}{summary['device']}, "
+            f"### {mode}: RTF {_fmt(rtf)} ({how}{summary['device']}, {summary.get('precision', 'fp32')}, "
             f"{threads} thread{'s' if threads != 1 else ''})"
         )
         lines.append("")
@@ -593,7 +608,19 @@ def evaluate(cfg: Any = None) -> dict[str, Any]:
 
     model = _load_model(opts)
     modes = ["offline", "streaming"] if opts.mode == "both" else [opts.mode]
-    engine = StreamingEnhancer(model) if "streaming" in modes else None
+    autocast_dtype = torch.bfloat16 if opts.precision == "bf16" else None
+    engine = (
+        StreamingEnhancer(
+            model, autocast_dtype=autocast_dtype, cuda_graphs=opts.device.startswith("cuda")
+        )
+        if "streaming" in modes
+        else None
+    )
+
+    def enhance_offline(x: np.ndarray) -> np.ndarray:
+        with torch.autocast(opts.device.split(":")[0], dtype=torch.bfloat16, enabled=autocast_dtype is not None):
+            return fsnet.enhance(model, x)
+
     out_dir = _output_dir(opts)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -607,7 +634,7 @@ def evaluate(cfg: Any = None) -> dict[str, Any]:
         # Warm-up outside the timing: first calls pay for lazy initialisation.
         warm = np.zeros(SAMPLE_RATE // 2, np.float32)
         if "offline" in modes:
-            fsnet.enhance(model, warm)
+            enhance_offline(warm)
         if engine is not None:
             enhance_streaming(engine, warm, opts.stream_block_samples)
         _sync(opts.device)
@@ -632,7 +659,7 @@ def evaluate(cfg: Any = None) -> dict[str, Any]:
             for mode in modes:
                 t0 = time.perf_counter()
                 if mode == "offline":
-                    y = fsnet.enhance(model, x)
+                    y = enhance_offline(x)
                 else:
                     y = enhance_streaming(engine, x, opts.stream_block_samples)
                 _sync(opts.device)
@@ -748,12 +775,13 @@ def evaluate(cfg: Any = None) -> dict[str, Any]:
             "model": {
                 "config": model.config.to_dict(),
                 "norm": model.norm,
-                "num_parameters": sum(p.numel() for p in model.parameters()),
+                "num_parameters": model.num_parameters,
                 "latency_ms": model.config.latency_ms,
             },
             "mode": opts.mode,
             "device": opts.device,
             "num_threads": threads_used,
+            "precision": opts.precision,
             "num_threads_setting": opts.num_threads,
             "stream_block_samples": opts.stream_block_samples,
             "metrics": list(metric_names),
