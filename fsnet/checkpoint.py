@@ -226,3 +226,42 @@ def load_model(
         detail = " ".join(str(exc).split())[:300]
         raise FsnetError(f"{path} does not match the model architecture: {detail}") from None
     return model.to(device).eval()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m fsnet.checkpoint SRC DST [--half]``: any loadable checkpoint -> release file."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m fsnet.checkpoint",
+        description="Write an fsnet release file from a Lightning .ckpt, a release file or an "
+        "original FullSubNet checkpoint.",
+    )
+    parser.add_argument("source", help="checkpoint to read")
+    parser.add_argument("destination", help="release file to write (atomically)")
+    parser.add_argument("--half", action="store_true", help="store float16 weights (half the size)")
+    parser.add_argument(
+        "--look-ahead", type=int, default=None, help="override (original checkpoints)"
+    )
+    parser.add_argument(
+        "--shrink-size", type=int, default=None, help="override (original checkpoints)"
+    )
+    args = parser.parse_args(argv)
+    overrides = {
+        k: v
+        for k, v in (("look_ahead", args.look_ahead), ("shrink_size", args.shrink_size))
+        if v is not None
+    }
+    try:
+        model = load_model(args.source, **overrides)
+        save_release(model, args.destination, half=args.half)
+    except FsnetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.destination} ({model.config.to_dict()})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -15,14 +15,16 @@ Design (see docs/realtime.md): the enhancement runs inside the PortAudio callbac
 fits in the block; ``--engine thread`` moves it to a worker thread behind a fixed jitter buffer of
 ``--queue-blocks`` blocks. Either way the output goes through a FIFO that starts with exactly the
 number of silent samples the pipeline needs (found by simulating the block/hop/resampler sample
-counts), so the input-to-output delay is constant; a block that is late is replaced by silence
-and its samples are dropped when they arrive, so the delay never drifts.
+counts), so the input-to-output delay is constant. If the worker is late, silence is played and
+its samples are dropped when they arrive, so the delay never drifts; in the callback engine a
+shortfall can only be structural (resampler buffering above the estimate), so the delay grows
+by the missing samples once instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import array
+import gc
 import json
 import math
 import os
@@ -42,6 +44,7 @@ MODEL_RATE = 16000
 PROG = "stream_infer.py"
 RESAMPLE_QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
 KEEP_UP_RTF = 0.9  # warn above this real-time factor
+_CLEANUP: list = []  # undo process-wide settings when main() returns
 
 
 # --------------------------------------------------------------------------------------- CLI
@@ -88,7 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of unprocessed signal mixed back (default 0)",
     )
     model.add_argument(
-        "--threads", type=int, metavar="N", help="torch intra-op threads (default: torch's)"
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="torch intra-op threads (default 1: one hop is too little work to share, and "
+        "waiting for a descheduled helper thread causes long stalls on a busy machine)",
     )
 
     dev = p.add_argument_group("live audio (--mic)")
@@ -120,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--blocksize",
         type=int,
         metavar="N",
-        help="frames per block: device frames per callback with --mic (default: one 16 ms hop at the "
-        "device rate), samples at 16 kHz in file mode (default 256)",
+        help="frames per block: device frames per callback with --mic (default: JACK's period on "
+        "JACK, else one 16 ms hop at the device rate), samples at 16 kHz in file mode (default 256)",
     )
     dev.add_argument(
         "--latency",
@@ -370,7 +378,9 @@ def _load_engine(args: argparse.Namespace) -> tuple[Any, str]:
         return PassthroughEngine(), "passthrough (no model)"
     import torch
 
-    if args.threads:
+    if torch.get_num_threads() != args.threads:
+        previous = torch.get_num_threads()
+        _CLEANUP.append(lambda: torch.set_num_threads(previous))  # main() may run in-process
         torch.set_num_threads(args.threads)
     from fsnet.checkpoint import load_model
 
@@ -399,7 +409,7 @@ class Stats:
 
     def __init__(self, block_seconds: float) -> None:
         self.block_seconds = block_seconds
-        self.compute = array.array("d")  # seconds per block
+        self.compute: list[float] = []  # seconds per block (list.append is atomic under the GIL)
         self.audio_seconds = 0.0
         self.blocks = 0
         self.callbacks = 0
@@ -409,7 +419,9 @@ class Stats:
         self.output_overflows = 0
         self.late_blocks = 0  # FIFO ran dry: silence played instead
         self.slow_blocks = 0  # a block took longer than its duration
-        self.drop_callbacks: list[int] = []  # callback numbers with a drop (first 20), for diagnosis
+        self.drop_callbacks: list[
+            int
+        ] = []  # callback numbers with a drop (first 20), for diagnosis
         self.started = time.monotonic()
 
     def add_block(self, seconds: float, audio_seconds: float) -> None:
@@ -430,10 +442,8 @@ class Stats:
         }
 
     def compute_stats(self, last: int | None = None) -> dict[str, float]:
-        values = np.frombuffer(self.compute, dtype=np.float64)
-        if last:
-            values = values[-last:]
-        return self._describe(values)
+        values = self.compute[-last:] if last else self.compute[:]
+        return self._describe(np.asarray(values, dtype=np.float64))
 
     def rtf(self) -> float:
         return float(sum(self.compute) / self.audio_seconds) if self.audio_seconds else 0.0
@@ -495,6 +505,11 @@ def _print_summary(summary: dict[str, Any], json_path: str | None) -> None:
             f"{summary['pipeline_latency_ms']:.1f} ms; device (PortAudio) input "
             f"{summary['device_latency_ms'][0]:.1f} ms, output {summary['device_latency_ms'][1]:.1f} ms"
         )
+        if summary["delay_grown_frames"]:
+            lines.append(
+                f"  buffering grew by {summary['delay_grown_frames']} frames in "
+                f"{summary['delay_grow_events']} step(s) (resampler jitter above the initial estimate)"
+            )
     else:
         lines.append(
             f"  latency: algorithmic {summary['algorithmic_latency_ms']:.1f} ms "
@@ -516,6 +531,11 @@ class StatusPrinter:
         self.interval = interval if interval is not None else (0.5 if self.tty else 5.0)
         self.next = time.monotonic() + self.interval
         self.printed = False
+
+    def seconds_to_next(self) -> float:
+        if self.interval <= 0:
+            return 1.0
+        return min(1.0, max(0.01, self.next - time.monotonic()))
 
     def maybe_print(self, stats: Stats) -> None:
         if self.interval <= 0 or time.monotonic() < self.next:
@@ -591,12 +611,15 @@ class Recorder:
         self.thread = threading.Thread(target=self._run, name="fsnet-recorder", daemon=True)
         self.thread.start()
 
-    @property
-    def active(self) -> bool:
-        return bool(self.noisy or self.out)
-
     def put(self, noisy: np.ndarray, out: np.ndarray) -> None:
         self.queue.put((noisy, out))
+
+    def discard(self) -> None:
+        """Remove files that received nothing (the stream never ran)."""
+        if self.noisy_count == 0:
+            for path in self.paths.values():
+                if path:
+                    Path(path).unlink(missing_ok=True)
 
     def _write(self, noisy: np.ndarray | None, out: np.ndarray | None) -> None:
         if noisy is not None and len(noisy):
@@ -633,16 +656,15 @@ class Recorder:
         self.queue.put(None)
         self.thread.join()
         try:
-            if tail is not None:
+            if tail is not None and len(tail):
+                # drop what precedes the signal, then keep no more than the capture's length
+                skip = min(self.to_drop, len(tail))
+                self.to_drop -= skip
+                tail = tail[skip : skip + max(0, self.noisy_count - self.out_count)]
                 self._write(None, tail)
-            if self.out is not None:
-                missing = self.noisy_count - self.out_count
-                if missing > 0:
-                    self.out.write(np.zeros(missing, dtype=np.float32))
-                    self.out_count += missing
-                elif missing < 0:  # flush gave more than the input: cut to the input length
-                    self.out.seek(self.noisy_count)
-                    self.out.truncate(self.noisy_count)
+            if self.out is not None and self.noisy_count > self.out_count:
+                self.out.write(np.zeros(self.noisy_count - self.out_count, dtype=np.float32))
+                self.out_count = self.noisy_count
         finally:
             for f in (self.noisy, self.out):
                 if f is not None:
@@ -703,6 +725,8 @@ def run_file(args: argparse.Namespace, stopper: Stopper) -> int:
         flush=True,
     )
     stopper.arm()
+    gc.freeze()  # keep full collections of torch's objects out of the timed blocks
+    _CLEANUP.append(gc.unfreeze)
     ok = False
     try:
         t_next = time.monotonic()
@@ -849,14 +873,47 @@ def list_devices() -> int:
     return 0
 
 
+def _jack_period() -> int | None:
+    """The running JACK server's period (frames), asked through libjack; None if unknown.
+
+    The stream is opened with blocksize 0 so that PortAudio hands over JACK's own buffers (an
+    explicit size, even equal to the period, costs a period of latency), but the FIFO is best
+    sized before the stream starts. The server is the one PortAudio uses (JACK_DEFAULT_SERVER).
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("jack") or "libjack.so.0")
+        lib.jack_client_open.restype = ctypes.c_void_p
+        lib.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p]
+        lib.jack_get_buffer_size.restype = ctypes.c_uint32
+        lib.jack_get_buffer_size.argtypes = [ctypes.c_void_p]
+        lib.jack_client_close.argtypes = [ctypes.c_void_p]
+        status = ctypes.c_int(0)
+        client = lib.jack_client_open(
+            b"fsnet_period_probe", 0x01, ctypes.byref(status)
+        )  # NoStartServer
+        if not client:
+            return None
+        try:
+            return int(lib.jack_get_buffer_size(client)) or None
+        finally:
+            lib.jack_client_close(client)
+    except (OSError, AttributeError):
+        return None
+
+
 def _required_prefill(
-    rate: int, blocksize: int, hop: int, quality: str, seconds: float = 2.0
+    rate: int, blocksize: int, hop: int, quality: str, seconds: float = 10.0
 ) -> int:
     """Silent device frames the output FIFO must start with so that it never runs dry.
 
     Simulates the sample counts of one callback after another: the input resampler's output,
     the engine's hop-by-hop output (``floor(in / hop) * hop``) and the output resampler's. The
-    counts do not depend on the data, so the simulation is exact for a steady block size.
+    counts do not depend on the data, so this is exact for the simulated span (at 16 kHz, or
+    an integer rate ratio, the pattern repeats within it; at 44.1 kHz soxr's buffering can
+    still peak a few hundred samples higher later on: see LivePipeline.callback).
     """
     import soxr
 
@@ -897,6 +954,7 @@ class LivePipeline:
         threaded: bool,
         queue_blocks: int,
         duration_frames: int | None,
+        wake: threading.Event | None = None,
     ) -> None:
         import soxr
 
@@ -919,18 +977,37 @@ class LivePipeline:
             if resample
             else None
         )
-        self.base_prefill = _required_prefill(rate, blocksize, engine.hop_samples, quality)
-        self.prefill = self.base_prefill + (queue_blocks * blocksize if threaded else 0)
-        self.fifo = Fifo(4 * rate + 4 * (self.prefill + blocksize))
-        self.fifo.write(np.zeros(self.prefill, dtype=np.float32))
+        self.quality = quality
+        self.queue_blocks = queue_blocks
         self.lock = threading.Lock()
+        self.first_callback = threading.Event()
+        self.prefill: int | None = None
+        self.grown = 0  # samples of delay added at run time (callback engine), see callback()
+        self.grow_events = 0
+        self.fifo = Fifo(4 * rate)
+        if blocksize:  # the expected size; checked (and if need be redone) at the first callback
+            self._start_fifo(blocksize)
         self.frames_in = 0
         self.error: BaseException | None = None
         self.done = threading.Event()  # duration reached, error, or stream finished
+        self.wake = wake or threading.Event()  # the main thread sleeps on it
         self.work: queue.SimpleQueue = queue.SimpleQueue()
         self.worker: threading.Thread | None = None
         if threaded:
             self.worker = threading.Thread(target=self._work_loop, name="fsnet-engine", daemon=True)
+
+    def _start_fifo(self, blocksize: int, seconds: float = 10.0) -> None:
+        """Fill the FIFO with the silence this block size needs (see _required_prefill)."""
+        self.blocksize = blocksize
+        self.stats.block_seconds = blocksize / self.rate
+        prefill = _required_prefill(
+            self.rate, blocksize, self.engine.hop_samples, self.quality, seconds
+        )
+        if self.threaded:
+            prefill += self.queue_blocks * blocksize
+        self.fifo = Fifo(4 * self.rate + 4 * (prefill + blocksize))
+        self.fifo.write(np.zeros(prefill, dtype=np.float32))
+        self.prefill = prefill
 
     @property
     def pipeline_latency_s(self) -> float:
@@ -940,7 +1017,7 @@ class LivePipeline:
         device's demand, so it already contains the resamplers' delay: input-to-output through
         the program is exactly ``prefill`` device frames plus the algorithmic latency.
         """
-        return self.prefill / self.rate
+        return ((self.prefill or 0) + self.grown) / self.rate
 
     def process_block(self, mono: np.ndarray) -> None:
         t0 = time.perf_counter()
@@ -966,20 +1043,33 @@ class LivePipeline:
                 self.process_block(mono)
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             self.error = exc
-            self.done.set()
+            self.finished()
 
     def callback(
         self, indata: np.ndarray, outdata: np.ndarray, frames: int, time_info: Any, status: Any
     ) -> None:
         stats = self.stats
         stats.callbacks += 1
+        if not self.first_callback.is_set():
+            # Nothing has been produced yet, so the FIFO can still be redone for the real size
+            # (a short simulation: this runs in the audio thread).
+            if self.prefill is None or frames != self.blocksize:
+                with self.lock:
+                    self._start_fifo(frames, seconds=2.0)
+            self.first_callback.set()
         if status:
-            if len(stats.drop_callbacks) < 20 and (status.input_overflow or status.output_underflow):
+            if len(stats.drop_callbacks) < 20 and (
+                status.input_overflow or status.output_underflow
+            ):
                 stats.drop_callbacks.append(stats.callbacks)
             stats.input_overflows += bool(status.input_overflow)
             stats.output_underflows += bool(status.output_underflow)
             stats.input_underflows += bool(status.input_underflow)
             stats.output_overflows += bool(status.output_overflow)
+        if self.duration_frames is not None and self.frames_in >= self.duration_frames:
+            outdata.fill(0.0)  # --duration reached: the main thread is stopping the stream
+            self.finished()
+            return
         try:
             mono = indata[:, 0] if indata.shape[1] == 1 else indata.mean(axis=1)
             if self.threaded:
@@ -988,21 +1078,32 @@ class LivePipeline:
                 self.process_block(mono)
             with self.lock:
                 y = self.fifo.read(frames)
-                if len(y) < frames:  # late: play silence, drop these samples when they come
+                missing = frames - len(y)
+                if missing and not self.threaded:
+                    # Synchronous engine: a shortfall is structural (resampler buffering peaking
+                    # above the simulated prefill), not lateness. Play silence and keep the
+                    # samples: the delay grows by `missing` once and the FIFO then covers it.
+                    self.grown += missing
+                    self.grow_events += 1
+                elif missing:  # worker late: play silence, drop these samples when they come
                     stats.late_blocks += 1
                     if len(stats.drop_callbacks) < 20:
                         stats.drop_callbacks.append(stats.callbacks)
-                    self.fifo.skip += frames - len(y)
+                    self.fifo.skip += missing
             outdata[: len(y)] = y[:, None]
             outdata[len(y) :] = 0.0
         except BaseException as exc:  # noqa: BLE001
             outdata.fill(0.0)
             self.error = exc
-            self.done.set()
+            self.finished()
             raise
         self.frames_in += frames
         if self.duration_frames is not None and self.frames_in >= self.duration_frames:
-            self.done.set()
+            self.finished()
+
+    def finished(self) -> None:
+        self.done.set()
+        self.wake.set()
 
     def finish(self) -> np.ndarray:
         """After the stream stopped: drain the worker, flush the engine; returns the tail (16 kHz)."""
@@ -1060,19 +1161,30 @@ def run_mic(args: argparse.Namespace, stopper: Stopper) -> int:
     in_idx, in_info = _resolve_device(sd, args.input_device, "input")
     out_idx, out_info = _resolve_device(sd, args.output_device, "output")
     rate, cin, cout = _choose_format(sd, args, in_idx, in_info, out_idx, out_info)
-    blocksize = args.blocksize or max(1, round(256 * rate / MODEL_RATE))
+    hostapi = sd.query_hostapis(in_info["hostapi"])["name"]
+    if args.blocksize:
+        blocksize = args.blocksize
+    elif "JACK" in hostapi:
+        # 0: PortAudio calls back once per JACK period with exactly the period's frames. A fixed
+        # size that is not the period makes it call back 0, 1 or 2 times in a cycle (xruns).
+        blocksize = 0
+        expected_blocksize = _jack_period()
+    else:
+        blocksize = max(1, round(256 * rate / MODEL_RATE))  # one 16 ms hop
+    if blocksize:
+        expected_blocksize = blocksize
 
     engine, source = _load_engine(args)
     _warm_up(engine)
     recorder = None
     if args.record or args.record_noisy:
         recorder = Recorder(args.record_noisy, args.record, args.subtype, engine.latency_samples)
-    stats = Stats(blocksize / rate)
+    stats = Stats((expected_blocksize or 256 * rate / MODEL_RATE) / rate)
     duration_frames = int(round(args.duration * rate)) if args.duration else None
     pipe = LivePipeline(
         engine,
         rate,
-        blocksize,
+        expected_blocksize or 0,
         cout,
         args.resample_quality,
         recorder,
@@ -1080,6 +1192,7 @@ def run_mic(args: argparse.Namespace, stopper: Stopper) -> int:
         threaded=args.engine == "thread",
         queue_blocks=args.queue_blocks,
         duration_frames=duration_frames,
+        wake=stopper.event,
     )
     status = StatusPrinter(args.status_interval)
     device_latency = (0.0, 0.0)
@@ -1097,7 +1210,7 @@ def run_mic(args: argparse.Namespace, stopper: Stopper) -> int:
                 dtype="float32",
                 latency=latency_setting,
                 callback=pipe.callback,
-                finished_callback=pipe.done.set,
+                finished_callback=pipe.finished,
             )
         except (sd.PortAudioError, ValueError) as exc:
             raise FsnetError(
@@ -1108,6 +1221,8 @@ def run_mic(args: argparse.Namespace, stopper: Stopper) -> int:
             if pipe.worker is not None:
                 # the audio callback needs the GIL the worker holds between torch ops: hand it
                 # over sooner than the default 5 ms
+                previous = sys.getswitchinterval()
+                _CLEANUP.append(lambda: sys.setswitchinterval(previous))
                 sys.setswitchinterval(0.0005)
                 pipe.worker.start()
             try:
@@ -1115,6 +1230,12 @@ def run_mic(args: argparse.Namespace, stopper: Stopper) -> int:
             except sd.PortAudioError as exc:
                 raise FsnetError(f"cannot start audio stream: {exc}") from exc
             device_latency = tuple(float(v) for v in stream.latency)
+            if not pipe.first_callback.wait(10.0):
+                raise FsnetError(
+                    f"the audio stream '{in_info['name']}' -> '{out_info['name']}' started but "
+                    "delivers no audio (is the device or the JACK server running?)"
+                )
+            blocksize = pipe.blocksize
             print(
                 f"listening: '{in_info['name']}' ({cin} ch) -> '{out_info['name']}' ({cout} ch) at {rate} Hz, "
                 f"blocks of {blocksize} ({1e3 * blocksize / rate:.1f} ms), engine in {args.engine}, {source}; "
@@ -1123,10 +1244,14 @@ def run_mic(args: argparse.Namespace, stopper: Stopper) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            while not pipe.done.is_set() and not stopper.event.is_set():
-                stopper.event.wait(0.05)
+            # Wake only for the status line, a signal or the end: every wake-up takes the GIL
+            # the audio callback needs.
+            gc.freeze()  # a full collection of torch's objects takes ~100 ms: not in the callback
+            _CLEANUP.append(gc.unfreeze)
+            while not pipe.done.is_set() and stopper.signal is None:
+                stopper.event.wait(status.seconds_to_next())
                 status.maybe_print(stats)
-            if stopper.event.is_set():
+            if stopper.signal is not None:
                 stop_reason = f"stopped by {stopper.name}"
             elif pipe.error is None and not (duration_frames and pipe.frames_in >= duration_frames):
                 stop_reason = "audio stream ended"
@@ -1144,6 +1269,8 @@ def run_mic(args: argparse.Namespace, stopper: Stopper) -> int:
             if recorder is not None:
                 recorder.close(tail)
     if failure is not None:
+        if recorder is not None:
+            recorder.discard()
         raise failure
     if pipe.error is not None:
         raise FsnetError(f"audio processing failed: {type(pipe.error).__name__}: {pipe.error}")
@@ -1157,8 +1284,8 @@ def run_mic(args: argparse.Namespace, stopper: Stopper) -> int:
         "device_rate": rate,
         "input_channels": cin,
         "output_channels": cout,
-        "blocksize": blocksize,
-        "block_ms": 1e3 * blocksize / rate,
+        "blocksize": pipe.blocksize,
+        "block_ms": 1e3 * pipe.blocksize / rate,
         "blocks": stats.blocks,
         "callbacks": stats.callbacks,
         "audio_seconds": stats.audio_seconds,
@@ -1174,7 +1301,9 @@ def run_mic(args: argparse.Namespace, stopper: Stopper) -> int:
         "drop_callbacks": stats.drop_callbacks,
         "algorithmic_latency_samples": engine.latency_samples,
         "algorithmic_latency_ms": 1e3 * engine.latency_samples / MODEL_RATE,
-        "prefill_frames": pipe.prefill,
+        "prefill_frames": pipe.prefill or 0,
+        "delay_grown_frames": pipe.grown,
+        "delay_grow_events": pipe.grow_events,
         "pipeline_latency_ms": 1e3 * pipe.pipeline_latency_s,
         "device_latency_ms": [1e3 * device_latency[0], 1e3 * device_latency[1]],
         "resample_quality": args.resample_quality if rate != MODEL_RATE else None,
@@ -1210,6 +1339,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         stopper.uninstall()
+        while _CLEANUP:
+            _CLEANUP.pop()()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,311 @@
+"""The LightningModule that trains Fast FullSubNet: cIRM regression, validation metrics, throughput.
+
+Checkpoints keep the network under the ``model.`` prefix and its plain-data config under
+``hyper_parameters["model_config"]``, so ``fsnet.load_model("last.ckpt")`` rebuilds the network
+from the file alone (no Hydra config, no Lightning needed to read it back as a model).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import math
+import multiprocessing
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from fsnet.config import ModelConfig, as_config
+from fsnet.errors import FsnetError
+from fsnet.frontend import apply_mask, build_cirm
+from fsnet.metrics import compute_metrics
+from fsnet.model import build_model
+
+try:
+    import pytorch_lightning as pl
+except ImportError:  # pragma: no cover
+    import lightning.pytorch as pl  # type: ignore[no-redef]
+
+log = logging.getLogger(__name__)
+
+# Names logged as val/<name> -> names in fsnet.metrics.
+VALIDATION_METRICS = {
+    "wb_pesq": "pesq_wb",  # wide-band PESQ (P.862.2), MOS-LQO
+    "nb_pesq": "pesq_nb",  # narrow-band PESQ (P.862), MOS-LQO
+    "stoi": "stoi",  # STOI, 0..1
+    "estoi": "estoi",  # extended STOI, 0..1
+    "si_sdr": "si_sdr",  # scale-invariant SDR, dB
+}
+DEFAULT_METRICS = ("wb_pesq", "nb_pesq", "stoi", "si_sdr")
+
+
+def score_utterance(
+    estimate: np.ndarray, reference: np.ndarray, metrics: Sequence[str]
+) -> dict[str, float]:
+    """``{val name: value}`` of one enhanced utterance (NaN where a metric is undefined)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # undefined metrics come back as NaN and are counted apart
+        values = compute_metrics(
+            estimate, reference, metrics=[VALIDATION_METRICS[m] for m in metrics]
+        )
+    return {m: float(values.get(VALIDATION_METRICS[m], math.nan)) for m in metrics}
+
+
+def default_optimizer(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """Adam as in the original recipe (lr 1e-3, betas 0.9 / 0.999)."""
+    return torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999))
+
+
+class EnhancementSystem(pl.LightningModule):
+    """Fast FullSubNet + compressed-cIRM MSE loss + validation WB/NB-PESQ, STOI, SI-SDR.
+
+    Args:
+        model_config: ``ModelConfig`` fields (mapping, ModelConfig or None = paper defaults).
+        optimizer: ``params -> torch.optim.Optimizer`` (e.g. a Hydra ``_partial_`` of Adam).
+        metric_workers: processes scoring validation utterances in the background (0 = inline).
+        metrics: validation metrics to log as ``val/<name>`` (keys of ``VALIDATION_METRICS``).
+    """
+
+    def __init__(
+        self,
+        model_config: Mapping[str, Any] | ModelConfig | None = None,
+        optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer] | None = None,
+        metric_workers: int = 4,
+        metrics: Sequence[str] = DEFAULT_METRICS,
+    ):
+        super().__init__()
+        cfg = as_config(model_config)
+        metrics = [str(m) for m in metrics]
+        unknown = [m for m in metrics if m not in VALIDATION_METRICS]
+        if unknown:
+            raise FsnetError(
+                f"unknown validation metric(s) {unknown}; choose from {sorted(VALIDATION_METRICS)}"
+            )
+        # Plain data only: the checkpoint must be readable without this class.
+        self.save_hyperparameters(
+            {
+                "model_config": cfg.to_dict(),
+                "metric_workers": int(metric_workers),
+                "metrics": metrics,
+            }
+        )
+        self.model = build_model(cfg)
+        self.optimizer_factory = optimizer or default_optimizer
+        self.metric_names = tuple(metrics)
+        self.metric_workers = int(metric_workers)
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._pending: list[tuple[Any, np.ndarray, np.ndarray]] = []
+        self._val_loss = [0.0, 0]  # sum of squared errors, number of elements
+        self._last_batch_end: float | None = None
+        self._unchecked: tuple | None = None  # the last training loss, not yet checked for NaN/Inf
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+    # ---------------------------------------------------------------- shared step
+    def loss_terms(
+        self, noisy: torch.Tensor, clean: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, int | torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(squared-error sum, element count, predicted mask, noisy spectrum)`` of a batch.
+
+        Target: compressed cIRM of (noisy, clean) spectra; frames past ``lengths`` are left out.
+        The STFT, target and loss stay float32 under autocast; only the network runs in bf16.
+        """
+        stft = self.model.stft
+        noisy_spec = stft.stft(noisy.float())
+        clean_spec = stft.stft(clean.float())
+        target = build_cirm(noisy_spec, clean_spec)
+        pred = self.model(noisy_spec.abs()[:, None])
+        err = (pred.float() - target).square()
+        if lengths is None:
+            return err.sum(), err.numel(), pred, noisy_spec
+        frames = torch.tensor([stft.num_frames(int(n)) for n in lengths], device=err.device)
+        valid = torch.arange(err.shape[-1], device=err.device)[None, :] < frames[:, None]  # [B, T]
+        err = err * valid[:, None, None, :]
+        count = valid.sum() * err.shape[1] * err.shape[2]
+        return err.sum(), count, pred, noisy_spec
+
+    # ---------------------------------------------------------------- training
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        self._check_previous_loss()
+        noisy, clean = batch[0], batch[1]
+        err_sum, count, _, _ = self.loss_terms(noisy, clean)
+        loss = err_sum / count
+        # Checked at the next step (or epoch end), so the GPU never waits for this step to finish.
+        self._unchecked = (
+            loss.detach(),
+            self.global_step,
+            self.current_epoch,
+            batch_idx,
+            noisy,
+            clean,
+        )
+        self.log(
+            "train/loss", loss.detach(), on_step=True, prog_bar=True, batch_size=noisy.shape[0]
+        )
+        return loss
+
+    def _check_previous_loss(self) -> None:
+        """Raise FsnetError naming the step and batch if the last training loss was NaN/Inf."""
+        if self._unchecked is None:
+            return
+        loss, step, epoch, batch_idx, noisy, clean = self._unchecked
+        self._unchecked = None
+        if bool(torch.isfinite(loss)):
+            return
+        if not (torch.isfinite(noisy).all() and torch.isfinite(clean).all()):
+            cause = "the input batch contains NaN/Inf samples (check the data)"
+        else:
+            bad = sum(not bool(torch.isfinite(p).all()) for p in self.model.parameters())
+            cause = (
+                f"the inputs are finite and {bad} weight tensor(s) are now non-finite: training "
+                "diverged (try a lower optimizer.lr or trainer.precision=32-true)"
+            )
+        raise FsnetError(
+            f"training loss is {float(loss.float())} at global step {step} "
+            f"(epoch {epoch}, batch {batch_idx}); {cause}"
+        )
+
+    def on_train_epoch_end(self) -> None:
+        self._check_previous_loss()
+
+    def on_train_end(self) -> None:
+        self._check_previous_loss()
+
+    def on_train_epoch_start(self) -> None:
+        # New mixtures each epoch: the dataset seeds example i of epoch e from (seed, e, i).
+        loader = getattr(self.trainer, "train_dataloader", None)
+        dataset = getattr(loader, "dataset", None)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(self.current_epoch)
+        self._last_batch_end = None
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._last_batch_end is not None:
+            noisy = batch[0]
+            seconds = (
+                noisy.shape[0] * noisy.shape[-1] / self.config.sample_rate * self.trainer.world_size
+            )
+            self.log(
+                "train/audio_seconds_per_second",
+                seconds / max(now - self._last_batch_end, 1e-9),
+                on_step=True,
+                batch_size=noisy.shape[0],
+            )
+        self._last_batch_end = now
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(self.parameters())
+
+    # ---------------------------------------------------------------- validation
+    def _metric_pool(self) -> concurrent.futures.ProcessPoolExecutor | None:
+        if self.metric_workers <= 0:
+            return None
+        if self._pool is None:
+            # spawn: never fork a process that may hold CUDA state or loader threads. The workers run
+            # fsnet.metrics.compute_metrics only (no Lightning import); NaN cases are counted, not warned.
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                self.metric_workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=warnings.simplefilter,
+                initargs=("ignore",),
+            )
+        return self._pool
+
+    def on_validation_epoch_start(self) -> None:
+        self._check_previous_loss()  # before validation can lead to a checkpoint of NaN weights
+        self._pending = []
+        self._val_loss = [0.0, 0]
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        noisy, clean, lengths = batch["noisy"], batch["clean"], batch["lengths"]
+        err_sum, count, pred, noisy_spec = self.loss_terms(noisy, clean, lengths)
+        self._val_loss[0] += float(err_sum.detach())
+        self._val_loss[1] += int(count)
+        if not self.metric_names:
+            return
+        enhanced = (
+            self.model.stft.istft(apply_mask(noisy_spec, pred), noisy.shape[-1])
+            .float()
+            .cpu()
+            .numpy()
+        )
+        reference = clean.float().cpu().numpy()
+        pool = self._metric_pool()
+        names = [VALIDATION_METRICS[m] for m in self.metric_names]
+        for i, n in enumerate(lengths.tolist()):
+            est, ref = enhanced[i, :n].copy(), reference[i, :n].copy()
+            future = pool.submit(compute_metrics, est, ref, names) if pool is not None else None
+            self._pending.append((future, est, ref))
+
+    def _gather_scores(self) -> list[dict[str, float]]:
+        scores = []
+        for future, est, ref in self._pending:
+            if future is None:
+                scores.append(score_utterance(est, ref, self.metric_names))
+                continue
+            try:
+                values = future.result()
+                scores.append(
+                    {
+                        m: float(values.get(VALIDATION_METRICS[m], math.nan))
+                        for m in self.metric_names
+                    }
+                )
+            except Exception as exc:  # noqa: BLE001 - a dead worker must not lose the epoch
+                log.warning("metric worker failed (%s); scoring in the training process", exc)
+                self._shutdown_pool()
+                scores.append(score_utterance(est, ref, self.metric_names))
+        self._pending = []
+        return scores
+
+    def on_validation_epoch_end(self) -> None:
+        scores = self._gather_scores()
+        # Per-rank sums and counts, summed over ranks, then divided: every utterance counts once.
+        values = [self._val_loss[0], float(self._val_loss[1]), float(len(scores))]
+        for name in self.metric_names:
+            finite = [s[name] for s in scores if math.isfinite(s[name])]
+            values += [math.fsum(finite), float(len(finite))]
+        totals = torch.tensor(values, dtype=torch.float64, device=self.device)
+        totals = (
+            self.trainer.strategy.reduce(totals, reduce_op="sum")
+            if self._trainer is not None
+            else totals
+        )
+        totals = totals.tolist()
+        val_loss = totals[0] / totals[1] if totals[1] else math.nan
+        self.log("val/loss", val_loss, sync_dist=True, prog_bar=True)
+        self.log("val/num_utterances", totals[2], sync_dist=True)
+        for k, name in enumerate(self.metric_names):
+            total, count = totals[3 + 2 * k], totals[4 + 2 * k]
+            self.log(
+                f"val/{name}",
+                total / count if count else math.nan,
+                sync_dist=True,
+                prog_bar=name == "wb_pesq",
+            )
+            if count < totals[2]:
+                log.info(
+                    "val/%s undefined for %d of %d utterances (left out of the mean)",
+                    name,
+                    int(totals[2] - count),
+                    int(totals[2]),
+                )
+        self._last_batch_end = None  # validation time is not training throughput
+
+    # ---------------------------------------------------------------- cleanup
+    def _shutdown_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def teardown(self, stage: str) -> None:
+        self._shutdown_pool()

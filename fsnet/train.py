@@ -1,0 +1,301 @@
+"""``python train.py recipe=dns [overrides]``: Hydra-composed Lightning training of Fast FullSubNet.
+
+``main()`` is the command line (also ``fsnet-train``); ``train(cfg)`` runs one training from a
+composed config and returns a summary dict. Any problem the user can fix (bad path, bad key, bad
+data) ends with one ``error: ...`` line and exit status 1; ``HYDRA_FULL_ERROR=1`` shows the full
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from fsnet.errors import FsnetError
+
+log = logging.getLogger("fsnet.train")
+
+CONFIG_DIR = Path(
+    os.environ.get("FSNET_CONFIG_DIR", Path(__file__).resolve().parents[1] / "configs")
+)
+CONFIG_NAME = "train"
+
+
+# ------------------------------------------------------------------------------------ errors
+def _squash(text: str) -> str:
+    """Join lines; drop OmegaConf's ``full_key: ... object_type=...`` detail lines."""
+    text = text.split("Config search path:")[
+        0
+    ]  # Hydra appends its search path to "not found" errors
+    keep = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip()
+        and not line.strip().startswith(("full_key:", "object_type=", "reference_type="))
+    ]
+    return " ".join(" ".join(keep).split())
+
+
+def one_line(exc: BaseException) -> str:
+    """A readable single line for an exception (DataLoader worker wrappers and Hydra chains included)."""
+    message = str(exc)
+    if (
+        "Original Traceback" in message
+    ):  # re-raised from a DataLoader worker: keep the original message
+        lines = [line for line in message.splitlines() if line.strip()]
+        message = lines[-1] if lines else message
+        for prefix in ("fsnet.errors.FsnetError: ", "FsnetError: "):
+            message = message.removeprefix(prefix)
+    parts = [_squash(message)]
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    seen = {id(exc)}
+    while cause is not None and id(cause) not in seen and len(parts) < 3:
+        seen.add(id(cause))
+        text = _squash(str(cause))
+        if text and text not in parts[-1]:
+            parts.append(text)
+        cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
+    line = ": ".join(p for p in parts if p)
+    return line or type(exc).__name__
+
+
+def _fail(exc: BaseException) -> None:
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise exc
+    print(f"error: {one_line(exc)}", file=sys.stderr, flush=True)
+    sys.exit(1)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return (FsnetError, HydraException, OmegaConfBaseException)
+
+
+def preflight(overrides: list[str]) -> str | None:
+    """Compose the config once with Hydra's compose API; the problem as one line, or None."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    try:
+        with initialize_config_dir(
+            config_dir=str(CONFIG_DIR), version_base="1.3", job_name="train"
+        ):
+            compose(CONFIG_NAME, overrides=overrides, return_hydra_config=True)
+    except _user_errors() as exc:
+        return one_line(exc)
+    finally:
+        GlobalHydra.instance().clear()
+    return None
+
+
+# ------------------------------------------------------------------------------------ training
+def _to_plain(cfg: Any) -> Any:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True) if cfg is not None else None
+
+
+def resume_checkpoint(resume: Any, output_dir: Path) -> Path | None:
+    """``resume``: true (last.ckpt of this run if present), false/null, or a checkpoint path."""
+    if (
+        resume is None
+        or resume is False
+        or str(resume).lower() in ("false", "no", "none", "null", "")
+    ):
+        return None
+    if resume is True or str(resume).lower() in ("true", "yes", "last"):
+        last = output_dir / "checkpoints" / "last.ckpt"
+        return last if last.is_file() else None
+    path = Path(str(resume)).expanduser()
+    if not path.is_file():
+        raise FsnetError(
+            f"resume checkpoint {path} does not exist (resume=true|false|<path to .ckpt>)"
+        )
+    return path
+
+
+def _instantiate_group(group: Any) -> list[Any]:
+    from hydra.utils import instantiate
+
+    if not group:
+        return []
+    return [
+        instantiate(node) for node in group.values() if node is not None and node.get("_target_")
+    ]
+
+
+def train(cfg: Any) -> dict[str, Any]:
+    """Train from a composed config (``configs/train.yaml``); returns a summary (also on non-zero ranks).
+
+    Rank 0 also writes ``<output_dir>/train_summary.json`` and, if ``export_release``, the release
+    file ``<output_dir>/release.pt`` made from the best checkpoint (or the final weights).
+    """
+    import torch
+    from hydra.utils import instantiate
+
+    try:
+        import pytorch_lightning as pl
+        from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
+    except ImportError:  # pragma: no cover
+        import lightning.pytorch as pl  # type: ignore[no-redef]
+        from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
+
+    from fsnet.checkpoint import load_model, save_release
+    from fsnet.config import as_config
+    from fsnet.system import EnhancementSystem
+
+    output_dir = Path(cfg.paths.output_dir).resolve()
+    model_config = as_config(_to_plain(cfg.model))
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")  # TF32 for the float32 parts on Ampere+
+
+    datamodule = instantiate(cfg.data)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+        datamodule.scan()  # stops here with one line if the corpus is missing or malformed
+    optimizer = instantiate(cfg.optimizer)
+    system_options = _to_plain(cfg.get("system")) or {}
+    system = EnhancementSystem(model_config.to_dict(), optimizer=optimizer, **system_options)
+
+    loggers = _instantiate_group(cfg.get("logger"))
+    callbacks = _instantiate_group(cfg.get("callbacks"))
+    if not loggers:
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    if not cfg.trainer.get("enable_progress_bar", True):
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    logged = {"val/loss", "val/num_utterances"} | {f"val/{m}" for m in system.metric_names}
+    for c in callbacks:
+        if isinstance(c, ModelCheckpoint) and c.monitor and c.monitor not in logged:
+            raise FsnetError(
+                f"a checkpoint callback monitors {c.monitor}, which is not logged (logged: {sorted(logged)}); "
+                "add it to system.metrics or set callbacks.model_checkpoint.monitor=val/loss "
+                "callbacks.model_checkpoint.mode=min"
+            )
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers if loggers else False)
+
+    ckpt_path = resume_checkpoint(cfg.get("resume"), output_dir)
+    if ckpt_path is not None:
+        log.info("resuming from %s", ckpt_path)
+        # expected when resuming: the checkpoint folder of this run holds the earlier checkpoints
+        warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+    init_from = cfg.get("init_from")
+    if init_from and ckpt_path is None:
+        # Warm start (fine-tuning, or continuing on a new machine from a release file): weights
+        # only; the optimiser, step count and schedule start afresh.
+        from fsnet.checkpoint import load_model
+
+        source = load_model(init_from)
+        if source.config != model_config:
+            raise FsnetError(
+                f"init_from={init_from} holds a different network than the model config"
+            )
+        system.model.load_state_dict(source.state_dict())
+        log.info("initialised weights from %s", init_from)
+    model_params = sum(p.numel() for p in system.model.parameters())
+    log.info(
+        "model: %d parameters, %s; output folder: %s",
+        model_params,
+        model_config.to_dict(),
+        output_dir,
+    )
+
+    try:
+        trainer.fit(system, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except RuntimeError as exc:
+        if ckpt_path is not None and "state_dict" in str(exc):
+            text = " ".join(str(exc).split())
+            found = re.search(
+                r"size mismatch for [^:]+|(Missing|Unexpected) key\(s\) in state_dict", text
+            )
+            detail = found.group(0) if found else text[:160]
+            raise FsnetError(
+                f"cannot resume from {ckpt_path}: it holds a different network than the model config "
+                f"({detail}); use resume=false or another hydra.run.dir"
+            ) from None
+        raise
+
+    checkpoints = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
+    ranked = next((c for c in checkpoints if c.monitor), None)
+    newest = next((c for c in checkpoints if not c.monitor), None)
+    best_path = ranked.best_model_path if ranked is not None else ""
+    best_score = ranked.best_model_score if ranked is not None else None
+    last_path = (newest.best_model_path if newest is not None else "") or (
+        ranked.last_model_path if ranked is not None else ""
+    )
+    summary: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "global_step": int(trainer.global_step),
+        "epoch": int(trainer.current_epoch),
+        "interrupted": bool(trainer.interrupted),
+        "resumed_from": str(ckpt_path) if ckpt_path else None,
+        "best_model_path": best_path or None,
+        "best_wb_pesq": float(best_score)
+        if best_score is not None and math.isfinite(float(best_score))
+        else None,
+        "last_model_path": last_path or None,
+        "release_path": None,
+        "parameters": model_params,
+    }
+    if trainer.is_global_zero:
+        if (
+            cfg.get("export_release", True) and not trainer.fast_dev_run
+        ):  # a smoke run exports nothing
+            if best_path and Path(best_path).is_file():
+                model = load_model(best_path)
+                source = best_path
+            else:
+                model = system.model.float().cpu().eval()
+                source = "final weights"
+            release = save_release(model, output_dir / "release.pt")
+            summary["release_path"] = str(release)
+            log.info("release file %s written from %s", release, source)
+        (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        log.info(
+            "done: step %d, epoch %d, best val/wb_pesq %s (%s)",
+            summary["global_step"],
+            summary["epoch"],
+            summary["best_wb_pesq"],
+            best_path or "no checkpoint",
+        )
+    return summary
+
+
+# ------------------------------------------------------------------------------------ CLI
+def _hydra_entry(cfg: Any) -> None:
+    try:
+        train(cfg)
+    except _user_errors() as exc:
+        _fail(exc)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``python train.py [group=option] [key=value] ...`` (Hydra syntax)."""
+    import hydra
+
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    args = sys.argv[1:]
+    # Hydra's own flags (--cfg, --help, -m, ...) go straight to Hydra; plain overrides are checked
+    # first so that a typo gives one line instead of Hydra's multi-line report.
+    if not any(a.startswith("-") for a in args) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+        problem = preflight(args)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr, flush=True)
+            sys.exit(1)
+    entry = hydra.main(config_path=str(CONFIG_DIR), config_name=CONFIG_NAME, version_base="1.3")(
+        _hydra_entry
+    )
+    entry()
+
+
+if __name__ == "__main__":
+    main()

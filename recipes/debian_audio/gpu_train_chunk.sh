@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# One <=10-minute chunk of the pretrained-model training on the lent H100 (see README there).
+# Resumes from /root/fsnet_run/checkpoints/last.ckpt when an earlier chunk left one.
+set -e
+MAX_TIME=${MAX_TIME:-00:00:08:00}
+bash benchmarks/device_setup.sh >/dev/null 2>&1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+python3 train.py recipe=debian_audio recipe.root=$PWD/.devdata/debian_audio trainer=gpu \
+    data.num_workers=14 +trainer.max_time=$MAX_TIME hydra.run.dir=/root/fsnet_run \
+    callbacks.progress_bar.refresh_rate=200 "$@" 2>&1 | grep -v -e "it/s" -e Warning | tail -40
+best=$(ls -t /root/fsnet_run/checkpoints/best-*.ckpt 2>/dev/null | head -1)
+python3 -m fsnet.checkpoint "${best:-/root/fsnet_run/checkpoints/last.ckpt}" "$OUT/release_fp16.pt" --half
+cp /root/fsnet_run/csv/*/metrics.csv "$OUT/" 2>/dev/null || find /root/fsnet_run -name metrics.csv -exec cp {} "$OUT/" \;
+ls -la /root/fsnet_run/checkpoints

@@ -1,0 +1,375 @@
+"""fsnet.data: corpus scanning, on-the-fly mixing, determinism, bad files, the prepare script."""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from fsnet.data import (
+    DnsDataModule,
+    MixingConfig,
+    TrainingMixtures,
+    UnpaddedDistributedSampler,
+    ValidationPairs,
+    collate_validation,
+    mix_at_snr,
+    rms_dbfs,
+    scan_corpus,
+)
+from fsnet.errors import FsnetError
+from fsnet.train import one_line
+
+
+def snr_db(noisy: np.ndarray, target: np.ndarray) -> float:
+    target = target.astype(np.float64)
+    noise = noisy.astype(np.float64) - target
+    return 10 * math.log10(np.sum(target**2) / np.sum(noise**2))
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """One shared tree (read-only use): 16 kHz WAV with RIRs."""
+    from conftest import make_fake_dns_tree
+
+    tree = make_fake_dns_tree(tmp_path_factory.mktemp("corpus") / "dns")
+    return tree, scan_corpus(tree.root, tree.rir_root)
+
+
+# ------------------------------------------------------------------------------------ mixing
+@pytest.mark.parametrize("snr", [-5.0, 0.0, 7.3, 20.0])
+def test_mix_at_snr_exact_snr_and_level(snr):
+    rng = np.random.default_rng(1)
+    clean = rng.standard_normal(16000).astype(np.float32) * 0.1
+    noise = rng.standard_normal(16000).astype(np.float32) * 0.3
+    noisy, target = mix_at_snr(clean, noise, snr, -25.0)
+    assert abs(snr_db(noisy, target) - snr) < 0.1
+    assert abs(rms_dbfs(noisy) - (-25.0)) < 0.01
+    assert noisy.dtype == np.float32 and target.dtype == np.float32
+
+
+def test_mix_at_snr_never_clips_and_keeps_snr():
+    rng = np.random.default_rng(2)
+    clean = rng.standard_normal(8000) * 0.1
+    clean[100] = 5.0  # a huge peak: -5 dBFS RMS would push it far beyond full scale
+    noise = rng.standard_normal(8000)
+    noisy, target = mix_at_snr(clean, noise, 3.0, -5.0)
+    assert np.abs(noisy).max() <= 0.999 + 1e-6
+    assert np.abs(target).max() <= 0.999 + 1e-6
+    assert abs(snr_db(noisy, target) - 3.0) < 0.1
+    assert rms_dbfs(noisy) < -5.0  # scaled down below the requested level
+
+
+def test_mix_at_snr_silent_noise_gives_clean():
+    clean = np.sin(np.arange(4000) / 10).astype(np.float32) * 0.1
+    noisy, target = mix_at_snr(clean, np.zeros(4000, np.float32), 5.0, -20.0)
+    np.testing.assert_allclose(noisy, target)
+
+
+def test_mixing_config_rejects_bad_values():
+    with pytest.raises(FsnetError, match="snr_range_db"):
+        MixingConfig(snr_range_db=(20, -5))
+    with pytest.raises(FsnetError, match="reverb_probability"):
+        MixingConfig(reverb_probability=1.5)
+
+
+def test_training_examples_snr_level_peak(corpus):
+    _, lists = corpus
+    ds = TrainingMixtures(
+        lists.clean, lists.noise, lists.rir, MixingConfig(), samples_per_epoch=40, seed=3
+    )
+    reverberated = 0
+    for i in range(40):
+        noisy, target, info = ds.generate(i)
+        assert noisy.shape == target.shape == (49152,)
+        assert np.abs(noisy).max() <= 0.999 + 1e-6 and np.abs(target).max() <= 0.999 + 1e-6
+        assert -5.0 <= info["snr_db"] <= 20.0 and -35.0 <= info["level_dbfs"] <= -15.0
+        assert abs(snr_db(noisy, target) - info["snr_db"]) < 0.1
+        if np.abs(noisy).max() < 0.99:  # not peak-limited: the level is exact
+            assert abs(rms_dbfs(noisy) - info["level_dbfs"]) < 0.05
+        reverberated += info["rir"] is not None
+    assert 15 <= reverberated <= 39  # about 75 % of 40
+
+
+def test_reverb_target_is_reverberant_clean(corpus):
+    _, lists = corpus
+    mixing = MixingConfig(reverb_probability=1.0, snr_range_db=(20, 20))
+    ds = TrainingMixtures(lists.clean, lists.noise, lists.rir, mixing, samples_per_epoch=4, seed=0)
+    _, target, info = ds.generate(0)
+    assert info["rir"] is not None
+    early = TrainingMixtures(
+        lists.clean,
+        lists.noise,
+        lists.rir,
+        MixingConfig(reverb_probability=1.0, reverb_target="early"),
+        4,
+        seed=0,
+    )
+    noisy_e, target_e, info_e = early.generate(0)
+    assert info_e["rir"] == info["rir"] and info_e["clean"] == info["clean"]
+    assert not np.allclose(target, target_e)
+    assert np.abs(noisy_e).max() <= 0.999 + 1e-6
+
+
+def test_no_rirs_means_no_reverb(corpus):
+    _, lists = corpus
+    ds = TrainingMixtures(
+        lists.clean, lists.noise, [], MixingConfig(reverb_probability=1.0), samples_per_epoch=5
+    )
+    assert all(ds.generate(i)[2]["rir"] is None for i in range(5))
+
+
+def test_determinism_seed_epoch_index(corpus):
+    _, lists = corpus
+
+    def make(seed):
+        return TrainingMixtures(lists.clean, lists.noise, lists.rir, samples_per_epoch=8, seed=seed)
+
+    a, b, c = make(5), make(5), make(6)
+    np.testing.assert_array_equal(a.generate(3)[0], b.generate(3)[0])
+    assert not np.array_equal(a.generate(3)[0], a.generate(4)[0])  # other index
+    assert not np.array_equal(a.generate(3)[0], c.generate(3)[0])  # other seed
+    b.set_epoch(1)
+    assert not np.array_equal(a.generate(3)[0], b.generate(3)[0])  # other epoch
+
+
+def test_dataloader_workers_differ_and_do_not_change_the_data(corpus):
+    _, lists = corpus
+    ds = TrainingMixtures(lists.clean, lists.noise, lists.rir, samples_per_epoch=4, seed=9)
+    serial = [n for n, _ in torch.utils.data.DataLoader(ds, batch_size=1, num_workers=0)]
+    parallel = [n for n, _ in torch.utils.data.DataLoader(ds, batch_size=1, num_workers=2)]
+    for x, y in zip(serial, parallel, strict=True):
+        torch.testing.assert_close(x, y)
+    # worker 0 gets items 0, 2; worker 1 gets 1, 3: all different
+    flat = [x.flatten() for x in parallel]
+    assert all(not torch.equal(flat[i], flat[j]) for i in range(4) for j in range(i + 1, 4))
+
+
+def test_flac_ogg_and_resampling(fake_dns_tree, caplog):
+    from fsnet.data import rate_notices
+
+    tree = fake_dns_tree(
+        ext="flac", noise_ext="ogg", sample_rate=22050, n_clean=2, n_noise=2, n_rir=1, n_val=1
+    )
+    lists = scan_corpus(tree.root, tree.rir_root)
+    assert {Path(e.path).suffix for e in lists.clean} == {".flac"}
+    assert {Path(e.path).suffix for e in lists.noise} == {".ogg"}
+    notices = rate_notices(lists, 16000)
+    assert any("22050 Hz will be resampled" in n for n in notices)
+    ds = TrainingMixtures(lists.clean, lists.noise, lists.rir, samples_per_epoch=4)
+    for i in range(4):
+        noisy, target, info = ds.generate(i)
+        assert noisy.shape == (49152,) and np.isfinite(noisy).all()
+        assert abs(snr_db(noisy, target) - info["snr_db"]) < 0.1
+
+
+def test_short_clean_pad_and_loop(fake_dns_tree):
+    tree = fake_dns_tree(clean_seconds=1.0, n_clean=1, n_rir=0, n_val=1, subsets=("no_reverb",))
+    lists = scan_corpus(tree.root)
+    for mode in ("pad", "loop"):
+        ds = TrainingMixtures(
+            lists.clean, lists.noise, [], MixingConfig(short_clean=mode), samples_per_epoch=2
+        )
+        noisy, target, _ = ds.generate(0)
+        assert target.shape == (49152,)
+        zero = np.concatenate(([0], (target == 0).astype(np.int8), [0]))
+        edges = np.flatnonzero(np.diff(zero))
+        longest_silence = int(np.max(edges[1::2] - edges[::2], initial=0))
+        # pad: 2.072 s of zeros split around the file; loop: only the speech's own short pauses
+        assert (longest_silence > 16000) if mode == "pad" else (longest_silence < 8000)
+
+
+# ------------------------------------------------------------------------------------ scanning
+def test_scan_writes_and_reuses_lists(fake_dns_tree):
+    tree = fake_dns_tree(n_clean=3, n_noise=2, n_rir=2, n_val=2)
+    lists = scan_corpus(tree.root, tree.rir_root)
+    assert sorted(lists.rescanned) == ["clean", "noise", "rir", "val"]
+    assert (
+        len(lists.clean) == 3
+        and len(lists.noise) == 2
+        and len(lists.rir) == 2
+        and len(lists.val) == 4
+    )
+    assert all(e.frames == 32000 and e.sample_rate == 16000 for e in lists.clean)
+    for pair in lists.val:  # paired by fileid within the same subset
+        assert Path(pair.clean).name == f"clean_fileid_{pair.fileid}.wav"
+        assert Path(pair.noisy).stem.endswith(f"fileid_{pair.fileid}")
+        assert Path(pair.noisy).parents[1].name == pair.subset
+    assert (tree.root / "fsnet_lists" / "clean.txt").is_file()
+    again = scan_corpus(tree.root, tree.rir_root)
+    assert again.rescanned == [] and again.clean == lists.clean and again.val == lists.val
+    assert sorted(scan_corpus(tree.root, tree.rir_root, force=True).rescanned) == [
+        "clean",
+        "noise",
+        "rir",
+        "val",
+    ]
+
+
+def test_missing_root_one_line(tmp_path):
+    with pytest.raises(FsnetError) as err:
+        scan_corpus(tmp_path / "nope")
+    assert "does not exist" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(FsnetError, match="no dns data root"):
+        scan_corpus(None)
+
+
+def test_missing_subfolders_are_named(fake_dns_tree):
+    tree = fake_dns_tree(n_rir=0)
+    shutil.rmtree(tree.root / "noise")
+    shutil.rmtree(tree.root / "test_set")
+    with pytest.raises(FsnetError) as err:
+        scan_corpus(tree.root, tree.root / "rirs_missing")
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert (
+        "noise/" in msg
+        and "test_set/synthetic" in msg
+        and "rirs_missing" in msg
+        and "clean/" not in msg
+    )
+
+
+def test_empty_folder_and_unpaired_files(fake_dns_tree, caplog):
+    tree = fake_dns_tree(n_rir=0, subsets=("no_reverb",))
+    for f in (tree.root / "test_set/synthetic/no_reverb/clean").iterdir():
+        f.unlink()
+    with (
+        caplog.at_level(logging.WARNING),
+        pytest.raises(FsnetError, match="no readable noisy/clean pairs"),
+    ):
+        scan_corpus(tree.root)
+    assert "without a clean_fileid_N partner" in caplog.text
+
+
+def test_bad_file_at_scan_skip_or_error(fake_dns_tree, caplog):
+    tree = fake_dns_tree(n_rir=0)
+    bad = tree.root / "clean" / "spk0" / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEgarbage")
+    with caplog.at_level(logging.WARNING):
+        lists = scan_corpus(tree.root)
+    assert str(bad) in caplog.text
+    assert all(e.path != str(bad) for e in lists.clean)
+    with pytest.raises(FsnetError) as err:
+        scan_corpus(tree.root, force=True, on_bad_file="error")
+    assert str(bad) in str(err.value)
+
+
+def test_bad_file_while_training_skip_or_error(fake_dns_tree, caplog):
+    tree = fake_dns_tree(n_clean=2, n_rir=0)
+    lists = scan_corpus(tree.root)
+    broken = Path(lists.clean[0].path)
+    broken.write_bytes(b"not audio any more")  # damaged after the scan
+    ds = TrainingMixtures(lists.clean, lists.noise, [], samples_per_epoch=6, on_bad_file="skip")
+    with caplog.at_level(logging.WARNING):
+        infos = [ds.generate(i)[2] for i in range(6)]
+    assert str(broken) in caplog.text
+    assert all(info["clean"] != str(broken) for info in infos)
+
+    strict = TrainingMixtures(
+        lists.clean, lists.noise, [], samples_per_epoch=6, on_bad_file="error"
+    )
+    loader = torch.utils.data.DataLoader(strict, batch_size=1, num_workers=1)
+    with pytest.raises(FsnetError) as err:
+        for _ in loader:
+            pass
+    line = one_line(err.value)  # what the CLI prints: the worker's message, one line
+    assert "\n" not in line and line.startswith(f"cannot read clean file {broken}")
+
+
+# ------------------------------------------------------------------------------------ validation + module
+def test_validation_pairs_and_collate(corpus):
+    _, lists = corpus
+    ds = ValidationPairs(lists.val)
+    items = [ds[i] for i in range(len(ds))]
+    assert all(item["noisy"].shape == item["clean"].shape for item in items)
+    items[0]["noisy"], items[0]["clean"] = items[0]["noisy"][:1000], items[0]["clean"][:1000]
+    batch = collate_validation(items[:2])
+    assert batch["noisy"].shape == (2, 24000) and batch["lengths"].tolist() == [1000, 24000]
+    assert float(batch["noisy"][0, 1000:].abs().sum()) == 0.0
+    assert batch["names"][0].startswith("no_reverb/fileid_")
+
+
+def test_unpadded_sampler_counts_each_item_once():
+    data = list(range(5))
+    shards = [list(UnpaddedDistributedSampler(data, 3, r)) for r in range(3)]
+    assert sorted(sum(shards, [])) == data and [len(s) for s in shards] == [2, 2, 1]
+
+
+def test_datamodule_loaders(corpus):
+    tree, _ = corpus
+    dm = DnsDataModule(
+        str(tree.root),
+        str(tree.rir_root),
+        batch_size=2,
+        samples_per_epoch=4,
+        num_workers=0,
+        val_num_workers=0,
+        val_batch_size=3,
+        val_max_files=3,
+    )
+    dm.prepare_data()
+    dm.setup("fit")
+    noisy, clean = next(iter(dm.train_dataloader()))
+    assert noisy.shape == clean.shape == (2, 49152) and noisy.dtype == torch.float32
+    assert len(dm.train_dataloader()) == 2
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["noisy"].shape[0] == 3 and len(dm.val_set) == 3
+    with pytest.raises(FsnetError, match="on_bad_file"):
+        DnsDataModule(str(tree.root), on_bad_file="ignore")
+
+
+# ------------------------------------------------------------------------------------ prepare script
+def _prepare_main():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "dns_prepare", Path(__file__).parents[1] / "recipes/dns/prepare.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_prepare_script(fake_dns_tree, tmp_path, capsys):
+    main = _prepare_main()
+    tree = fake_dns_tree(n_rir=1)
+    args = [
+        "--root",
+        str(tree.root),
+        "--rir-root",
+        str(tree.rir_root),
+        "--list-dir",
+        str(tmp_path / "l"),
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "4 clean files" in out and "written now: clean, noise, rir, val" in out
+    assert (tmp_path / "l" / "val.txt").is_file()
+    assert main(args) == 0 and "cached lists are current" in capsys.readouterr().out
+    assert main([*args, "--force"]) == 0 and "written now: clean" in capsys.readouterr().out
+    assert main(["--root", str(tmp_path / "absent")]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().count("\n") == 0 and err.startswith("error: dns data root")
+
+
+def test_soundfile_partial_reads_are_used(corpus, monkeypatch):
+    """A 3 s segment of a file must not read the whole file (start/frames passed to soundfile)."""
+    _, lists = corpus
+    calls = []
+    real = sf.read
+
+    def spy(path, *args, **kwargs):
+        calls.append(kwargs.get("frames", -1))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(sf, "read", spy)
+    ds = TrainingMixtures(lists.clean, lists.noise, [], samples_per_epoch=2)
+    ds.generate(0)
+    assert calls and all(0 < f <= 49152 for f in calls)

@@ -1,0 +1,265 @@
+"""Fast checks of the committed demo set, the unit-test audio assets and the
+pure helpers of recipes/debian_audio/prepare.py (no downloads, no network)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sf = pytest.importorskip("soundfile")
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "assets" / "demo_testset"
+TEST_ASSETS = ROOT / "tests" / "assets"
+RECIPE = ROOT / "recipes" / "debian_audio" / "prepare.py"
+SR = 16000
+
+
+def _load_recipe():
+    name = "fsnet_recipe_debian_audio_prepare"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, RECIPE)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+prep = _load_recipe()
+
+
+def _read(path: Path):
+    info = sf.info(str(path))
+    x, fs = sf.read(str(path), dtype="int16")
+    return info, fs, x
+
+
+def _demo_pairs():
+    clean = {prep.parse_fileid(p.name): p for p in (DEMO / "clean").glob("*.wav")}
+    noisy = {prep.parse_fileid(p.name): p for p in (DEMO / "noisy").glob("*.wav")}
+    return clean, noisy
+
+
+# ---------------------------------------------------------------------------
+# committed demo set
+# ---------------------------------------------------------------------------
+
+
+def test_demo_pairs_match_by_fileid():
+    clean, noisy = _demo_pairs()
+    assert len(clean) >= 30
+    assert set(clean) == set(noisy)
+    for fid, p in clean.items():
+        assert p.name == f"clean_fileid_{fid}.wav"
+        assert re.fullmatch(rf"noisy_snr-?\d+_fileid_{fid}\.wav", noisy[fid].name)
+
+
+def test_demo_audio_format_and_content():
+    clean, noisy = _demo_pairs()
+    for fid in clean:
+        ci, cfs, c = _read(clean[fid])
+        ni, nfs, n = _read(noisy[fid])
+        for info, fs in ((ci, cfs), (ni, nfs)):
+            assert fs == SR and info.channels == 1 and info.subtype == "PCM_16"
+            assert info.format == "WAV"
+        assert len(c) == len(n)
+        assert 3.0 <= len(c) / SR <= 6.0
+        # no clipping: nothing at (or next to) full scale
+        assert np.max(np.abs(c.astype(np.int32))) < 32700
+        assert np.max(np.abs(n.astype(np.int32))) < 32700
+        assert not np.array_equal(c, n)
+        assert np.sqrt(np.mean(c.astype(np.float64) ** 2)) > 30  # not silent
+
+
+def test_demo_snr_matches_filename():
+    clean, noisy = _demo_pairs()
+    for fid in clean:
+        snr = int(re.search(r"_snr(-?\d+)_", noisy[fid].name).group(1))
+        assert -5 <= snr <= 15
+        c = sf.read(str(clean[fid]))[0]
+        n = sf.read(str(noisy[fid]))[0]
+        assert abs(prep.snr_db(c, n - c) - snr) < 0.3
+
+
+def test_demo_metadata_and_size():
+    meta = json.loads((DEMO / "metadata.json").read_text())
+    pairs = meta["pairs"]
+    clean, noisy = _demo_pairs()
+    assert sorted(p["fileid"] for p in pairs) == sorted(clean)
+    assert any(p["reverberant"] for p in pairs) and not all(p["reverberant"] for p in pairs)
+    # only held-out (validation-side) speakers and noises in the demo set
+    assert {p["speaker"] for p in pairs} <= set(prep.VAL_SPEAKERS)
+    assert {p["noise_source"] for p in pairs} <= set(prep.NOISE_VAL)
+    for p in pairs:
+        assert noisy[p["fileid"]].name == prep.noisy_name(p["snr_db"], p["fileid"])
+    total = sum(p.stat().st_size for d in (DEMO, TEST_ASSETS) for p in d.rglob("*") if p.is_file())
+    assert total <= 20_000_000
+
+
+def test_split_is_disjoint():
+    assert not set(prep.TRAIN_SPEAKERS) & set(prep.VAL_SPEAKERS)
+    # the two asterisk prompt sets by Allison Smith stay on the same side
+    assert {"asterisk_en_allison", "asterisk_es_allison"} <= set(prep.TRAIN_SPEAKERS)
+    assert not set(prep.GM_TRAIN_PROGRAMS) & set(prep.GM_VAL_PROGRAMS)
+
+
+# ---------------------------------------------------------------------------
+# tests/assets
+# ---------------------------------------------------------------------------
+
+
+def test_unit_test_assets():
+    names = ("clean_speech.wav", "noisy_speech.wav", "noise.wav")
+    data = {}
+    for nm in names:
+        info, fs, x = _read(TEST_ASSETS / nm)
+        assert fs == SR and info.channels == 1 and info.subtype == "PCM_16"
+        assert len(x) / SR <= 3.0
+        data[nm] = x.astype(np.int32)
+    c, n, z = (data[nm] for nm in names)
+    assert len(c) == len(n) == len(z)
+    assert np.max(np.abs(n - (c + z))) <= 2  # noisy = clean + noise
+    assert abs(prep.snr_db(c, n - c) - 5.0) < 0.2
+    info, fs, h = _read(TEST_ASSETS / "rir.wav")
+    assert fs == SR and info.channels == 1 and len(h) <= SR
+    assert int(np.argmax(np.abs(h))) < 64  # direct path near the start
+
+
+# ---------------------------------------------------------------------------
+# pure helpers
+# ---------------------------------------------------------------------------
+
+
+def test_mix_at_snr_exact_snr_and_level():
+    rng = np.random.default_rng(0)
+    clean = rng.standard_normal(SR) * 0.05
+    noise = rng.standard_normal(SR) * 0.3
+    for snr in (-5.0, 0.0, 7.0, 20.0):
+        noisy, c, z, lvl = prep.mix_at_snr(clean, noise, snr, -25.0)
+        assert np.allclose(noisy, c + z)
+        assert prep.snr_db(c, z) == pytest.approx(snr, abs=1e-6)
+        assert prep.rms_db(noisy) == pytest.approx(-25.0, abs=1e-6)
+        assert lvl == pytest.approx(-25.0, abs=1e-6)
+        # the clean reference is scaled by the same gain as the mixture
+        assert np.allclose(c / clean, c[0] / clean[0])
+
+
+def test_mix_at_snr_never_clips():
+    rng = np.random.default_rng(1)
+    clean = np.zeros(SR)
+    clean[100:200] = 1.0  # very peaky speech
+    noise = rng.standard_normal(SR)
+    noisy, c, z, lvl = prep.mix_at_snr(clean, noise, 10.0, -10.0)
+    assert max(np.max(np.abs(noisy)), np.max(np.abs(c))) <= prep.MIX_PEAK_LIMIT + 1e-12
+    assert lvl < -10.0
+    assert prep.snr_db(c, z) == pytest.approx(10.0, abs=1e-6)
+    prep.to_pcm16(noisy)  # must not raise
+
+
+def test_mix_rejects_silence_and_shape_mismatch():
+    with pytest.raises(ValueError):
+        prep.mix_at_snr(np.zeros(100), np.ones(100), 0.0, -25.0)
+    with pytest.raises(ValueError):
+        prep.mix_at_snr(np.ones(100), np.zeros(100), 0.0, -25.0)
+    with pytest.raises(ValueError):
+        prep.mix_at_snr(np.ones(100), np.ones(99), 0.0, -25.0)
+
+
+def test_scale_noise_to_snr():
+    rng = np.random.default_rng(2)
+    c = rng.standard_normal(4000)
+    z = prep.scale_noise_to_snr(c, rng.standard_normal(4000) * 3, 12.5)
+    assert prep.snr_db(c, z) == pytest.approx(12.5, abs=1e-9)
+
+
+def test_to_pcm16():
+    x = np.array([0.0, 0.5, -0.5, -1.0, 32767 / 32768])
+    y = prep.to_pcm16(x)
+    assert y.dtype == np.int16 and list(y) == [0, 16384, -16384, -32768, 32767]
+    with pytest.raises(ValueError):
+        prep.to_pcm16(np.array([1.01]))
+
+
+def _tone_bursts(rng):
+    t = np.arange(int(0.5 * SR)) / SR
+    burst = 0.3 * np.sin(2 * np.pi * 440 * t)
+    quiet = lambda s: rng.standard_normal(int(s * SR)) * 1e-4  # noqa: E731
+    return np.concatenate([quiet(1.0), burst, quiet(2.0), burst, quiet(1.0)])
+
+
+def test_trim_and_compact():
+    rng = np.random.default_rng(3)
+    x = _tone_bursts(rng)  # 5 s with 1 s + 2 s + 1 s of quiet
+    y = prep.trim_and_compact(x, SR, margin_s=0.1, max_pause_s=0.3)
+    # two 0.5 s bursts + 2 x 0.1 s margins + one 0.3 s pause (+/- a few frames)
+    assert 1.35 <= len(y) / SR <= 1.65
+    lev = prep.frame_levels_db(y)
+    assert lev[0] < -60 and lev[-1] < -60  # keeps a little room tone
+    assert prep.trim_and_compact(np.zeros(SR), SR).size == 0
+
+
+def test_normalize_active_level_and_peak_limit():
+    rng = np.random.default_rng(4)
+    x = _tone_bursts(rng)
+    y, g = prep.normalize_active_level(x, -40.0)
+    assert prep.active_level_db(y) == pytest.approx(-40.0, abs=0.5)
+    y, g = prep.normalize_active_level(x, -3.0)  # would exceed the peak limit
+    assert np.max(np.abs(y)) == pytest.approx(prep.CLEAN_PEAK_LIMIT)
+
+
+def test_fit_length_and_concat():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(1000)
+    assert len(prep.fit_length(x, 400, rng)) == 400
+    y = prep.fit_length(x, 3500, rng)
+    assert len(y) == 3500 and np.all(np.isfinite(y))
+    z = prep.concat_xfade([np.ones(100), np.ones(100)], 10)
+    assert len(z) == 190 and np.allclose(z, 1.0)
+
+
+def test_names_and_fileids():
+    assert prep.noisy_name(-5, 3) == "noisy_snr-5_fileid_3.wav"
+    assert prep.clean_name(12) == "clean_fileid_12.wav"
+    assert prep.parse_fileid("book_x_snr5_tl-21_fileid_120.wav") == 120
+    with pytest.raises(ValueError):
+        prep.parse_fileid("clean.wav")
+
+
+def test_stratified_uniform_covers_range():
+    rng = np.random.default_rng(6)
+    v = prep.stratified_uniform(rng, -5, 20, 25)
+    assert v.min() >= -5 and v.max() <= 20
+    assert np.histogram(v, bins=5, range=(-5, 20))[0].tolist() == [5] * 5
+
+
+def test_midi_is_valid_and_deterministic():
+    a, da = prep.compose_midi(42, prep.GM_TRAIN_PROGRAMS, seconds=10)
+    b, db = prep.compose_midi(42, prep.GM_TRAIN_PROGRAMS, seconds=10)
+    c, _ = prep.compose_midi(43, prep.GM_TRAIN_PROGRAMS, seconds=10)
+    assert a == b and da == db and a != c
+    assert a[:4] == b"MThd" and a[14:18] == b"MTrk"
+    assert int.from_bytes(a[18:22], "big") == len(a) - 22
+    assert a.endswith(b"\x00\xff\x2f\x00")
+    assert da["chord_program"] in prep.GM_TRAIN_PROGRAMS
+    assert prep._vlq(0) == b"\x00" and prep._vlq(0x80) == b"\x81\x00"
+
+
+def test_synth_stationary_spectral_slopes():
+    rng = np.random.default_rng(7)
+    f = np.fft.rfftfreq(SR * 4, 1 / SR)
+    slopes = {}
+    for kind in prep.SYNTH_KINDS:
+        x = prep.synth_stationary(kind, SR * 4, rng)
+        assert prep.rms(x) == pytest.approx(1.0)
+        p = np.abs(np.fft.rfft(x)) ** 2
+        lo = p[(f > 200) & (f < 400)].mean()
+        hi = p[(f > 3200) & (f < 6400)].mean()
+        slopes[kind] = 10 * np.log10(hi / lo)
+    assert slopes["white"] > slopes["pink"] > slopes["brown"]

@@ -1,0 +1,261 @@
+"""python train.py end to end (subprocesses), DDP on CPU, error lines, NaN detection, the LightningModule."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import fsnet
+from fsnet.errors import FsnetError
+from fsnet.system import EnhancementSystem
+
+try:
+    import pytorch_lightning as pl
+except ImportError:  # pragma: no cover
+    import lightning.pytorch as pl
+
+TINY_RUN = [
+    "train.py",
+    "recipe=dns",
+    "model=tiny",
+    "trainer=cpu",
+    "data.batch_size=2",
+    "data.samples_per_epoch=4",  # 2 steps per epoch, a validation after each
+    "data.val_batch_size=2",
+    "data.val_num_workers=0",
+    "trainer.enable_progress_bar=false",
+    "trainer.log_every_n_steps=1",
+]
+
+
+def read_csv_rows(run_dir: Path, version: int) -> list[dict[str, str]]:
+    with open(run_dir / "csv" / f"version_{version}" / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+def test_train_validate_checkpoint_resume(fake_dns_tree, tmp_path, run_cli):
+    tree = fake_dns_tree(n_val=1, n_rir=1)
+    run_dir = tmp_path / "run"
+    common = [
+        *TINY_RUN,
+        f"recipe.root={tree.root}",
+        f"recipe.rir_root={tree.rir_root}",
+        f"hydra.run.dir={run_dir}",
+    ]
+
+    first = run_cli(
+        [*common, "trainer.max_steps=4", "data.num_workers=1", "system.metric_workers=1"]
+    )
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert summary["global_step"] == 4 and summary["resumed_from"] is None
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert last.is_file() and Path(summary["best_model_path"]).is_file()
+    assert summary["best_wb_pesq"] is not None and 1.0 <= summary["best_wb_pesq"] <= 4.7
+    rows = read_csv_rows(run_dir, 0)
+    val_rows = [r for r in rows if r.get("val/wb_pesq")]
+    assert len(val_rows) == 2  # after epochs 0 and 1
+    for key in ("val/loss", "val/wb_pesq", "val/nb_pesq", "val/stoi", "val/si_sdr"):
+        assert math.isfinite(float(val_rows[-1][key])), key
+    assert float(val_rows[-1]["val/num_utterances"]) == 2
+    assert any(r.get("train/loss") for r in rows) and any(r.get("lr-Adam") for r in rows)
+    assert any(r.get("train/audio_seconds_per_second") for r in rows)
+    assert list((run_dir / "tensorboard").glob("version_0/events.*"))
+    assert "no RIR folder" not in (run_dir / "train.log").read_text()
+
+    # the checkpoint alone rebuilds the network; the release file holds the best weights
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 4 and ckpt["hyper_parameters"]["model_config"]["num_mels"] == 16
+    from_ckpt = fsnet.load_model(last)
+    release = fsnet.load_model(summary["release_path"])
+    assert from_ckpt.config == release.config and from_ckpt.config.num_mels == 16
+    best = fsnet.load_model(summary["best_model_path"])
+    for a, b in zip(best.state_dict().values(), release.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+
+    second = run_cli(
+        [*common, "trainer.max_steps=6", "data.num_workers=0", "system.metric_workers=0"]
+    )
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert summary["resumed_from"] == str(last) and summary["global_step"] == 6
+    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 6
+    resumed_rows = read_csv_rows(run_dir, 1)
+    train_steps = [int(r["step"]) for r in resumed_rows if r.get("train/loss")]
+    assert train_steps and min(train_steps) >= 4  # continued, not restarted
+    assert len([r for r in resumed_rows if r.get("val/wb_pesq")]) == 1  # only the one new epoch
+    assert "resuming from" in (run_dir / "train.log").read_text()
+
+    other_model = run_cli(
+        [*common, "trainer.max_steps=8", "model.num_mels=20", "data.num_workers=0"]
+    )
+    assert other_model.returncode == 1
+    lines = error_lines(other_model.stderr)
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot resume from {last}"), (
+        other_model.stderr
+    )
+
+
+def test_ddp_two_cpu_processes(fake_dns_tree, tmp_path, run_cli):
+    # 3 validation pairs on 2 ranks: each must be scored exactly once (no sampler padding)
+    tree = fake_dns_tree(n_val=3, subsets=("no_reverb",), n_rir=0)
+    run_dir = tmp_path / "ddp"
+    out = run_cli(
+        [
+            *TINY_RUN,
+            f"recipe.root={tree.root}",
+            f"hydra.run.dir={run_dir}",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.strategy=ddp",
+            "data.samples_per_epoch=8",  # 8 examples / (2 ranks x 2) = 2 steps per epoch
+            "trainer.max_steps=2",
+            "trainer.num_sanity_val_steps=0",
+            "data.num_workers=0",
+            "system.metric_workers=0",
+        ],
+        timeout=110,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert summary["global_step"] == 2
+    val = [r for r in read_csv_rows(run_dir, 0) if r.get("val/wb_pesq")]
+    assert len(val) == 1 and float(val[0]["val/num_utterances"]) == 3
+    assert (run_dir / "train_ddp_process_1.log").is_file()  # the second rank ran
+    log_text = (run_dir / "train.log").read_text()
+    assert log_text.count("training without reverberation") == 1  # said once
+
+
+@pytest.mark.parametrize("problem", ["missing_root", "missing_noise", "bad_file", "typo"])
+def test_cli_errors_are_one_line(problem, fake_dns_tree, tmp_path, run_cli):
+    args = [*TINY_RUN, f"hydra.run.dir={tmp_path / 'run'}"]
+    if problem == "missing_root":
+        args.append(f"recipe.root={tmp_path / 'absent'}")
+        expected = f"dns data root {tmp_path / 'absent'} does not exist"
+    elif problem == "missing_noise":
+        tree = fake_dns_tree(n_rir=0)
+        for f in (tree.root / "noise").iterdir():
+            f.unlink()
+        (tree.root / "noise").rmdir()
+        args.append(f"recipe.root={tree.root}")
+        expected = "is incomplete: missing noise/"
+    elif problem == "bad_file":
+        tree = fake_dns_tree(n_rir=0)
+        bad = tree.root / "noise" / "truncated.wav"
+        bad.write_bytes(b"RIFF....WAVEfmt ")
+        args += [f"recipe.root={tree.root}", "data.on_bad_file=error"]
+        expected = f"unreadable audio file {bad}"
+    else:
+        args.append("trainer.max_step=3")
+        expected = "Could not override 'trainer.max_step'"
+    out = run_cli(args, timeout=120)
+    assert out.returncode == 1
+    lines = error_lines(out.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], out.stderr
+
+
+# ------------------------------------------------------------------------------------ in-process
+def quiet_trainer(**kwargs) -> pl.Trainer:
+    options = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    options.update(kwargs)
+    return pl.Trainer(**options)
+
+
+def test_nan_input_raises_with_step_and_batch(tiny_model_config):
+    torch.manual_seed(0)
+    noisy = torch.randn(6, 4000) * 0.1
+    clean = noisy * 0.5
+    noisy[5, 123] = float("nan")  # third batch of two
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(noisy, clean), batch_size=2)
+    system = EnhancementSystem(tiny_model_config, metric_workers=0)
+    with pytest.raises(
+        FsnetError, match=r"at global step 2 \(epoch 0, batch 2\); the input batch contains NaN"
+    ):
+        quiet_trainer(max_steps=10, limit_val_batches=0).fit(system, train_dataloaders=loader)
+
+
+def test_diverged_weights_are_reported(tiny_model_config):
+    noisy = torch.randn(2, 4000) * 0.1
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(noisy, noisy * 0.5), batch_size=2
+    )
+    system = EnhancementSystem(tiny_model_config, metric_workers=0)
+    with torch.no_grad():
+        next(system.model.decoder.parameters()).fill_(float("inf"))
+    with pytest.raises(
+        FsnetError,
+        match=r"global step 0 \(epoch 0, batch 0\); the inputs are finite and \d+ weight",
+    ):
+        quiet_trainer(max_steps=1, limit_val_batches=0).fit(system, train_dataloaders=loader)
+
+
+def test_each_epoch_draws_new_mixtures(fake_dns_tree, tiny_model_config):
+    from fsnet.data import DnsDataModule
+
+    tree = fake_dns_tree(n_rir=0, n_val=1)
+    dm = DnsDataModule(
+        str(tree.root), batch_size=2, samples_per_epoch=2, num_workers=0, val_num_workers=0
+    )
+    seen = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            seen.append(batch[0].clone())
+
+    system = EnhancementSystem(tiny_model_config, metric_workers=0, metrics=[])
+    quiet_trainer(max_epochs=2, limit_val_batches=0, callbacks=[Spy()]).fit(system, datamodule=dm)
+    assert len(seen) == 2 and not torch.equal(seen[0], seen[1])
+    # and the same examples again for the same (seed, epoch): reproducible
+    assert (
+        torch.equal(seen[0], next(iter(dm.train_dataloader()))[0]) is False
+    )  # trainer now at epoch 2
+    dm.train_set.set_epoch(0)
+    assert torch.equal(seen[0], torch.stack([dm.train_set[i][0] for i in range(2)]))
+
+
+def test_validation_loss_ignores_padding(tiny_model_config):
+    system = EnhancementSystem(tiny_model_config, metric_workers=0)
+    torch.manual_seed(1)
+    noisy = torch.randn(1, 8000) * 0.1
+    clean = noisy * 0.3
+    alone_sum, alone_count, _, _ = system.loss_terms(noisy, clean, torch.tensor([8000]))
+    padded = torch.nn.functional.pad(noisy, (0, 4000))
+    padded_clean = torch.nn.functional.pad(clean, (0, 4000))
+    pad_sum, pad_count, _, _ = system.loss_terms(padded, padded_clean, torch.tensor([8000]))
+    assert int(alone_count) == int(pad_count)
+    torch.testing.assert_close(alone_sum / alone_count, pad_sum / pad_count, rtol=1e-5, atol=1e-7)
+
+
+def test_validation_metrics_inline(tiny_model_config):
+    system = EnhancementSystem(tiny_model_config, metric_workers=0)
+    t = torch.arange(16000) / 16000
+    clean = (
+        0.1 * torch.sin(2 * torch.pi * 220 * t) * (torch.sin(2 * torch.pi * 3 * t) > 0)
+    ).float()[None]
+    noisy = clean + 0.01 * torch.randn_like(clean)
+    system.on_validation_epoch_start()
+    with torch.no_grad():
+        system.validation_step(
+            {"noisy": noisy, "clean": clean, "lengths": torch.tensor([16000])}, 0
+        )
+    scores = system._gather_scores()
+    assert set(scores[0]) == {"wb_pesq", "nb_pesq", "stoi", "si_sdr"}
+    assert all(isinstance(v, float) for v in scores[0].values())
+    with pytest.raises(FsnetError, match="unknown validation metric"):
+        EnhancementSystem(tiny_model_config, metrics=["mos"])
