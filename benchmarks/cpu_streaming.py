@@ -23,8 +23,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--seconds", type=float, default=20.0, help="audio length to stream")
-    parser.add_argument("--checkpoint", default=None, help="release file; default: random paper-size weights")
-    parser.add_argument("--repeats", type=int, default=3, help="offline forward repeats (best taken)")
+    parser.add_argument(
+        "--checkpoint", default=None, help="release file; default: random paper-size weights"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="offline forward repeats (best taken)"
+    )
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
 
@@ -48,7 +52,7 @@ def main() -> None:
     engine.flush()
     hop_ms = np.asarray(hop_ms)
 
-    fsnet.enhance(model, x[: rate])  # warm-up
+    fsnet.enhance(model, x[:rate])  # warm-up
     offline_s = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
@@ -71,7 +75,9 @@ def main() -> None:
     }
     result["stream_over_offline"] = result["stream_rtf"] / result["offline_rtf"]
     h = result["stream_hop_compute_ms"]
-    print(f"| threads | hop p50 ms | hop p99 ms | hop max ms | streaming RTF | offline RTF | ratio |")
+    print(
+        "| threads | hop p50 ms | hop p99 ms | hop max ms | streaming RTF | offline RTF | ratio |"
+    )
     print("|---|---|---|---|---|---|---|")
     print(
         f"| {args.threads} | {h['p50']:.2f} | {h['p99']:.2f} | {h['max']:.2f} | "

@@ -30,7 +30,9 @@ def run(model, streams: int, hops: int, dtype, cuda_graphs: bool, groups: int) -
     # one group steps the sub-band model (with groups == shrink_size the load is even).
     per_group = -(-streams // groups)
     engines = [
-        fsnet.StreamingEnhancer(model, num_streams=per_group, autocast_dtype=dtype, cuda_graphs=cuda_graphs)
+        fsnet.StreamingEnhancer(
+            model, num_streams=per_group, autocast_dtype=dtype, cuda_graphs=cuda_graphs
+        )
         for _ in range(groups)
     ]
     blocks = torch.randn(8, per_group, hop, device="cuda") * 0.1
@@ -72,17 +74,26 @@ def check_graphs_match_eager(model, dtype) -> None:
     x = torch.randn(8, 16000 * 3, device="cuda") * 0.1
     outs = []
     for graphs in (False, True):
-        engine = fsnet.StreamingEnhancer(model, num_streams=8, autocast_dtype=dtype, cuda_graphs=graphs)
+        engine = fsnet.StreamingEnhancer(
+            model, num_streams=8, autocast_dtype=dtype, cuda_graphs=graphs
+        )
         pieces = [engine.process(x[:, i : i + 1000]) for i in range(0, x.shape[1], 1000)]
         outs.append(torch.cat(pieces + [engine.flush()], dim=1))
     offline = torch.stack([torch.as_tensor(fsnet.enhance(model, xi)) for xi in x])
     latency = model.config.latency_samples
-    print(json.dumps({
-        "check": "graphs_vs_eager",
-        "precision": str(dtype),
-        "max_abs_diff_graphs_vs_eager": float((outs[0] - outs[1]).abs().max()),
-        "max_abs_diff_stream_vs_offline_fp32": float((outs[0][:, latency:] - offline).abs().max()),
-    }), flush=True)
+    print(
+        json.dumps(
+            {
+                "check": "graphs_vs_eager",
+                "precision": str(dtype),
+                "max_abs_diff_graphs_vs_eager": float((outs[0] - outs[1]).abs().max()),
+                "max_abs_diff_stream_vs_offline_fp32": float(
+                    (outs[0][:, latency:] - offline).abs().max()
+                ),
+            }
+        ),
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -93,19 +104,33 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--json", default=None)
     parser.add_argument("--groups", type=int, default=1, help="engines started one hop apart")
-    parser.add_argument("--no-graphs", action="store_true", help="eager hops instead of CUDA graphs")
-    parser.add_argument("--check", action="store_true", help="first check graphs == eager on 8 streams")
+    parser.add_argument(
+        "--no-graphs", action="store_true", help="eager hops instead of CUDA graphs"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="first check graphs == eager on 8 streams"
+    )
     args = parser.parse_args()
     torch.backends.cudnn.benchmark = True
-    model = (fsnet.load_model(args.checkpoint) if args.checkpoint else fsnet.build_model()).cuda().eval()
+    model = (
+        (fsnet.load_model(args.checkpoint) if args.checkpoint else fsnet.build_model())
+        .cuda()
+        .eval()
+    )
     if args.check:
         check_graphs_match_eager(model, DTYPES[args.precision])
     for streams in args.streams:
         try:
-            result = run(model, streams, args.hops, DTYPES[args.precision], not args.no_graphs, args.groups)
+            result = run(
+                model, streams, args.hops, DTYPES[args.precision], not args.no_graphs, args.groups
+            )
         except torch.OutOfMemoryError:
             result = {"streams": streams, "error": "out of memory"}
-        result.update(precision=args.precision, cuda_graphs=not args.no_graphs, device=torch.cuda.get_device_name())
+        result.update(
+            precision=args.precision,
+            cuda_graphs=not args.no_graphs,
+            device=torch.cuda.get_device_name(),
+        )
         print(json.dumps(result), flush=True)
         if args.json:
             with open(args.json, "a") as f:

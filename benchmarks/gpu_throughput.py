@@ -60,8 +60,15 @@ def bench_train(args) -> dict:
         optimizer.step()
 
     ms = cuda_time(step, warmup=5 if not args.compile else 10, iters=args.iters)
-    return {"what": "train_step", "batch": args.batch, "seconds": args.seconds, "precision": args.precision,
-            "compile": args.compile, "ms_per_step": ms, "audio_s_per_s": args.batch * args.seconds / (ms / 1e3)}
+    return {
+        "what": "train_step",
+        "batch": args.batch,
+        "seconds": args.seconds,
+        "precision": args.precision,
+        "compile": args.compile,
+        "ms_per_step": ms,
+        "audio_s_per_s": args.batch * args.seconds / (ms / 1e3),
+    }
 
 
 def bench_infer(args) -> dict:
@@ -77,8 +84,15 @@ def bench_infer(args) -> dict:
             return forward(model, noisy)
 
     ms = cuda_time(run, warmup=3, iters=args.iters)
-    return {"what": "offline_inference", "batch": args.batch, "seconds": args.seconds, "precision": args.precision,
-            "compile": args.compile, "ms_per_batch": ms, "audio_s_per_s": args.batch * args.seconds / (ms / 1e3)}
+    return {
+        "what": "offline_inference",
+        "batch": args.batch,
+        "seconds": args.seconds,
+        "precision": args.precision,
+        "compile": args.compile,
+        "ms_per_batch": ms,
+        "audio_s_per_s": args.batch * args.seconds / (ms / 1e3),
+    }
 
 
 def main() -> None:

@@ -20,7 +20,9 @@ def resample(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """Band-limited resampling of ``x [..., N]`` (torchaudio's windowed sinc)."""
     if from_rate == to_rate:
         return x
-    y = torchaudio.functional.resample(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), from_rate, to_rate)
+    y = torchaudio.functional.resample(
+        torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), from_rate, to_rate
+    )
     return y.numpy()
 
 
@@ -38,7 +40,9 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> tuple[np.nd
     try:
         data, file_rate = sf.read(path, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise FsnetError(f"cannot read audio file {path}: {str(exc).strip() or type(exc).__name__}") from None
+        raise FsnetError(
+            f"cannot read audio file {path}: {str(exc).strip() or type(exc).__name__}"
+        ) from None
     notices = []
     if data.shape[0] == 0:
         raise FsnetError(f"{path} contains no samples")

@@ -11,7 +11,6 @@ import os
 import pickle
 import re
 import tempfile
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,8 +60,10 @@ def save_release(model: FastFullSubNet, path: str | os.PathLike, half: bool = Fa
     ``half=True`` stores float16 weights (half the size); they load back as float32.
     """
     cfg = model.config
-    state_dict = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
-                  for k, v in model.state_dict().items()}
+    state_dict = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().clone()
+        for k, v in model.state_dict().items()
+    }
     payload = {
         "format": RELEASE_FORMAT,
         "format_version": RELEASE_FORMAT_VERSION,
@@ -92,7 +93,7 @@ def _rename_original_key(key: str) -> str | None:
         return None  # rebuilt from the config
     for old, new in _ORIGINAL_PREFIXES:
         if key.startswith(old):
-            rest = key[len(old):]
+            rest = key[len(old) :]
             rest = rest.replace("sequence_model.", "rnn.").replace("fc_output_layer.", "proj.")
             return new + rest
     raise FsnetError(f"unexpected weight {key!r}: not a Fast FullSubNet checkpoint")
@@ -111,7 +112,9 @@ def _infer_config(state_dict: dict[str, torch.Tensor], overrides: dict[str, Any]
     try:
         w_hh = state_dict["bottleneck.rnn.weight_hh_l0"]
         gates = w_hh.shape[0] // w_hh.shape[1]
-        num_layers = len([k for k in state_dict if re.fullmatch(r"bottleneck\.rnn\.weight_hh_l\d+", k)])
+        num_layers = len(
+            [k for k in state_dict if re.fullmatch(r"bottleneck\.rnn\.weight_hh_l\d+", k)]
+        )
         unit = state_dict["bottleneck.rnn.weight_ih_l0"].shape[1]
         enc_out_neighbors = overrides.get("encoder_output_num_neighbors", 0)
         inferred = {
@@ -122,10 +125,16 @@ def _infer_config(state_dict: dict[str, torch.Tensor], overrides: dict[str, Any]
             "bottleneck_num_layers": num_layers,
             "rnn_type": {4: "LSTM", 3: "GRU"}[gates],
             "noisy_num_neighbors": (unit - (2 * enc_out_neighbors + 1) - 1) // 2,
-            "n_fft": 2 * (state_dict[f"decoder.{len(stack_sizes('decoder')) - 1}.proj.weight"].shape[0] // 2 - 1),
+            "n_fft": 2
+            * (
+                state_dict[f"decoder.{len(stack_sizes('decoder')) - 1}.proj.weight"].shape[0] // 2
+                - 1
+            ),
         }
     except (KeyError, IndexError) as exc:
-        raise FsnetError(f"cannot infer the architecture from the weights (missing {exc})") from None
+        raise FsnetError(
+            f"cannot infer the architecture from the weights (missing {exc})"
+        ) from None
     return {**inferred, **overrides}
 
 
@@ -152,9 +161,17 @@ def to_original_state_dict(model: FastFullSubNet) -> dict[str, torch.Tensor]:
     """fsnet weights in the original repository's layout (the inverse of the converter)."""
     out = {}
     for key, value in model.state_dict().items():
-        for new, old in (("encoder.", "encoder."), ("bottleneck.", "bottleneck."), ("decoder.", "decoder_lstm.")):
+        for new, old in (
+            ("encoder.", "encoder."),
+            ("bottleneck.", "bottleneck."),
+            ("decoder.", "decoder_lstm."),
+        ):
             if key.startswith(new):
-                rest = key[len(new):].replace("rnn.", "sequence_model.").replace("proj.", "fc_output_layer.")
+                rest = (
+                    key[len(new) :]
+                    .replace("rnn.", "sequence_model.")
+                    .replace("proj.", "fc_output_layer.")
+                )
                 out[old + rest] = value
     out["mel_scale.fb"] = model.mel_fb.clone()
     return out
@@ -171,7 +188,9 @@ def _read(path: Path) -> Any:
             raise FsnetError(f"{path} is not a torch checkpoint (or it is truncated)") from None
     except Exception as exc:  # noqa: BLE001 - a damaged file can fail anywhere in the unpickler
         reason = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0][:160]
-        raise FsnetError(f"{path} is not a readable torch checkpoint (truncated or corrupt?): {reason}") from None
+        raise FsnetError(
+            f"{path} is not a readable torch checkpoint (truncated or corrupt?): {reason}"
+        ) from None
     # Lightning checkpoints may hold callback state that is not plain data; they are the
     # user's own training output, so read them the way Lightning itself does.
     if path.suffix != ".ckpt":
@@ -209,7 +228,9 @@ def load_model(
             raise FsnetError(f"{path} is a Lightning checkpoint without a model_config")
         cfg = ModelConfig.from_dict({**dict(hparams["model_config"]), **overrides})
         state_dict = {
-            k[len("model."):]: v for k, v in payload["state_dict"].items() if k.startswith("model.")
+            k[len("model.") :]: v
+            for k, v in payload["state_dict"].items()
+            if k.startswith("model.")
         }
     else:
         original = payload.get("model", payload)

@@ -65,7 +65,9 @@ class ModelConfig:
         if self.rnn_type not in ("LSTM", "GRU"):
             problems.append(f"rnn_type must be LSTM or GRU, got {self.rnn_type!r}")
         if self.n_fft % self.hop_samples:
-            problems.append(f"n_fft ({self.n_fft}) must be a multiple of hop_samples ({self.hop_samples})")
+            problems.append(
+                f"n_fft ({self.n_fft}) must be a multiple of hop_samples ({self.hop_samples})"
+            )
         if self.hop_samples >= self.n_fft:
             problems.append("hop_samples must be smaller than n_fft (frames must overlap)")
         if not self.encoder_hidden_sizes or not self.decoder_hidden_sizes:
@@ -76,7 +78,10 @@ class ModelConfig:
         for name in ("look_ahead", "noisy_num_neighbors", "encoder_output_num_neighbors"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0")
-        if self.noisy_num_neighbors >= self.num_mels or self.encoder_output_num_neighbors >= self.num_mels:
+        if (
+            self.noisy_num_neighbors >= self.num_mels
+            or self.encoder_output_num_neighbors >= self.num_mels
+        ):
             problems.append("neighbour counts must be smaller than num_mels")
         if problems:
             raise FsnetError("invalid model config: " + "; ".join(problems))
@@ -87,9 +92,7 @@ class ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise FsnetError(
-                f"unknown model config key(s) {unknown}; known keys: {sorted(known)}"
-            )
+            raise FsnetError(f"unknown model config key(s) {unknown}; known keys: {sorted(known)}")
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,5 +114,3 @@ def as_config(cfg: ModelConfig | Mapping[str, Any] | None) -> ModelConfig:
         except Exception as exc:  # noqa: BLE001
             raise FsnetError(f"cannot read model config of type {type(cfg).__name__}") from exc
     return ModelConfig.from_dict(cfg)
-
-

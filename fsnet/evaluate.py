@@ -364,7 +364,9 @@ def _load_model(opts: Options):
         raise FsnetError(f"device={opts.device} but CUDA is not available here; use device=cpu")
     overrides = {"norm": opts.norm} if opts.norm else {}
     model = load_model(opts.checkpoint, device=opts.device, **overrides)
-    model.num_parameters = sum(p.numel() for p in model.parameters())  # before quantization hides them
+    model.num_parameters = sum(
+        p.numel() for p in model.parameters()
+    )  # before quantization hides them
     if opts.precision == "int8":
         from fsnet.quantize import quantize_int8
 
@@ -618,7 +620,9 @@ def evaluate(cfg: Any = None) -> dict[str, Any]:
     )
 
     def enhance_offline(x: np.ndarray) -> np.ndarray:
-        with torch.autocast(opts.device.split(":")[0], dtype=torch.bfloat16, enabled=autocast_dtype is not None):
+        with torch.autocast(
+            opts.device.split(":")[0], dtype=torch.bfloat16, enabled=autocast_dtype is not None
+        ):
             return fsnet.enhance(model, x)
 
     out_dir = _output_dir(opts)

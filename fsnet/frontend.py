@@ -90,9 +90,7 @@ class STFT(nn.Module):
         return out / self.ola_envelope.repeat(reps)[: out.shape[-1]]
 
 
-def mel_filterbank(
-    num_freqs: int, num_mels: int, sample_rate: int
-) -> torch.Tensor:
+def mel_filterbank(num_freqs: int, num_mels: int, sample_rate: int) -> torch.Tensor:
     """Triangular HTK mel filters ``[num_freqs, num_mels]`` from torchaudio (as FullSubNet's MelScale)."""
     return torchaudio.functional.melscale_fbanks(
         n_freqs=num_freqs,
@@ -114,7 +112,9 @@ def build_cirm(noisy_spec: torch.Tensor, clean_spec: torch.Tensor) -> torch.Tens
     nr, ni = noisy_spec.real, noisy_spec.imag
     cr, ci = clean_spec.real, clean_spec.imag
     denominator = nr.square() + ni.square() + _CIRM_EPS
-    mask = torch.stack(((nr * cr + ni * ci) / denominator, (nr * ci - ni * cr) / denominator), dim=1)
+    mask = torch.stack(
+        ((nr * cr + ni * ci) / denominator, (nr * ci - ni * cr) / denominator), dim=1
+    )
     # K (1 - e^{-Cx}) / (1 + e^{-Cx}) == K tanh(Cx / 2); the floor at -100 mirrors FullSubNet.
     return CIRM_K * torch.tanh(CIRM_C * mask.clamp(min=-100.0) / 2)
 

@@ -41,7 +41,10 @@ class RecurrentLayer(nn.Module):
 
     def _layer_weights(self, k: int) -> tuple[torch.Tensor, ...]:
         rnn = self.rnn
-        return tuple(getattr(rnn, f"{name}_l{k}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        return tuple(
+            getattr(rnn, f"{name}_l{k}")
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        )
 
     def _packed_lstm_gates(self, k: int, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor | None:
         """LSTM gates ``[B, 4H]`` through oneDNN with [W_ih | W_hh] packed once (CPU, B >= 8).
@@ -50,23 +53,43 @@ class RecurrentLayer(nn.Module):
         machines); the pack is a cache keyed on the parameters' versions, so an optimiser step
         invalidates it. Returns None where the fast path does not apply.
         """
-        if x.device.type != "cpu" or x.shape[0] < 8 or not self.is_lstm or torch.is_grad_enabled() or torch.is_autocast_enabled("cpu"):
+        if (
+            x.device.type != "cpu"
+            or x.shape[0] < 8
+            or not self.is_lstm
+            or torch.is_grad_enabled()
+            or torch.is_autocast_enabled("cpu")
+        ):
             return None
         w_ih, w_hh, b_ih, b_hh = self._layer_weights(k)
-        key = (k, x.shape[0], w_ih._version, w_hh._version, b_ih._version, b_hh._version, w_ih.data_ptr())
+        key = (
+            k,
+            x.shape[0],
+            w_ih._version,
+            w_hh._version,
+            b_ih._version,
+            b_hh._version,
+            w_ih.data_ptr(),
+        )
         cache = self.__dict__.setdefault("_packed", {})
         if key not in cache:
             try:
-                packed = torch.ops.mkldnn._reorder_linear_weight(torch.cat((w_ih, w_hh), 1), x.shape[0])
+                packed = torch.ops.mkldnn._reorder_linear_weight(
+                    torch.cat((w_ih, w_hh), 1), x.shape[0]
+                )
             except (RuntimeError, AttributeError):
                 return None
             if len(cache) > 16:
                 cache.clear()
             cache[key] = (packed, b_ih + b_hh)
         packed, bias = cache[key]
-        return torch.ops.mkldnn._linear_pointwise(torch.cat((x, h), 1), packed, bias, "none", [], "")
+        return torch.ops.mkldnn._linear_pointwise(
+            torch.cat((x, h), 1), packed, bias, "none", [], ""
+        )
 
-    def _step(self, x: torch.Tensor, state: RecurrentState | None) -> tuple[torch.Tensor, RecurrentState]:
+    def _step(
+        self, x: torch.Tensor, state: RecurrentState | None
+    ) -> tuple[torch.Tensor, RecurrentState]:
         """One frame ``x [B, input]`` through the cell kernels."""
         if state is None:
             state = self.zero_state(x.shape[0], x.device)

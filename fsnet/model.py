@@ -50,7 +50,9 @@ def _stack(input_size: int, hidden_sizes, output_size: int, relu_output: bool, r
 class FastFullSubNet(nn.Module):
     """Noisy magnitude ``[B, 1, F, T]`` -> compressed complex ratio mask ``[B, 2, F, T]``."""
 
-    def __init__(self, config: ModelConfig | Mapping[str, Any] | None = None, norm: str = "cumulative"):
+    def __init__(
+        self, config: ModelConfig | Mapping[str, Any] | None = None, norm: str = "cumulative"
+    ):
         super().__init__()
         cfg = as_config(config)
         if norm not in ("cumulative", "utterance"):
@@ -64,7 +66,9 @@ class FastFullSubNet(nn.Module):
             "mel_fb", mel_filterbank(num_freqs, num_mels, cfg.sample_rate), persistent=False
         )
         self.register_buffer(
-            "noisy_neighbours", _reflected_neighbours(num_mels, cfg.noisy_num_neighbors), persistent=False
+            "noisy_neighbours",
+            _reflected_neighbours(num_mels, cfg.noisy_num_neighbors),
+            persistent=False,
         )
         self.register_buffer(
             "encoder_neighbours",
@@ -83,7 +87,9 @@ class FastFullSubNet(nn.Module):
             rnn_type=cfg.rnn_type,
         )
         # F_m2l: full-band, [F_l2m output, S output] -> cRM (real part first, then imaginary)
-        self.decoder = _stack(2 * num_mels, cfg.decoder_hidden_sizes, 2 * num_freqs, False, cfg.rnn_type)
+        self.decoder = _stack(
+            2 * num_mels, cfg.decoder_hidden_sizes, 2 * num_freqs, False, cfg.rnn_type
+        )
 
     # ---------------------------------------------------------------- stages
     def init_state(self, batch_size: int | None = None, device=None) -> dict[str, Any]:
@@ -93,20 +99,36 @@ class FastFullSubNet(nn.Module):
         sequences). With it, every tensor is allocated up front (zeros, on ``device``), so the
         state has a fixed layout that a captured CUDA graph can update in place.
         """
-        state: dict[str, Any] = {"enc_norm": None, "enc": {}, "sb_norm": None, "sb": None, "dec": {}, "frames": 0}
+        state: dict[str, Any] = {
+            "enc_norm": None,
+            "enc": {},
+            "sb_norm": None,
+            "sb": None,
+            "dec": {},
+            "frames": 0,
+        }
         if batch_size is None:
             return state
         cfg = self.config
         rows = batch_size * cfg.num_mels
 
         def norm_state(n):
-            return (torch.zeros(n, dtype=torch.float64, device=device), torch.zeros((), dtype=torch.float64, device=device))
+            return (
+                torch.zeros(n, dtype=torch.float64, device=device),
+                torch.zeros((), dtype=torch.float64, device=device),
+            )
 
         state["enc_norm"], state["sb_norm"] = norm_state(batch_size), norm_state(rows)
-        state["enc"] = {i: layer.zero_state(batch_size, device) for i, layer in enumerate(self.encoder)}
-        state["dec"] = {i: layer.zero_state(batch_size, device) for i, layer in enumerate(self.decoder)}
+        state["enc"] = {
+            i: layer.zero_state(batch_size, device) for i, layer in enumerate(self.encoder)
+        }
+        state["dec"] = {
+            i: layer.zero_state(batch_size, device) for i, layer in enumerate(self.decoder)
+        }
         state["sb"] = self.bottleneck.zero_state(rows, device)
-        state["sb_acc"] = torch.zeros(batch_size, cfg.num_mels, cfg.subband_unit_size, 1, device=device)
+        state["sb_acc"] = torch.zeros(
+            batch_size, cfg.num_mels, cfg.subband_unit_size, 1, device=device
+        )
         state["sb_out"] = torch.zeros(batch_size, cfg.num_mels, 1, device=device)
         return state
 
@@ -117,7 +139,9 @@ class FastFullSubNet(nn.Module):
     def encode(self, mel: torch.Tensor, state: dict) -> torch.Tensor:
         """F_l2m on ``mel [B, M, T]`` -> ``[B, M, T]``."""
         if self.norm == "cumulative":
-            x, state["enc_norm"] = cumulative_laplace_norm(mel, state["enc_norm"], self.config.norm_eps)
+            x, state["enc_norm"] = cumulative_laplace_norm(
+                mel, state["enc_norm"], self.config.norm_eps
+            )
         else:
             x = utterance_laplace_norm(mel)
         x = x.transpose(1, 2)
@@ -127,14 +151,18 @@ class FastFullSubNet(nn.Module):
 
     def subband_units(self, mel: torch.Tensor, encoded: torch.Tensor) -> torch.Tensor:
         """Each mel band with its neighbours: ``[B, M, T]`` x2 -> ``[B, M, K, T]``."""
-        return torch.cat((mel[:, self.noisy_neighbours], encoded[:, self.encoder_neighbours]), dim=2)
+        return torch.cat(
+            (mel[:, self.noisy_neighbours], encoded[:, self.encoder_neighbours]), dim=2
+        )
 
     def subband(self, blocks: torch.Tensor, state: dict) -> torch.Tensor:
         """S on time-shrunk units ``[B, M, K, Tb]`` -> ``[B, M, Tb]``."""
         batch, num_mels, unit, num_blocks = blocks.shape
         if self.norm == "cumulative":
             x, state["sb_norm"] = cumulative_laplace_norm(
-                blocks.reshape(batch * num_mels, unit, num_blocks), state["sb_norm"], self.config.norm_eps
+                blocks.reshape(batch * num_mels, unit, num_blocks),
+                state["sb_norm"],
+                self.config.norm_eps,
             )
         else:
             x = utterance_laplace_norm(blocks).reshape(batch * num_mels, unit, num_blocks)
@@ -217,7 +245,9 @@ class FastFullSubNet(nn.Module):
         return frame_index % self.config.shrink_size == 0
 
 
-def build_model(config: ModelConfig | Mapping[str, Any] | None = None, **overrides: Any) -> FastFullSubNet:
+def build_model(
+    config: ModelConfig | Mapping[str, Any] | None = None, **overrides: Any
+) -> FastFullSubNet:
     """A Fast FullSubNet with random weights; ``config`` (or keyword overrides) changes fields.
 
     ``build_model()`` is the paper-size model; ``build_model({"num_mels": 32})`` overrides a field.

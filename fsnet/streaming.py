@@ -82,7 +82,9 @@ class StreamingEnhancer:
         self._buffers = {
             "window": torch.zeros(batch, n_fft, device=device),  # last n_fft input samples
             # spectra of the last look_ahead + 1 frames; [0] is the one the next mask is for
-            "waiting": torch.zeros(self.config.look_ahead + 1, batch, num_freqs, dtype=torch.complex64, device=device),
+            "waiting": torch.zeros(
+                self.config.look_ahead + 1, batch, num_freqs, dtype=torch.complex64, device=device
+            ),
             "ola": torch.zeros(batch, n_fft, device=device),  # overlap-add tail
         }
         self._state = model.init_state(batch, device)
@@ -118,8 +120,11 @@ class StreamingEnhancer:
         bufs, hop = self._buffers, self.hop_samples
         state = _copy_structure(self._state)
         state["frames"] = frame_index
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
-                            enabled=self.autocast_dtype is not None):
+        with torch.autocast(
+            self.device.type,
+            dtype=self.autocast_dtype or torch.float32,
+            enabled=self.autocast_dtype is not None,
+        ):
             if block is None:
                 window = bufs["window"]
                 spec = torch.zeros_like(bufs["waiting"][0])
@@ -130,8 +135,16 @@ class StreamingEnhancer:
         waiting = torch.cat((bufs["waiting"][1:], spec[None]))
         ola = bufs["ola"] + self.stft.synthesize(apply_mask(waiting[0][..., None], mask))[:, 0]
         out = ola[:, :hop] / self.stft.ola_envelope
-        new_buffers = {"window": window, "waiting": waiting, "ola": torch.nn.functional.pad(ola[:, hop:], (0, hop))}
-        for target, value in zip(_tensor_leaves((self._buffers, self._state)), _tensor_leaves((new_buffers, state))):
+        new_buffers = {
+            "window": window,
+            "waiting": waiting,
+            "ola": torch.nn.functional.pad(ola[:, hop:], (0, hop)),
+        }
+        for target, value in zip(
+            _tensor_leaves((self._buffers, self._state)),
+            _tensor_leaves((new_buffers, state)),
+            strict=True,
+        ):
             if target is not value:
                 target.copy_(value)
         return out
@@ -150,14 +163,21 @@ class StreamingEnhancer:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 out = self._hop_function(self._block, frame_index)
-            for leaf, value in zip(_tensor_leaves((self._buffers, self._state)), saved):
+            for leaf, value in zip(
+                _tensor_leaves((self._buffers, self._state)), saved, strict=True
+            ):
                 leaf.copy_(value)
             self._graphs[runs_subband] = (graph, out)
         return self._graphs[runs_subband]
 
     def _advance(self, block: torch.Tensor | None) -> torch.Tensor:
         frame_index = self._state["frames"]
-        if self.cuda_graphs and block is not None and frame_index > 0 and self.config.shrink_size > 1:
+        if (
+            self.cuda_graphs
+            and block is not None
+            and frame_index > 0
+            and self.config.shrink_size > 1
+        ):
             graph, out = self._graph_for(self.model.runs_subband(frame_index))
             self._block.copy_(block)
             graph.replay()
@@ -187,13 +207,17 @@ class StreamingEnhancer:
         if not batch_dims:
             x = x[None]
         if x.dim() != 2 or x.shape[0] != self.num_streams:
-            raise ValueError(f"expected input for {self.num_streams} stream(s), got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"expected input for {self.num_streams} stream(s), got shape {tuple(x.shape)}"
+            )
         self._numpy_out = not is_tensor
         self._pending = torch.cat((self._pending, x.to(self.device)), dim=1)
         self._samples_in += x.shape[-1]
         hop = self.hop_samples
         num_hops = self._pending.shape[-1] // hop
-        outputs = [self._advance(self._pending[:, i * hop : (i + 1) * hop]) for i in range(num_hops)]
+        outputs = [
+            self._advance(self._pending[:, i * hop : (i + 1) * hop]) for i in range(num_hops)
+        ]
         self._pending = self._pending[:, num_hops * hop :]
         out = torch.cat(outputs, dim=-1) if outputs else x.new_zeros(self.num_streams, 0)
         if not batch_dims:
@@ -213,12 +237,20 @@ class StreamingEnhancer:
             # Zero-pad the input so that exactly the frames the offline STFT makes get computed,
             # then drain the look-ahead with zero frames, as the offline forward pads.
             frames_left = num_frames_total - self._state["frames"]
-            padded = torch.nn.functional.pad(self._pending, (0, frames_left * hop - self._pending.shape[-1]))
-            outputs = [self._advance(padded[:, i * hop : (i + 1) * hop]) for i in range(frames_left)]
+            padded = torch.nn.functional.pad(
+                self._pending, (0, frames_left * hop - self._pending.shape[-1])
+            )
+            outputs = [
+                self._advance(padded[:, i * hop : (i + 1) * hop]) for i in range(frames_left)
+            ]
             outputs += [self._advance(None) for _ in range(self.config.look_ahead)]
         total_wanted = self._samples_in + self.latency_samples if self._samples_in else 0
         emitted_before = self._samples_out - hop * len(outputs)
-        out = torch.cat(outputs, dim=-1) if outputs else torch.zeros(self.num_streams, 0, device=self.device)
+        out = (
+            torch.cat(outputs, dim=-1)
+            if outputs
+            else torch.zeros(self.num_streams, 0, device=self.device)
+        )
         out = out[:, : max(0, total_wanted - emitted_before)]
         as_numpy = self._numpy_out
         self.reset()

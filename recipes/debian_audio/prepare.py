@@ -25,6 +25,7 @@ outside the repository (``~/.cache/fsnet/debian_audio`` by default).
 The module-level helpers (levels, trimming, SNR mixing, MIDI writing) are
 pure functions without side effects; the tests import them directly.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,13 +56,13 @@ DEFAULT_CACHE = "~/.cache/fsnet/debian_audio"
 DEFAULT_SEED = 1234
 
 EPS = 1e-12
-CLEAN_STORE_LEVEL_DB = -40.0     # active-speech level of the stored clean FLAC (saves ~15% vs -30)
-CLEAN_PEAK_LIMIT = 10 ** (-1 / 20)   # stored clean never exceeds -1 dBFS
-NOISE_STORE_LEVEL_DB = -25.0     # RMS of the stored noise clips
-NOISE_PEAK_LIMIT = 0.6           # headroom for Vorbis overshoot (decoded peaks stay < 1)
-MIX_PEAK_LIMIT = 0.99            # fixed mixtures never exceed this (no clipping)
-VORBIS_COMPRESSION = 0.9         # soundfile compression_level (1.0 = smallest)
-FLAC_COMPRESSION = 1.0           # libFLAC level 8
+CLEAN_STORE_LEVEL_DB = -40.0  # active-speech level of the stored clean FLAC (saves ~15% vs -30)
+CLEAN_PEAK_LIMIT = 10 ** (-1 / 20)  # stored clean never exceeds -1 dBFS
+NOISE_STORE_LEVEL_DB = -25.0  # RMS of the stored noise clips
+NOISE_PEAK_LIMIT = 0.6  # headroom for Vorbis overshoot (decoded peaks stay < 1)
+MIX_PEAK_LIMIT = 0.99  # fixed mixtures never exceed this (no clipping)
+VORBIS_COMPRESSION = 0.9  # soundfile compression_level (1.0 = smallest)
+FLAC_COMPRESSION = 1.0  # libFLAC level 8
 
 
 class RecipeError(RuntimeError):
@@ -71,6 +72,7 @@ class RecipeError(RuntimeError):
 # ---------------------------------------------------------------------------
 # Pure signal helpers (unit tested)
 # ---------------------------------------------------------------------------
+
 
 def db_to_gain(db: float) -> float:
     return float(10.0 ** (db / 20.0))
@@ -98,8 +100,9 @@ def frame_levels_db(x, frame: int = 320, hop: int = 160) -> np.ndarray:
     return 10.0 * np.log10(p + EPS)
 
 
-def activity_threshold_db(levels: np.ndarray, rel_db: float = 40.0,
-                          floor_offset_db: float = 10.0) -> float:
+def activity_threshold_db(
+    levels: np.ndarray, rel_db: float = 40.0, floor_offset_db: float = 10.0
+) -> float:
     """Frames louder than this are 'active': well above the floor and within
     ``rel_db`` of the loudest frames."""
     top = float(np.percentile(levels, 99))
@@ -146,8 +149,9 @@ def concat_xfade(pieces, n: int) -> np.ndarray:
     return out
 
 
-def trim_and_compact(x, sr: int = SR, margin_s: float = 0.1, max_pause_s: float = 0.3,
-                     xfade_s: float = 0.005) -> np.ndarray:
+def trim_and_compact(
+    x, sr: int = SR, margin_s: float = 0.1, max_pause_s: float = 0.3, xfade_s: float = 0.005
+) -> np.ndarray:
     """Drop leading/trailing silence (keeping ``margin_s`` of room tone) and
     shorten internal pauses longer than ``max_pause_s`` to ``max_pause_s``."""
     x = np.asarray(x, dtype=np.float64)
@@ -176,7 +180,7 @@ def trim_and_compact(x, sr: int = SR, margin_s: float = 0.1, max_pause_s: float 
         b = a
         while b <= idx[-1] and not act[b]:
             b += 1
-        ps, pe = a * hop + frame, b * hop     # pause in samples
+        ps, pe = a * hop + frame, b * hop  # pause in samples
         if pe - ps > 2 * half:
             keep.append((cur, ps + half))
             cur = pe - half
@@ -206,16 +210,17 @@ def normalize_rms(x, level_db: float, peak_limit: float = MIX_PEAK_LIMIT):
 
 
 def snr_db(clean, noise) -> float:
-    return float(10.0 * np.log10((np.mean(np.square(clean)) + EPS) /
-                                 (np.mean(np.square(noise)) + EPS)))
+    return float(
+        10.0 * np.log10((np.mean(np.square(clean)) + EPS) / (np.mean(np.square(noise)) + EPS))
+    )
 
 
 def scale_noise_to_snr(clean, noise, snr: float) -> np.ndarray:
     """Return ``noise`` scaled so that 10*log10(P_clean/P_noise) == snr."""
     clean = np.asarray(clean, dtype=np.float64)
     noise = np.asarray(noise, dtype=np.float64)
-    pc = float(np.mean(clean ** 2))
-    pn = float(np.mean(noise ** 2))
+    pc = float(np.mean(clean**2))
+    pn = float(np.mean(noise**2))
     if pc <= EPS:
         raise ValueError("clean signal is silent")
     if pn <= EPS:
@@ -223,8 +228,9 @@ def scale_noise_to_snr(clean, noise, snr: float) -> np.ndarray:
     return noise * math.sqrt(pc / (pn * 10.0 ** (snr / 10.0)))
 
 
-def mix_at_snr(clean, noise, snr: float, target_level_db: float,
-               peak_limit: float = MIX_PEAK_LIMIT):
+def mix_at_snr(
+    clean, noise, snr: float, target_level_db: float, peak_limit: float = MIX_PEAK_LIMIT
+):
     """DNS-style fixed mixture.
 
     The noise is scaled to the requested SNR (full-signal energy ratio), the
@@ -259,7 +265,7 @@ def fit_length(x, n: int, rng: np.random.Generator, xfade: int = 160) -> np.ndar
     x = np.asarray(x, dtype=np.float64)
     if len(x) >= n:
         s = int(rng.integers(0, len(x) - n + 1))
-        return x[s:s + n].copy()
+        return x[s : s + n].copy()
     pieces, total = [], 0
     while total < n + xfade:
         pieces.append(x)
@@ -276,8 +282,8 @@ def synth_stationary(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
         spec = np.fft.rfft(w)
         f = np.fft.rfftfreq(n, 1.0 / SR)
         f[0] = f[1]
-        f = np.maximum(f, 20.0)     # no DC drift below 20 Hz
-        spec /= (f ** (0.5 if kind == "pink" else 1.0))
+        f = np.maximum(f, 20.0)  # no DC drift below 20 Hz
+        spec /= f ** (0.5 if kind == "pink" else 1.0)
         y = np.fft.irfft(spec, n)
     return y / (rms(y) + EPS)
 
@@ -320,6 +326,7 @@ def rng_for(*parts) -> np.random.Generator:
 # MIDI writer (standard MIDI file, format 0) and a small random composer
 # ---------------------------------------------------------------------------
 
+
 def _vlq(v: int) -> bytes:
     out = [v & 0x7F]
     v >>= 7
@@ -349,13 +356,23 @@ SCALES = {
     "mixolydian": [0, 2, 4, 5, 7, 9, 10],
     "harmonic_minor": [0, 2, 3, 5, 7, 8, 11],
 }
-PROGRESSIONS = [[0, 4, 5, 3], [0, 3, 4, 0], [0, 5, 3, 4], [5, 3, 0, 4],
-                [0, 3, 0, 4], [1, 4, 0, 0], [0, 6, 5, 4], [0, 2, 3, 4]]
+PROGRESSIONS = [
+    [0, 4, 5, 3],
+    [0, 3, 4, 0],
+    [0, 5, 3, 4],
+    [5, 3, 0, 4],
+    [0, 3, 0, 4],
+    [1, 4, 0, 0],
+    [0, 6, 5, 4],
+    [0, 2, 3, 4],
+]
 # General-MIDI program families (0-based program numbers)
-GM_TRAIN_PROGRAMS = list(range(0, 16)) + list(range(24, 32)) + list(range(40, 56)) + \
-    list(range(64, 88))
-GM_VAL_PROGRAMS = list(range(16, 24)) + list(range(56, 64)) + list(range(88, 96)) + \
-    list(range(104, 112))
+GM_TRAIN_PROGRAMS = (
+    list(range(0, 16)) + list(range(24, 32)) + list(range(40, 56)) + list(range(64, 88))
+)
+GM_VAL_PROGRAMS = (
+    list(range(16, 24)) + list(range(56, 64)) + list(range(88, 96)) + list(range(104, 112))
+)
 GM_BASS_PROGRAMS = list(range(32, 40))
 
 
@@ -389,7 +406,7 @@ def compose_midi(seed: int, programs, seconds: float = 30.0):
 
     ev += [(0, 0, (0xC0, chord_prog)), (0, 0, (0xC1, bass_prog)), (0, 0, (0xC2, lead_prog))]
     ev += [(0, 0, (0xB0 | ch, 7, int(v))) for ch, v in ((0, 90), (1, 100), (2, 105))]
-    chord_style = int(rng.integers(3))   # 0 block, 1 half notes, 2 arpeggio
+    chord_style = int(rng.integers(3))  # 0 block, 1 half notes, 2 arpeggio
     bass_style = int(rng.integers(2))
     mel_deg = int(rng.integers(7, 12))
     for b in range(n_bars):
@@ -416,7 +433,7 @@ def compose_midi(seed: int, programs, seconds: float = 30.0):
             dur = int(rng.choice([tpb // 2, tpb, tpb, 2 * tpb], p=[0.35, 0.3, 0.2, 0.15]))
             dur = min(dur, t0 + bar - t)
             if rng.random() > 0.15:
-                if (t - t0) % (2 * tpb) == 0:      # strong beat: move to a chord tone
+                if (t - t0) % (2 * tpb) == 0:  # strong beat: move to a chord tone
                     choices = [deg + k + 7 * o for k in (0, 2, 4) for o in (1, 2)]
                     mel_deg = int(min(choices, key=lambda c: abs(c - mel_deg)))
                 else:
@@ -426,14 +443,21 @@ def compose_midi(seed: int, programs, seconds: float = 30.0):
         if drums:
             for k in range(8):
                 tt = t0 + k * tpb // 2
-                note(9, tt, 60, 42, rng.integers(50, 80))            # closed hi-hat
+                note(9, tt, 60, 42, rng.integers(50, 80))  # closed hi-hat
                 if k in (0, 4) or (k == 5 and rng.random() < 0.3):
-                    note(9, tt, 60, 36, rng.integers(90, 115))       # kick
+                    note(9, tt, 60, 36, rng.integers(90, 115))  # kick
                 if k in (2, 6):
-                    note(9, tt, 60, 38, rng.integers(80, 110))       # snare
-    desc = dict(bpm=round(bpm, 1), scale=scale_name, root=root, bars=n_bars,
-                chord_program=chord_prog, lead_program=lead_prog,
-                bass_program=bass_prog, drums=drums)
+                    note(9, tt, 60, 38, rng.integers(80, 110))  # snare
+    desc = dict(
+        bpm=round(bpm, 1),
+        scale=scale_name,
+        root=root,
+        bars=n_bars,
+        chord_program=chord_prog,
+        lead_program=lead_prog,
+        bass_program=bass_prog,
+        drums=drums,
+    )
     return midi_bytes(ev, bpm, tpb), desc
 
 
@@ -448,7 +472,7 @@ PACKAGES = {
     "asterisk-core-sounds-fr-g722": ["./usr/share/asterisk/sounds/*", "./usr/share/doc/*"],
     "fillets-ng-data-cs": ["./usr/share/games/fillets-ng/sound/*", "./usr/share/doc/*"],
     "tuxpaint-stamps-default": ["*_desc_*.ogg", "./usr/share/doc/*"],
-    "0ad-data": None,   # special: audio/ is inside a 3 GB zip
+    "0ad-data": None,  # special: audio/ is inside a 3 GB zip
     "minetest-data": ["*/sounds/*.ogg", "./usr/share/doc/*"],
     "colobot-common-sounds": ["./usr/share/games/colobot/*", "./usr/share/doc/*"],
     "hydrogen-drumkits-effects": ["*belofilms_GuitarStrums*", "./usr/share/doc/*"],
@@ -459,17 +483,30 @@ ZEROAD_AUDIO_DIRS = ("audio/ambient/", "audio/actor/", "audio/resource/", "audio
 # Speakers.  en and es asterisk prompts are the same voice (Allison Smith):
 # both are on the training side.  Held out for validation: the French
 # asterisk voice (June Wallack) and two tuxpaint volunteers (Greek, Bulgarian).
-TRAIN_SPEAKERS = ["asterisk_en_allison", "asterisk_es_allison", "fillets_cs_m",
-                  "fillets_cs_v", "fillets_cs_other", "tuxpaint_be", "tuxpaint_ru",
-                  "tuxpaint_ca", "tuxpaint_fr", "tuxpaint_da"]
+TRAIN_SPEAKERS = [
+    "asterisk_en_allison",
+    "asterisk_es_allison",
+    "fillets_cs_m",
+    "fillets_cs_v",
+    "fillets_cs_other",
+    "tuxpaint_be",
+    "tuxpaint_ru",
+    "tuxpaint_ca",
+    "tuxpaint_fr",
+    "tuxpaint_da",
+]
 # Looked at and left out: tuxpaint es (every file clipped / limited to 0 dBFS),
 # tuxpaint ro (band-limited to about 5 kHz).
-EXCLUDED_SPEAKERS = {"tuxpaint_es": "every file clipped (peaks at 0 dBFS, active level -5 dBFS)",
-                     "tuxpaint_ro": "band-limited to about 5 kHz"}
+EXCLUDED_SPEAKERS = {
+    "tuxpaint_es": "every file clipped (peaks at 0 dBFS, active level -5 dBFS)",
+    "tuxpaint_ro": "band-limited to about 5 kHz",
+}
 VAL_SPEAKERS = ["asterisk_fr_june", "tuxpaint_el", "tuxpaint_bg"]
 SPEAKER_SOURCE = {  # output sub-directory of <out>/clean
-    "asterisk_en_allison": "asterisk", "asterisk_es_allison": "asterisk",
-    "fillets_cs_m": "fillets_cs", "fillets_cs_v": "fillets_cs",
+    "asterisk_en_allison": "asterisk",
+    "asterisk_es_allison": "asterisk",
+    "fillets_cs_m": "fillets_cs",
+    "fillets_cs_v": "fillets_cs",
     "fillets_cs_other": "fillets_cs",
 }
 SPEAKER_CREDIT = {
@@ -489,13 +526,23 @@ SPEAKER_CREDIT = {
     "tuxpaint_ro": "Tabbytha (tuxpaint, Romanian)",
     "tuxpaint_ru": "Edwin Veber (tuxpaint, Russian)",
 }
-ASTERISK_SKIP = re.compile(r"(/silence/|(^|/)(ascending-2tone|descending-2tone|beep|beeperr|"
-                           r"tt-monkeys)\.g722$)")
+ASTERISK_SKIP = re.compile(
+    r"(/silence/|(^|/)(ascending-2tone|descending-2tone|beep|beeperr|"
+    r"tt-monkeys)\.g722$)"
+)
 
 # QC thresholds ("listening by numbers")
-QC = dict(min_sr=16000, max_clip_frac=1e-4, min_active_s=0.3, max_dur_s=25.0,
-          min_snr_db=30.0, min_hf_db=-38.0, min_bw_db=-42.0, min_level_db=-45.0)
-PREFERRED_SNR_DB = 35.0   # utterances at least this clean are used first
+QC = dict(
+    min_sr=16000,
+    max_clip_frac=1e-4,
+    min_active_s=0.3,
+    max_dur_s=25.0,
+    min_snr_db=30.0,
+    min_hf_db=-38.0,
+    min_bw_db=-42.0,
+    min_level_db=-45.0,
+)
+PREFERRED_SNR_DB = 35.0  # utterances at least this clean are used first
 
 
 def speech_files(ext: Path) -> dict:
@@ -505,8 +552,11 @@ def speech_files(ext: Path) -> dict:
     def add(spk, p):
         out.setdefault(spk, []).append(p.relative_to(ext).as_posix())
 
-    for lang, spk in (("en", "asterisk_en_allison"), ("es", "asterisk_es_allison"),
-                      ("fr", "asterisk_fr_june")):
+    for lang, spk in (
+        ("en", "asterisk_en_allison"),
+        ("es", "asterisk_es_allison"),
+        ("fr", "asterisk_fr_june"),
+    ):
         for p in (ext / f"asterisk-core-sounds-{lang}-g722").rglob("*.g722"):
             if not ASTERISK_SKIP.search(p.as_posix()):
                 add(spk, p)
@@ -532,14 +582,23 @@ NOISE_TRAIN = {
     "0ad_weather": ("long", ["0ad-data/audio/ambient/weather/*.ogg"]),
     "0ad_dayscape": ("long", ["0ad-data/audio/ambient/dayscape/*.ogg"]),
     "0ad_building": ("long", ["0ad-data/audio/ambient/building/*.ogg"]),
-    "0ad_effects": ("fx", ["0ad-data/audio/actor/**/*.ogg", "0ad-data/audio/resource/**/*.ogg",
-                           "0ad-data/audio/attack/impact/*.ogg",
-                           "0ad-data/audio/attack/weapon/*.ogg",
-                           "0ad-data/audio/attack/siege/*.ogg",
-                           "0ad-data/audio/attack/destruction/*.ogg"]),
+    "0ad_effects": (
+        "fx",
+        [
+            "0ad-data/audio/actor/**/*.ogg",
+            "0ad-data/audio/resource/**/*.ogg",
+            "0ad-data/audio/attack/impact/*.ogg",
+            "0ad-data/audio/attack/weapon/*.ogg",
+            "0ad-data/audio/attack/siege/*.ogg",
+            "0ad-data/audio/attack/destruction/*.ogg",
+        ],
+    ),
     "colobot_music": ("long", ["colobot-common-sounds/usr/share/games/colobot/music/*.ogg"]),
     "colobot_sounds": ("fx", ["colobot-common-sounds/usr/share/games/colobot/sounds/*.wav"]),
-    "hydrogen_guitar_strums": ("fx", ["hydrogen-drumkits-effects/**/belofilms_GuitarStrums/*.flac"]),
+    "hydrogen_guitar_strums": (
+        "fx",
+        ["hydrogen-drumkits-effects/**/belofilms_GuitarStrums/*.flac"],
+    ),
     "fluidsynth_gm": ("long", ["@fluid_train"]),
 }
 NOISE_VAL = {
@@ -559,6 +618,7 @@ SYNTH_KINDS = ("white", "pink", "brown")
 # Environment, downloads and extraction
 # ---------------------------------------------------------------------------
 
+
 def need_tool(name: str, why: str):
     if shutil.which(name) is None:
         raise RecipeError(f"'{name}' not found on PATH ({why})")
@@ -566,12 +626,14 @@ def need_tool(name: str, why: str):
 
 def check_python_modules(names):
     import importlib
+
     for n in names:
         try:
             importlib.import_module(n)
         except Exception:
             raise RecipeError(f"python module '{n}' is missing (pip install {n})") from None
     import soundfile as sf
+
     if "OGG" not in sf.available_formats() or "FLAC" not in sf.available_formats():
         raise RecipeError("this soundfile/libsndfile build lacks OGG or FLAC support")
 
@@ -626,8 +688,10 @@ def ensure_extracted(cache: Path, pkg: str) -> Path:
     if pkg == "0ad-data":
         _extract_0ad(deb, dst)
     else:
-        cmd = f"dpkg-deb --fsys-tarfile {sh_quote(deb)} | tar -x --wildcards -C {sh_quote(dst)} " + \
-              " ".join(sh_quote(m) for m in PACKAGES[pkg])
+        cmd = (
+            f"dpkg-deb --fsys-tarfile {sh_quote(deb)} | tar -x --wildcards -C {sh_quote(dst)} "
+            + " ".join(sh_quote(m) for m in PACKAGES[pkg])
+        )
         r = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True)
         if r.returncode != 0:
             raise RecipeError(f"unpacking {deb.name} failed: {r.stderr.strip()[-300:]}")
@@ -644,8 +708,10 @@ def _extract_0ad(deb: Path, dst: Path):
     only the sound effects and ambiences (about 110 MB)."""
     zip_member = "./usr/share/games/0ad/mods/public/public.zip"
     with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
-        cmd = (f"dpkg-deb --fsys-tarfile {sh_quote(deb)} | tar -x -C {sh_quote(tmp)} "
-               f"{zip_member} ./usr/share/doc/0ad-data/copyright")
+        cmd = (
+            f"dpkg-deb --fsys-tarfile {sh_quote(deb)} | tar -x -C {sh_quote(tmp)} "
+            f"{zip_member} ./usr/share/doc/0ad-data/copyright"
+        )
         r = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True)
         if r.returncode != 0:
             raise RecipeError(f"unpacking {deb.name} failed: {r.stderr.strip()[-300:]}")
@@ -655,7 +721,8 @@ def _extract_0ad(deb: Path, dst: Path):
             for info in z.infolist():
                 name = info.filename
                 if name == "audio/LICENSE.txt" or (
-                        name.startswith(ZEROAD_AUDIO_DIRS) and name.endswith(".ogg")):
+                    name.startswith(ZEROAD_AUDIO_DIRS) and name.endswith(".ogg")
+                ):
                     z.extract(info, dst)
 
 
@@ -663,10 +730,12 @@ def _extract_0ad(deb: Path, dst: Path):
 # Audio I/O
 # ---------------------------------------------------------------------------
 
+
 def resample(x: np.ndarray, fs: int, sr: int = SR) -> np.ndarray:
     if fs == sr:
         return x
     from scipy.signal import resample_poly
+
     g = math.gcd(fs, sr)
     return resample_poly(x, sr // g, fs // g)
 
@@ -676,14 +745,33 @@ def load_source(path: Path, start_s: float = 0.0, dur_s: float | None = None):
     path = Path(path)
     if path.suffix == ".g722":
         need_tool("ffmpeg", "needed to decode G.722 prompts")
-        r = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "g722", "-i", str(path),
-                            "-f", "f32le", "-ac", "1", "-ar", str(SR), "-"], capture_output=True)
+        r = subprocess.run(
+            [
+                "ffmpeg",
+                "-nostdin",
+                "-v",
+                "error",
+                "-f",
+                "g722",
+                "-i",
+                str(path),
+                "-f",
+                "f32le",
+                "-ac",
+                "1",
+                "-ar",
+                str(SR),
+                "-",
+            ],
+            capture_output=True,
+        )
         if r.returncode != 0:
             raise RecipeError(f"ffmpeg could not decode {path}: {r.stderr.decode()[-200:]}")
         x = np.frombuffer(r.stdout, dtype=np.float32).astype(np.float64)
         clip = float(np.mean(np.abs(x) >= 0.985)) if x.size else 0.0
         return x, SR, clip
     import soundfile as sf
+
     info = sf.info(str(path))
     start = int(start_s * info.samplerate)
     stop = None if dur_s is None else start + int(math.ceil(dur_s * info.samplerate))
@@ -695,6 +783,7 @@ def load_source(path: Path, start_s: float = 0.0, dur_s: float | None = None):
 
 def highpass(x: np.ndarray, fc: float = 60.0) -> np.ndarray:
     from scipy.signal import butter, sosfiltfilt
+
     if len(x) < 64:
         return x
     sos = butter(2, fc, btype="highpass", fs=SR, output="sos")
@@ -703,9 +792,11 @@ def highpass(x: np.ndarray, fc: float = 60.0) -> np.ndarray:
 
 def encode_flac(x: np.ndarray) -> bytes:
     import soundfile as sf
+
     b = io.BytesIO()
-    sf.write(b, to_pcm16(x), SR, format="FLAC", subtype="PCM_16",
-             compression_level=FLAC_COMPRESSION)
+    sf.write(
+        b, to_pcm16(x), SR, format="FLAC", subtype="PCM_16", compression_level=FLAC_COMPRESSION
+    )
     return b.getvalue()
 
 
@@ -735,27 +826,35 @@ def ogg_set_serial(data: bytes, serial: int = 0x66736E74) -> bytes:
     buf = bytearray(data)
     pos = 0
     while pos < len(buf):
-        if buf[pos:pos + 4] != b"OggS":
+        if buf[pos : pos + 4] != b"OggS":
             raise ValueError("not an Ogg page")
         nseg = buf[pos + 26]
-        size = 27 + nseg + sum(buf[pos + 27:pos + 27 + nseg])
-        buf[pos + 14:pos + 18] = struct.pack("<I", serial)
-        buf[pos + 22:pos + 26] = b"\0\0\0\0"
-        buf[pos + 22:pos + 26] = struct.pack("<I", ogg_crc(bytes(buf[pos:pos + size])))
+        size = 27 + nseg + sum(buf[pos + 27 : pos + 27 + nseg])
+        buf[pos + 14 : pos + 18] = struct.pack("<I", serial)
+        buf[pos + 22 : pos + 26] = b"\0\0\0\0"
+        buf[pos + 22 : pos + 26] = struct.pack("<I", ogg_crc(bytes(buf[pos : pos + size])))
         pos += size
     return bytes(buf)
 
 
 def encode_vorbis(x: np.ndarray) -> bytes:
     import soundfile as sf
+
     b = io.BytesIO()
-    sf.write(b, np.asarray(x, dtype=np.float32), SR, format="OGG", subtype="VORBIS",
-             compression_level=VORBIS_COMPRESSION)
+    sf.write(
+        b,
+        np.asarray(x, dtype=np.float32),
+        SR,
+        format="OGG",
+        subtype="VORBIS",
+        compression_level=VORBIS_COMPRESSION,
+    )
     return ogg_set_serial(b.getvalue())
 
 
 def decode_bytes(data: bytes) -> np.ndarray:
     import soundfile as sf
+
     x, fs = sf.read(io.BytesIO(data), dtype="float64")
     assert fs == SR
     return x
@@ -763,6 +862,7 @@ def decode_bytes(data: bytes) -> np.ndarray:
 
 def write_wav16(path: Path, x: np.ndarray):
     import soundfile as sf
+
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(str(path), to_pcm16(x), SR, subtype="PCM_16")
 
@@ -770,6 +870,7 @@ def write_wav16(path: Path, x: np.ndarray):
 # ---------------------------------------------------------------------------
 # Speech: analysis (cached), QC and clip building
 # ---------------------------------------------------------------------------
+
 
 def process_utterance(path: Path):
     """Decode, 60 Hz high-pass, trim and compact pauses.  Returns (y, orig_sr,
@@ -787,27 +888,50 @@ def analyze_utterance(path: str):
         return dict(error=str(e)[:200])
     lev = frame_levels_db(hp)
     if lev.size < 10 or y.size == 0:
-        return dict(sr=fs, dur=len(hp) / SR, clip=clip, active=0.0, trimmed=len(y) / SR,
-                    level=-120.0, floor=-120.0, hf=-120.0, bw=-120.0)
+        return dict(
+            sr=fs,
+            dur=len(hp) / SR,
+            clip=clip,
+            active=0.0,
+            trimmed=len(y) / SR,
+            level=-120.0,
+            floor=-120.0,
+            hf=-120.0,
+            bw=-120.0,
+        )
     thr = activity_threshold_db(lev)
     act = lev > thr
     level = float(10 * np.log10(np.mean(10 ** (lev[act] / 10)) + EPS))
     # noise floor: the quietest 60 ms stretch (pauses, lead-in, lead-out)
-    floor = float(10 * np.log10(np.min(np.convolve(10 ** (lev / 10), np.ones(5) / 5, "valid"))
-                                + EPS))
+    floor = float(
+        10 * np.log10(np.min(np.convolve(10 ** (lev / 10), np.ones(5) / 5, "valid")) + EPS)
+    )
     n = len(hp) // 320
-    frames = hp[:n * 320].reshape(n, 320)
-    lv = 10 * np.log10(np.mean(frames ** 2, axis=1) + EPS)
+    frames = hp[: n * 320].reshape(n, 320)
+    lv = 10 * np.log10(np.mean(frames**2, axis=1) + EPS)
     sel = frames[lv > thr] if np.any(lv > thr) else frames
     spec = np.mean(np.abs(np.fft.rfft(sel * np.hanning(320), axis=1)) ** 2, axis=0)
     f = np.fft.rfftfreq(320, 1 / SR)
     hf = float(10 * np.log10(spec[f >= 5000].sum() / (spec.sum() + EPS) + EPS))
     # bandwidth: mean power density 6-7.8 kHz relative to 0.3-3 kHz
-    bw = float(10 * np.log10((spec[(f >= 6000) & (f < 7800)].mean() + EPS) /
-                             (spec[(f >= 300) & (f < 3000)].mean() + EPS)))
-    return dict(sr=fs, dur=round(len(hp) / SR, 3), clip=clip, active=round(act.sum() * 0.01, 2),
-                trimmed=round(len(y) / SR, 3), level=round(level, 2), floor=round(floor, 2),
-                hf=round(hf, 2), bw=round(bw, 2))
+    bw = float(
+        10
+        * np.log10(
+            (spec[(f >= 6000) & (f < 7800)].mean() + EPS)
+            / (spec[(f >= 300) & (f < 3000)].mean() + EPS)
+        )
+    )
+    return dict(
+        sr=fs,
+        dur=round(len(hp) / SR, 3),
+        clip=clip,
+        active=round(act.sum() * 0.01, 2),
+        trimmed=round(len(y) / SR, 3),
+        level=round(level, 2),
+        floor=round(floor, 2),
+        hf=round(hf, 2),
+        bw=round(bw, 2),
+    )
 
 
 def qc_reason(m: dict):
@@ -852,9 +976,11 @@ def analyze_speech(cache: Path, ext: Path, files: dict, jobs: int) -> dict:
         log(f"analysing {len(todo)} speech files on {jobs} processes")
         if jobs > 1:
             import multiprocessing as mp
+
             with mp.get_context("fork").Pool(jobs) as pool:
-                for rel, m in pool.imap_unordered(_analyze_job, [(str(ext), r) for r in todo],
-                                                  chunksize=16):
+                for rel, m in pool.imap_unordered(
+                    _analyze_job, [(str(ext), r) for r in todo], chunksize=16
+                ):
                     db[rel] = m
         else:
             for r in todo:
@@ -882,8 +1008,12 @@ def qc_speakers(files: dict, db: dict, seed: int):
         # cleaner recordings first (stable, so the random order is kept within each tier)
         ok.sort(key=lambda r: db[r]["level"] - db[r]["floor"] < PREFERRED_SNR_DB)
         passed[spk] = ok
-        report[spk] = dict(files=len(rels), passed=len(ok), rejected=reasons,
-                           passed_hours=round(sum(db[r]["trimmed"] for r in ok) / 3600, 3))
+        report[spk] = dict(
+            files=len(rels),
+            passed=len(ok),
+            rejected=reasons,
+            passed_hours=round(sum(db[r]["trimmed"] for r in ok) / 3600, 3),
+        )
     return passed, report
 
 
@@ -926,7 +1056,7 @@ def fixed_length_speech(ext: Path, rels, lengths):
         n = int(round(L * SR))
         buf, srcs, total = [], [], 0
         while total < n:
-            r = next(it)      # StopIteration means the pool is too small
+            r = next(it)  # StopIteration means the pool is too small
             y, _, _, _ = process_utterance(ext / r)
             if len(y) < SR // 4:
                 continue
@@ -944,8 +1074,10 @@ def fixed_length_speech(ext: Path, rels, lengths):
 # Noise
 # ---------------------------------------------------------------------------
 
-def render_fluidsynth(cache: Path, ext: Path, split: str, count: int, seed: int,
-                      seconds: float = 30.0):
+
+def render_fluidsynth(
+    cache: Path, ext: Path, split: str, count: int, seed: int, seconds: float = 30.0
+):
     """Render ``count`` generated pieces with FluidR3_GM; cached WAVs."""
     need_tool("fluidsynth", "needed to render music noise")
     sf2 = ext / "fluid-soundfont-gm/usr/share/sounds/sf2/FluidR3_GM.sf2"
@@ -964,9 +1096,27 @@ def render_fluidsynth(cache: Path, ext: Path, split: str, count: int, seed: int,
             mid = wav.with_suffix(".mid")
             mid.write_bytes(smf)
             tmp = wav.with_suffix(".tmp.wav")
-            r = subprocess.run(["fluidsynth", "-ni", "-q", "-g", "0.4", "-r", "32000",
-                                "-T", "wav", "-O", "s16", "-F", str(tmp), str(sf2), str(mid)],
-                               capture_output=True, text=True)
+            r = subprocess.run(
+                [
+                    "fluidsynth",
+                    "-ni",
+                    "-q",
+                    "-g",
+                    "0.4",
+                    "-r",
+                    "32000",
+                    "-T",
+                    "wav",
+                    "-O",
+                    "s16",
+                    "-F",
+                    str(tmp),
+                    str(sf2),
+                    str(mid),
+                ],
+                capture_output=True,
+                text=True,
+            )
             if r.returncode != 0 or not tmp.exists():
                 raise RecipeError(f"fluidsynth failed: {(r.stderr or r.stdout).strip()[-200:]}")
             tmp.replace(wav)
@@ -1005,6 +1155,7 @@ def long_segment_stream(files, rng, seg_s):
     """Round-robin over files (shuffled), random non-overlapping segment
     positions.  ``seg_s`` is a float or a callable returning one."""
     import soundfile as sf
+
     files = [files[i] for i in rng.permutation(len(files))]
     durs = {f: sf.info(str(f)).duration for f in files}
     used = {f: [] for f in files}
@@ -1027,7 +1178,7 @@ def long_segment_stream(files, rng, seg_s):
                 continue
             used[f].append(st)
             x, _, _ = load_source(f, st, L)
-            x = x[:int(round(L * SR))]
+            x = x[: int(round(L * SR))]
             if len(x) < int(round(L * SR)) or rms_db(x) < -75 or _silence_ratio(x) > 0.7:
                 misses[f] += 1
                 continue
@@ -1059,11 +1210,11 @@ def fx_clip_stream(files, rng, seg_s):
             if lev.size == 0:
                 continue
             act = np.flatnonzero(lev > lev.max() - 50)
-            x = x[act[0] * 160: act[-1] * 160 + 320]
+            x = x[act[0] * 160 : act[-1] * 160 + 320]
             x = fade_edges(x, 80)
             x = normalize_rms(x, NOISE_STORE_LEVEL_DB + float(rng.uniform(-8, 2)), 0.9)
             k = min(len(x), n - pos)
-            out[pos:pos + k] += x[:k]
+            out[pos : pos + k] += x[:k]
             names.append(f.name)
             pos += k + int(rng.uniform(0.0, 0.6) * SR)
         if names and rms_db(out) > -60 and (not exhausted or pos >= n * 0.6):
@@ -1082,10 +1233,12 @@ def finish_noise(x):
 # Room impulse responses
 # ---------------------------------------------------------------------------
 
+
 def simulate_rir(rng: np.random.Generator, rt60_range=(0.2, 1.0), max_order_cap: int = 50):
     """Random shoebox room (image source method).  Accepts a draw only if the
     measured RT60 is inside ``rt60_range``.  Returns (rir, meta)."""
     import pyroomacoustics as pra
+
     for _ in range(200):
         dim = np.array([rng.uniform(3.0, 10.0), rng.uniform(2.5, 8.0), rng.uniform(2.4, 4.0)])
         rt60 = float(rng.uniform(*rt60_range))
@@ -1093,18 +1246,29 @@ def simulate_rir(rng: np.random.Generator, rt60_range=(0.2, 1.0), max_order_cap:
             e_abs, max_order = pra.inverse_sabine(rt60, dim)
         except ValueError:
             continue
-        mic = np.array([rng.uniform(0.5, dim[0] - 0.5), rng.uniform(0.5, dim[1] - 0.5),
-                        rng.uniform(1.0, 1.8)])
+        mic = np.array(
+            [rng.uniform(0.5, dim[0] - 0.5), rng.uniform(0.5, dim[1] - 0.5), rng.uniform(1.0, 1.8)]
+        )
         for _ in range(50):
-            src = np.array([rng.uniform(0.5, dim[0] - 0.5), rng.uniform(0.5, dim[1] - 0.5),
-                            rng.uniform(1.2, 2.0)])
+            src = np.array(
+                [
+                    rng.uniform(0.5, dim[0] - 0.5),
+                    rng.uniform(0.5, dim[1] - 0.5),
+                    rng.uniform(1.2, 2.0),
+                ]
+            )
             dist = float(np.linalg.norm(src - mic))
             if 0.5 <= dist <= 3.5:
                 break
         else:
             continue
-        room = pra.ShoeBox(dim, fs=SR, materials=pra.Material(float(e_abs)),
-                           max_order=int(min(max_order, max_order_cap)), air_absorption=True)
+        room = pra.ShoeBox(
+            dim,
+            fs=SR,
+            materials=pra.Material(float(e_abs)),
+            max_order=int(min(max_order, max_order_cap)),
+            air_absorption=True,
+        )
         room.add_source(src)
         room.add_microphone(mic)
         room.compute_rir()
@@ -1116,20 +1280,25 @@ def simulate_rir(rng: np.random.Generator, rt60_range=(0.2, 1.0), max_order_cap:
         if not (rt60_range[0] <= measured <= rt60_range[1]):
             continue
         peak = int(np.argmax(np.abs(h)))
-        h = h[max(0, peak - 20):]
-        edc = np.cumsum((h ** 2)[::-1])[::-1]
+        h = h[max(0, peak - 20) :]
+        edc = np.cumsum((h**2)[::-1])[::-1]
         edc_db = 10 * np.log10(edc / edc[0] + EPS)
         below = np.flatnonzero(edc_db < -60)
         if below.size:
-            h = h[:below[0]]
+            h = h[: below[0]]
         k = min(len(h) // 4, int(0.01 * SR))
         if k > 0:
             h[-k:] *= np.linspace(1, 0, k)
         h = h / np.max(np.abs(h)) * 0.99
-        meta = dict(room=[round(float(v), 2) for v in dim], rt60_target=round(rt60, 3),
-                    rt60_measured=round(measured, 3), src_mic_dist=round(dist, 2),
-                    absorption=round(float(e_abs), 4), max_order=int(min(max_order, max_order_cap)),
-                    length_s=round(len(h) / SR, 3))
+        meta = dict(
+            room=[round(float(v), 2) for v in dim],
+            rt60_target=round(rt60, 3),
+            rt60_measured=round(measured, 3),
+            src_mic_dist=round(dist, 2),
+            absorption=round(float(e_abs), 4),
+            max_order=int(min(max_order, max_order_cap)),
+            length_s=round(len(h) / SR, 3),
+        )
         return h, meta
     raise RecipeError("could not simulate a room within the RT60 range")
 
@@ -1157,12 +1326,14 @@ def rir_set(cache: Path, seed: int, tag: str, count: int):
 
 def reverberate(x, h):
     from scipy.signal import fftconvolve
-    return fftconvolve(x, h)[:len(x)]
+
+    return fftconvolve(x, h)[: len(x)]
 
 
 # ---------------------------------------------------------------------------
 # Building
 # ---------------------------------------------------------------------------
+
 
 class Ctx:
     def __init__(self, cache: Path, ext: Path, seed: int, jobs: int):
@@ -1204,6 +1375,7 @@ class Writer:
     def put_wav(self, rel: str, x, group: str, **info):
         b = io.BytesIO()
         import soundfile as sf
+
         sf.write(b, to_pcm16(x), SR, format="WAV", subtype="PCM_16")
         self.put(rel, b.getvalue(), group, len(x) / SR, **info)
 
@@ -1223,8 +1395,15 @@ def val_speech_pools(passed: dict):
     return pools
 
 
-def round_robin(streams: dict, budget: int, encode, writer: Writer, name_fn, group_fn,
-                max_items: dict | None = None):
+def round_robin(
+    streams: dict,
+    budget: int,
+    encode,
+    writer: Writer,
+    name_fn,
+    group_fn,
+    max_items: dict | None = None,
+):
     """Take one item per stream in turn while it fits ``budget`` bytes."""
     active = list(streams)
     used = 0
@@ -1249,8 +1428,9 @@ def round_robin(streams: dict, budget: int, encode, writer: Writer, name_fn, gro
     return used, counts
 
 
-def build_fixed_pairs(ctx, writer_or_dir, speech_rels, noise_streams, rirs, lengths,
-                      snrs, levels, reverb_flags, rng):
+def build_fixed_pairs(
+    ctx, writer_or_dir, speech_rels, noise_streams, rirs, lengths, snrs, levels, reverb_flags, rng
+):
     """Create mixtures; returns list of dicts (clean, noise, noisy arrays + meta)."""
     out = []
     spk_iters = {s: iter(r) for s, r in speech_rels.items()}
@@ -1273,10 +1453,22 @@ def build_fixed_pairs(ctx, writer_or_dir, speech_rels, noise_streams, rirs, leng
             ri += 1
             target = reverberate(clip, h)
         noisy, clean_s, noise_s, lvl = mix_at_snr(target, noise, snrs[i], levels[i])
-        out.append(dict(dry=clip, noise_ogg=noise_ogg, clean=clean_s, noisy=noisy, snr=int(snrs[i]),
-                        level_db=round(lvl, 2), speaker=spk, speech_src=srcs,
-                        noise_source=nname, noise_src=nsrc, rir=rmeta,
-                        reverb=bool(reverb_flags[i])))
+        out.append(
+            dict(
+                dry=clip,
+                noise_ogg=noise_ogg,
+                clean=clean_s,
+                noisy=noisy,
+                snr=int(snrs[i]),
+                level_db=round(lvl, 2),
+                speaker=spk,
+                speech_src=srcs,
+                noise_source=nname,
+                noise_src=nsrc,
+                rir=rmeta,
+                reverb=bool(reverb_flags[i]),
+            )
+        )
     return out
 
 
@@ -1287,26 +1479,40 @@ def build_corpus(args):
     if not out.is_absolute():
         out = Path.cwd() / out
     max_bytes = int(args.max_mib * 1024 * 1024)
-    for tool, why in (("ffmpeg", "decodes G.722"), ("fluidsynth", "renders music noise"),
-                      ("dpkg-deb", "unpacks .deb files")):
+    for tool, why in (
+        ("ffmpeg", "decodes G.722"),
+        ("fluidsynth", "renders music noise"),
+        ("dpkg-deb", "unpacks .deb files"),
+    ):
         need_tool(tool, why)
     check_python_modules(["soundfile", "scipy", "pyroomacoustics"])
-    config = dict(recipe=RECIPE_NAME, version=RECIPE_VERSION, seed=args.seed,
-                  max_mib=args.max_mib, noise_share=args.noise_share,
-                  test_pairs=args.test_pairs, train_rirs=args.train_rirs,
-                  script_sha256=sha256_file(Path(__file__)))
+    config = dict(
+        recipe=RECIPE_NAME,
+        version=RECIPE_VERSION,
+        seed=args.seed,
+        max_mib=args.max_mib,
+        noise_share=args.noise_share,
+        test_pairs=args.test_pairs,
+        train_rirs=args.train_rirs,
+        script_sha256=sha256_file(Path(__file__)),
+    )
     config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
     man_path = out / "manifest.json"
     if out.exists() and man_path.exists() and not args.force:
         try:
             old = json.loads(man_path.read_text())
-            if old.get("config_hash") == config_hash and tree_bytes(out) == old["totals"]["du_sb_bytes"]:
+            if (
+                old.get("config_hash") == config_hash
+                and tree_bytes(out) == old["totals"]["du_sb_bytes"]
+            ):
                 log(f"{out} is up to date (config {config_hash}); use --force to rebuild")
                 return 0
         except Exception:
             pass
     if out.exists() and any(out.iterdir()) and not man_path.exists():
-        raise RecipeError(f"{out} exists, is not empty and has no manifest.json; refusing to overwrite")
+        raise RecipeError(
+            f"{out} exists, is not empty and has no manifest.json; refusing to overwrite"
+        )
 
     ctx = Ctx(cache=cache, ext=cache / "extract", seed=args.seed, jobs=args.jobs)
     cache.mkdir(parents=True, exist_ok=True)
@@ -1332,8 +1538,10 @@ def build_corpus(args):
 
     # --- fluidsynth music -------------------------------------------------
     log("rendering MIDI music with fluidsynth")
-    fluid = {"train": render_fluidsynth(cache, ctx.ext, "train", args.fluid_train, args.seed),
-             "val": render_fluidsynth(cache, ctx.ext, "val", args.fluid_val, args.seed)}
+    fluid = {
+        "train": render_fluidsynth(cache, ctx.ext, "train", args.fluid_train, args.seed),
+        "val": render_fluidsynth(cache, ctx.ext, "val", args.fluid_val, args.seed),
+    }
 
     # --- RIRs -------------------------------------------------------------
     hs, metas = rir_set(cache, args.seed, "train", args.train_rirs)
@@ -1359,35 +1567,66 @@ def build_corpus(args):
         lengths = [float(v) for v in r.uniform(4.0, 4.6, n_test)]
         snrs = [int(v) for v in np.round(stratified_uniform(r, -5, 20, n_test))]
         levels = [float(v) for v in r.uniform(-35, -15, n_test)]
-        pairs = build_fixed_pairs(ctx, None, pools["test"], val_noise,
-                                  list(zip(vhs, vmetas, strict=True)), lengths, snrs, levels,
-                                  [rev] * n_test, r)
+        pairs = build_fixed_pairs(
+            ctx,
+            None,
+            pools["test"],
+            val_noise,
+            list(zip(vhs, vmetas, strict=True)),
+            lengths,
+            snrs,
+            levels,
+            [rev] * n_test,
+            r,
+        )
         base = f"test_set/synthetic/{cond}"
         items = []
         for i, p in enumerate(pairs):
             stem = f"{cond}_{i:03d}"
-            w.put(f"val/clean/{stem}_{p['speaker']}.flac", encode_flac(p["dry"]), "val_clean",
-                  len(p["dry"]) / SR, speaker=p["speaker"], src=p["speech_src"])
-            w.put(f"val/noise/{stem}_{p['noise_source']}.ogg", p["noise_ogg"], "val_noise",
-                  len(p["dry"]) / SR, source=p["noise_source"], src=p["noise_src"])
+            w.put(
+                f"val/clean/{stem}_{p['speaker']}.flac",
+                encode_flac(p["dry"]),
+                "val_clean",
+                len(p["dry"]) / SR,
+                speaker=p["speaker"],
+                src=p["speech_src"],
+            )
+            w.put(
+                f"val/noise/{stem}_{p['noise_source']}.ogg",
+                p["noise_ogg"],
+                "val_noise",
+                len(p["dry"]) / SR,
+                source=p["noise_source"],
+                src=p["noise_src"],
+            )
             w.put_wav(f"{base}/clean/{clean_name(i)}", p["clean"], "test_set")
             w.put_wav(f"{base}/noisy/{noisy_name(p['snr'], i)}", p["noisy"], "test_set")
-            items.append(dict(fileid=i, snr=p["snr"], level_db=p["level_db"],
-                              speaker=p["speaker"], noise=p["noise_source"],
-                              rir=(f"val_{i:04d}" if rev else None),
-                              dur=round(len(p["clean"]) / SR, 3)))
+            items.append(
+                dict(
+                    fileid=i,
+                    snr=p["snr"],
+                    level_db=p["level_db"],
+                    speaker=p["speaker"],
+                    noise=p["noise_source"],
+                    rir=(f"val_{i:04d}" if rev else None),
+                    dur=round(len(p["clean"]) / SR, 3),
+                )
+            )
         test_meta[cond] = items
 
     # --- budget for the training material -----------------------------------
-    reserve = 512 * 1024          # manifest, directory entries
+    reserve = 512 * 1024  # manifest, directory entries
     fixed = w.bytes()
     remaining = max_bytes - fixed - reserve
     if remaining <= 0:
-        raise RecipeError(f"--max-mib {args.max_mib} is too small for the fixed parts "
-                          f"({fixed / 2**20:.1f} MiB)")
+        raise RecipeError(
+            f"--max-mib {args.max_mib} is too small for the fixed parts ({fixed / 2**20:.1f} MiB)"
+        )
     noise_budget = int(remaining * args.noise_share)
-    log(f"fixed parts {fixed / 2**20:.2f} MiB; training budget {remaining / 2**20:.2f} MiB "
-        f"(noise {noise_budget / 2**20:.2f} MiB)")
+    log(
+        f"fixed parts {fixed / 2**20:.2f} MiB; training budget {remaining / 2**20:.2f} MiB "
+        f"(noise {noise_budget / 2**20:.2f} MiB)"
+    )
 
     # --- training noise -----------------------------------------------------
     log("selecting training noise")
@@ -1396,34 +1635,54 @@ def build_corpus(args):
         fl = resolve_noise_files(ctx.ext, spec, fluid)
         if not fl:
             raise RecipeError(f"no files for noise source {k}")
-        streams[k] = _map_stream(noise_stream(kind, fl, rng_for(args.seed, "noise", k), 10.0),
-                                 finish_noise)
+        streams[k] = _map_stream(
+            noise_stream(kind, fl, rng_for(args.seed, "noise", k), 10.0), finish_noise
+        )
     srng = rng_for(args.seed, "synthetic")
     streams["synthetic_stationary"] = iter(
-        [(finish_noise(synth_stationary(SYNTH_KINDS[i % 3], 10 * SR, srng)), SYNTH_KINDS[i % 3])
-         for i in range(6)])
+        [
+            (finish_noise(synth_stationary(SYNTH_KINDS[i % 3], 10 * SR, srng)), SYNTH_KINDS[i % 3])
+            for i in range(6)
+        ]
+    )
     used_noise, _ = round_robin(
-        streams, noise_budget, encode_vorbis, w,
-        lambda k, i: (f"noise/synthetic_stationary/{SYNTH_KINDS[(i - 1) % 3]}_{i:03d}.ogg"
-                      if k == "synthetic_stationary" else f"noise/{k}/{k}_{i:04d}.ogg"),
-        lambda k: f"noise/{k}")
+        streams,
+        noise_budget,
+        encode_vorbis,
+        w,
+        lambda k, i: (
+            f"noise/synthetic_stationary/{SYNTH_KINDS[(i - 1) % 3]}_{i:03d}.ogg"
+            if k == "synthetic_stationary"
+            else f"noise/{k}/{k}_{i:04d}.ogg"
+        ),
+        lambda k: f"noise/{k}",
+    )
 
     # --- training speech (gets everything that is left) ----------------------
     log("selecting training speech")
     speech_budget = max_bytes - reserve - w.bytes()
-    sstreams = {s: speech_clip_stream(ctx.ext, passed[s], 4.0, 14.0) for s in TRAIN_SPEAKERS
-                if passed.get(s)}
-    round_robin(sstreams, speech_budget, encode_flac, w,
-                lambda s, i: f"clean/{speech_source_dir(s)}/{s}_{i:04d}.flac",
-                lambda s: f"clean/{s}")
+    sstreams = {
+        s: speech_clip_stream(ctx.ext, passed[s], 4.0, 14.0)
+        for s in TRAIN_SPEAKERS
+        if passed.get(s)
+    }
+    round_robin(
+        sstreams,
+        speech_budget,
+        encode_flac,
+        w,
+        lambda s, i: f"clean/{speech_source_dir(s)}/{s}_{i:04d}.flac",
+        lambda s: f"clean/{s}",
+    )
 
     # --- manifest ------------------------------------------------------------
     def summary(prefix):
         res = {}
         for k, g in sorted(w.groups.items()):
             if k.startswith(prefix):
-                res[k[len(prefix):] or k] = dict(files=g["files"], bytes=g["bytes"],
-                                                 hours=round(g["seconds"] / 3600, 4))
+                res[k[len(prefix) :] or k] = dict(
+                    files=g["files"], bytes=g["bytes"], hours=round(g["seconds"] / 3600, 4)
+                )
         return res
 
     clean_sum = summary("clean/")
@@ -1434,18 +1693,25 @@ def build_corpus(args):
         for key in s:
             s[key] = round(s[key] + v[key], 4)
     manifest = dict(
-        recipe=RECIPE_NAME, version=RECIPE_VERSION, config=config, config_hash=config_hash,
-        created_by="recipes/debian_audio/prepare.py", sample_rate=SR,
-        packages={p: dict(deb=debs[p].name, version=deb_version(debs[p]),
-                          sha256=sha256_file(debs[p])) for p in PACKAGES},
+        recipe=RECIPE_NAME,
+        version=RECIPE_VERSION,
+        config=config,
+        config_hash=config_hash,
+        created_by="recipes/debian_audio/prepare.py",
+        sample_rate=SR,
+        packages={
+            p: dict(deb=debs[p].name, version=deb_version(debs[p]), sha256=sha256_file(debs[p]))
+            for p in PACKAGES
+        },
         encoding=dict(
             clean=f"FLAC 16-bit mono 16 kHz; each utterance normalised to an active-speech "
-                  f"level of {CLEAN_STORE_LEVEL_DB:g} dBFS (peak <= -1 dBFS), 60 Hz high-pass, "
-                  f"silence trimmed, pauses > 0.3 s shortened",
+            f"level of {CLEAN_STORE_LEVEL_DB:g} dBFS (peak <= -1 dBFS), 60 Hz high-pass, "
+            f"silence trimmed, pauses > 0.3 s shortened",
             noise=f"OGG/Vorbis mono 16 kHz (soundfile compression_level={VORBIS_COMPRESSION}), "
-                  f"10 s clips at {NOISE_STORE_LEVEL_DB:g} dBFS RMS",
+            f"10 s clips at {NOISE_STORE_LEVEL_DB:g} dBFS RMS",
             rir="FLAC 16-bit, peak 0.99, direct path at sample ~20, cut where the decay reaches -60 dB",
-            test_set="WAV PCM 16-bit mono 16 kHz"),
+            test_set="WAV PCM 16-bit mono 16 kHz",
+        ),
         split=dict(
             train_speakers={s: SPEAKER_CREDIT[s] for s in TRAIN_SPEAKERS},
             val_speakers={s: SPEAKER_CREDIT[s] for s in VAL_SPEAKERS},
@@ -1453,25 +1719,36 @@ def build_corpus(args):
             train_noise=sorted(list(NOISE_TRAIN) + ["synthetic_stationary"]),
             val_noise=sorted(NOISE_VAL),
             val_noise_note=f"colobot val tracks: {', '.join(COLOBOT_VAL_TRACKS)}; "
-                           "fluidsynth val pieces use held-out GM instrument families "
-                           "(organ, brass, synth pad, ethnic)",
-            rir="train RIRs in rir/, held-out RIRs (different seed) in val/rir/"),
-        clean=dict(per_speaker=clean_sum, per_source=per_source,
-                   hours=round(sum(v["hours"] for v in clean_sum.values()), 4),
-                   bytes=sum(v["bytes"] for v in clean_sum.values())),
-        noise=dict(per_source=noise_sum,
-                   hours=round(sum(v["hours"] for v in noise_sum.values()), 4),
-                   bytes=sum(v["bytes"] for v in noise_sum.values())),
-        rir=dict(files=w.groups["rir"]["files"], bytes=w.groups["rir"]["bytes"],
-                 items=rir_items),
+            "fluidsynth val pieces use held-out GM instrument families "
+            "(organ, brass, synth pad, ethnic)",
+            rir="train RIRs in rir/, held-out RIRs (different seed) in val/rir/",
+        ),
+        clean=dict(
+            per_speaker=clean_sum,
+            per_source=per_source,
+            hours=round(sum(v["hours"] for v in clean_sum.values()), 4),
+            bytes=sum(v["bytes"] for v in clean_sum.values()),
+        ),
+        noise=dict(
+            per_source=noise_sum,
+            hours=round(sum(v["hours"] for v in noise_sum.values()), 4),
+            bytes=sum(v["bytes"] for v in noise_sum.values()),
+        ),
+        rir=dict(files=w.groups["rir"]["files"], bytes=w.groups["rir"]["bytes"], items=rir_items),
         val=dict(clean=summary("val_clean"), noise=summary("val_noise"), rir=summary("val_rir")),
-        test_set=dict(conditions=test_meta, bytes=w.bytes("test_set"),
-                      snr_range_db=[-5, 20], level_range_dbfs=[-35, -15],
-                      note="with_reverb: clean = reverberant clean (DNS convention); "
-                           "no_reverb: dry clean"),
+        test_set=dict(
+            conditions=test_meta,
+            bytes=w.bytes("test_set"),
+            snr_range_db=[-5, 20],
+            level_range_dbfs=[-35, -15],
+            note="with_reverb: clean = reverberant clean (DNS convention); no_reverb: dry clean",
+        ),
         qc=dict(thresholds=QC, speakers=qc_report),
-        provenance={k: {rel: it for rel, it in g["items"].items()}
-                    for k, g in w.groups.items() if k.startswith(("clean/", "noise/"))},
+        provenance={
+            k: {rel: it for rel, it in g["items"].items()}
+            for k, g in w.groups.items()
+            if k.startswith(("clean/", "noise/"))
+        },
     )
     manifest["totals"] = dict(du_sb_bytes=0, max_bytes=max_bytes)
     # The manifest contains its own size; iterate until stable.
@@ -1487,12 +1764,18 @@ def build_corpus(args):
     if out.exists():
         shutil.rmtree(out)
     tmp.replace(out)
-    log(f"done in {time.time() - t_start:.0f} s: {out} = {total / 2**20:.2f} MiB; "
-        f"clean {manifest['clean']['hours']:.3f} h, noise {manifest['noise']['hours']:.3f} h")
+    log(
+        f"done in {time.time() - t_start:.0f} s: {out} = {total / 2**20:.2f} MiB; "
+        f"clean {manifest['clean']['hours']:.3f} h, noise {manifest['noise']['hours']:.3f} h"
+    )
     for spk, v in clean_sum.items():
-        log(f"  clean/{spk}: {v['files']} files, {v['hours'] * 60:.1f} min, {v['bytes'] / 2**20:.2f} MiB")
+        log(
+            f"  clean/{spk}: {v['files']} files, {v['hours'] * 60:.1f} min, {v['bytes'] / 2**20:.2f} MiB"
+        )
     for k, v in noise_sum.items():
-        log(f"  noise/{k}: {v['files']} files, {v['hours'] * 60:.1f} min, {v['bytes'] / 2**20:.2f} MiB")
+        log(
+            f"  noise/{k}: {v['files']} files, {v['hours'] * 60:.1f} min, {v['bytes'] / 2**20:.2f} MiB"
+        )
     return 0
 
 
@@ -1512,20 +1795,32 @@ DEMO_PAIRS = 36
 
 def build_demo(args):
     cache = Path(args.cache).expanduser()
-    for tool, why in (("ffmpeg", "decodes G.722"), ("fluidsynth", "renders music noise"),
-                      ("dpkg-deb", "unpacks .deb files")):
+    for tool, why in (
+        ("ffmpeg", "decodes G.722"),
+        ("fluidsynth", "renders music noise"),
+        ("dpkg-deb", "unpacks .deb files"),
+    ):
         need_tool(tool, why)
     check_python_modules(["soundfile", "scipy", "pyroomacoustics"])
     ctx = Ctx(cache=cache, ext=cache / "extract", seed=args.seed, jobs=args.jobs)
-    needed = ["asterisk-core-sounds-fr-g722", "tuxpaint-stamps-default", "0ad-data",
-              "minetest-data", "colobot-common-sounds", "fluid-soundfont-gm"]
+    needed = [
+        "asterisk-core-sounds-fr-g722",
+        "tuxpaint-stamps-default",
+        "0ad-data",
+        "minetest-data",
+        "colobot-common-sounds",
+        "fluid-soundfont-gm",
+    ]
     prepare_sources(ctx, needed)
     files = speech_files(ctx.ext)
     files = {s: files[s] for s in VAL_SPEAKERS}
     db = analyze_speech(cache, ctx.ext, files, args.jobs)
     passed, _ = qc_speakers(files, db, args.seed)
     pools = val_speech_pools(passed)["demo"]
-    fluid = {"train": [], "val": render_fluidsynth(cache, ctx.ext, "val", args.fluid_val, args.seed)}
+    fluid = {
+        "train": [],
+        "val": render_fluidsynth(cache, ctx.ext, "val", args.fluid_val, args.seed),
+    }
     noise = {}
     for k, (kind, spec) in NOISE_VAL.items():
         fl = resolve_noise_files(ctx.ext, spec, fluid)
@@ -1537,8 +1832,18 @@ def build_demo(args):
     snrs = [int(v) for v in np.round(stratified_uniform(r, -5, 15, DEMO_PAIRS))]
     levels = [float(v) for v in r.uniform(-33, -17, DEMO_PAIRS)]
     rev = [(i % 3 == 2) for i in range(DEMO_PAIRS)]
-    pairs = build_fixed_pairs(ctx, None, pools, noise, list(zip(rhs[:n_rev], rmetas[:n_rev], strict=True)),
-                              lengths, snrs, levels, rev, r)
+    pairs = build_fixed_pairs(
+        ctx,
+        None,
+        pools,
+        noise,
+        list(zip(rhs[:n_rev], rmetas[:n_rev], strict=True)),
+        lengths,
+        snrs,
+        levels,
+        rev,
+        r,
+    )
     for sub in ("clean", "noisy"):
         d = DEMO_DIR / sub
         if d.exists():
@@ -1548,39 +1853,69 @@ def build_demo(args):
     for i, p in enumerate(pairs):
         write_wav16(DEMO_DIR / "clean" / clean_name(i), p["clean"])
         write_wav16(DEMO_DIR / "noisy" / noisy_name(p["snr"], i), p["noisy"])
-        meta.append(dict(fileid=i, snr_db=p["snr"], level_dbfs=p["level_db"],
-                         reverberant=p["reverb"], speaker=p["speaker"],
-                         speech_src=p["speech_src"], noise_source=p["noise_source"],
-                         noise_src=p["noise_src"], rir=p["rir"],
-                         duration_s=round(len(p["clean"]) / SR, 3)))
-    (DEMO_DIR / "metadata.json").write_text(json.dumps(dict(
-        description="Held-out demo pairs built by recipes/debian_audio/prepare.py --demo. "
-                    "Speakers and noises are validation-side only (never in training). "
-                    "For reverberant pairs the clean reference is the reverberant clean "
-                    "speech (DNS with_reverb convention).",
-        seed=args.seed, pairs=meta), indent=1, ensure_ascii=False) + "\n")
+        meta.append(
+            dict(
+                fileid=i,
+                snr_db=p["snr"],
+                level_dbfs=p["level_db"],
+                reverberant=p["reverb"],
+                speaker=p["speaker"],
+                speech_src=p["speech_src"],
+                noise_source=p["noise_source"],
+                noise_src=p["noise_src"],
+                rir=p["rir"],
+                duration_s=round(len(p["clean"]) / SR, 3),
+            )
+        )
+    (DEMO_DIR / "metadata.json").write_text(
+        json.dumps(
+            dict(
+                description="Held-out demo pairs built by recipes/debian_audio/prepare.py --demo. "
+                "Speakers and noises are validation-side only (never in training). "
+                "For reverberant pairs the clean reference is the reverberant clean "
+                "speech (DNS with_reverb convention).",
+                seed=args.seed,
+                pairs=meta,
+            ),
+            indent=1,
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
 
     # unit-test assets: a 2.5 s pair (SNR 5 dB), its noise and a short RIR
     TEST_ASSETS_DIR.mkdir(parents=True, exist_ok=True)
     tr = rng_for(args.seed, "test-assets")
     clip, srcs = next(fixed_length_speech(ctx.ext, iter(pools["asterisk_fr_june"][-40:]), [2.5]))
-    nz, nsrc = next(noise_stream("long", resolve_noise_files(ctx.ext, NOISE_VAL["0ad_water"][1],
-                                                             fluid), tr, 2.5))
+    nz, nsrc = next(
+        noise_stream(
+            "long", resolve_noise_files(ctx.ext, NOISE_VAL["0ad_water"][1], fluid), tr, 2.5
+        )
+    )
     nz = fit_length(nz, len(clip), tr)
     noisy, clean_s, noise_s, lvl = mix_at_snr(clip, nz, 5.0, -25.0)
     write_wav16(TEST_ASSETS_DIR / "clean_speech.wav", clean_s)
     write_wav16(TEST_ASSETS_DIR / "noisy_speech.wav", noisy)
     write_wav16(TEST_ASSETS_DIR / "noise.wav", noise_s)
     h, hm = rhs[n_rev], rmetas[n_rev]
-    h = h[:int(0.5 * SR)]
+    h = h[: int(0.5 * SR)]
     write_wav16(TEST_ASSETS_DIR / "rir.wav", h)
-    (TEST_ASSETS_DIR / "assets.json").write_text(json.dumps(dict(
-        description="Small fixtures built by recipes/debian_audio/prepare.py --demo "
-                    "(held-out speaker and noise). noisy_speech = clean_speech + noise "
-                    "(each rounded to 16 bit separately).",
-        clean_speech=dict(speaker="asterisk_fr_june", src=srcs),
-        noise=dict(source="0ad_water", src=nsrc), snr_db=5.0, level_dbfs=round(lvl, 2),
-        rir=dict(hm, note="first 0.5 s, 16-bit WAV")), indent=1) + "\n")
+    (TEST_ASSETS_DIR / "assets.json").write_text(
+        json.dumps(
+            dict(
+                description="Small fixtures built by recipes/debian_audio/prepare.py --demo "
+                "(held-out speaker and noise). noisy_speech = clean_speech + noise "
+                "(each rounded to 16 bit separately).",
+                clean_speech=dict(speaker="asterisk_fr_june", src=srcs),
+                noise=dict(source="0ad_water", src=nsrc),
+                snr_db=5.0,
+                level_dbfs=round(lvl, 2),
+                rir=dict(hm, note="first 0.5 s, 16-bit WAV"),
+            ),
+            indent=1,
+        )
+        + "\n"
+    )
     size = sum(p.stat().st_size for p in DEMO_DIR.rglob("*") if p.is_file())
     size += sum(p.stat().st_size for p in TEST_ASSETS_DIR.rglob("*") if p.is_file())
     log(f"demo set: {len(pairs)} pairs in {DEMO_DIR}; demo + test assets = {size / 1e6:.2f} MB")
@@ -1591,28 +1926,48 @@ def build_demo(args):
 # CLI
 # ---------------------------------------------------------------------------
 
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(
         description="Build the debian_audio speech-enhancement corpus (DNS layout) "
-                    "from audio in Debian packages.")
+        "from audio in Debian packages."
+    )
     ap.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
-    ap.add_argument("--cache", default=os.environ.get("FSNET_DEBIAN_AUDIO_CACHE", DEFAULT_CACHE),
-                    help=f"download/unpack cache, outside the repo (default {DEFAULT_CACHE})")
-    ap.add_argument("--max-mib", type=float, default=48.0,
-                    help="size budget for the whole output directory in MiB (default 48)")
-    ap.add_argument("--noise-share", type=float, default=0.25,
-                    help="share of the training budget spent on noise (default 0.25)")
-    ap.add_argument("--test-pairs", type=int, default=25,
-                    help="fixed test pairs per condition (no_reverb, with_reverb; default 25)")
+    ap.add_argument(
+        "--cache",
+        default=os.environ.get("FSNET_DEBIAN_AUDIO_CACHE", DEFAULT_CACHE),
+        help=f"download/unpack cache, outside the repo (default {DEFAULT_CACHE})",
+    )
+    ap.add_argument(
+        "--max-mib",
+        type=float,
+        default=48.0,
+        help="size budget for the whole output directory in MiB (default 48)",
+    )
+    ap.add_argument(
+        "--noise-share",
+        type=float,
+        default=0.25,
+        help="share of the training budget spent on noise (default 0.25)",
+    )
+    ap.add_argument(
+        "--test-pairs",
+        type=int,
+        default=25,
+        help="fixed test pairs per condition (no_reverb, with_reverb; default 25)",
+    )
     ap.add_argument("--train-rirs", type=int, default=120, help="simulated training RIRs")
     ap.add_argument("--fluid-train", type=int, default=16, help="rendered MIDI pieces (train)")
     ap.add_argument("--fluid-val", type=int, default=6, help="rendered MIDI pieces (val)")
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     ap.add_argument("--jobs", type=int, default=max(1, min(4, os.cpu_count() or 1)))
     ap.add_argument("--force", action="store_true", help="rebuild even if up to date")
-    ap.add_argument("--demo", action="store_true",
-                    help="(re)build the committed demo set assets/demo_testset and tests/assets "
-                         "instead of the corpus")
+    ap.add_argument(
+        "--demo",
+        action="store_true",
+        help="(re)build the committed demo set assets/demo_testset and tests/assets "
+        "instead of the corpus",
+    )
     a = ap.parse_args(argv)
     if not 0.0 <= a.noise_share < 1.0:
         ap.error("--noise-share must be in [0, 1)")
