@@ -29,12 +29,17 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=3, help="offline forward repeats (best taken)"
     )
+    parser.add_argument("--int8", action="store_true", help="dynamic-int8 weights (fsnet.quantize)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = fsnet.load_model(args.checkpoint) if args.checkpoint else fsnet.build_model().eval()
+    if args.int8:
+        from fsnet.quantize import quantize_int8
+
+        model = quantize_int8(model)
     rate = model.config.sample_rate
     hop = model.config.hop_samples
     rng = np.random.default_rng(0)
@@ -76,11 +81,11 @@ def main() -> None:
     result["stream_over_offline"] = result["stream_rtf"] / result["offline_rtf"]
     h = result["stream_hop_compute_ms"]
     print(
-        "| threads | hop p50 ms | hop p99 ms | hop max ms | streaming RTF | offline RTF | ratio |"
+        "| weights | hop p50 ms | hop p99 ms | hop max ms | streaming RTF | offline RTF | ratio |"
     )
     print("|---|---|---|---|---|---|---|")
     print(
-        f"| {args.threads} | {h['p50']:.2f} | {h['p99']:.2f} | {h['max']:.2f} | "
+        f"| {'int8' if args.int8 else 'fp32'} | {h['p50']:.2f} | {h['p99']:.2f} | {h['max']:.2f} | "
         f"{result['stream_rtf']:.3f} | {result['offline_rtf']:.3f} | {result['stream_over_offline']:.2f}x |"
     )
     if args.json:
