@@ -1,0 +1,136 @@
+"""Bad input through the real CLI: one clear line and a non-zero exit, or a correct file with a
+notice. Never a traceback, a hang, or a silently wrong file. Rows of docs/reliability.md."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import fsnet
+from fsnet.audio import load_audio
+from fsnet.checkpoint import save_release
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(
+    num_mels=16,
+    encoder_hidden_sizes=(24, 20),
+    bottleneck_hidden_size=16,
+    bottleneck_num_layers=1,
+    decoder_hidden_sizes=(24, 24),
+    noisy_num_neighbors=2,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_release(tmp_path_factory) -> Path:
+    return save_release(fsnet.build_model(TINY), tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+def run(args, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "stream_infer.py", *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def speech_like(seconds: float, rate: int, channels: int = 1) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    x = 0.2 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2
+    x += 0.01 * np.random.default_rng(0).standard_normal(t.size)
+    return np.stack([x] * channels, axis=1) if channels > 1 else x
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    for word in words:
+        assert word in errors[0], errors[0]
+
+
+GOOD_CASES = {
+    # name: (writer, expected notice word or None)
+    "8kHz": (lambda p: sf.write(p, speech_like(1.0, 8000), 8000), "resampled"),
+    "22.05kHz": (lambda p: sf.write(p, speech_like(1.0, 22050), 22050), "resampled"),
+    "44.1kHz": (lambda p: sf.write(p, speech_like(1.0, 44100), 44100), "resampled"),
+    "48kHz-stereo": (lambda p: sf.write(p, speech_like(1.0, 48000, 2), 48000), "mono"),
+    "6-channels": (lambda p: sf.write(p, speech_like(1.0, 16000, 6), 16000), "mono"),
+    "24-bit": (lambda p: sf.write(p, speech_like(1.0, 16000), 16000, subtype="PCM_24"), None),
+    "float": (lambda p: sf.write(p, speech_like(1.0, 16000), 16000, subtype="FLOAT"), None),
+    "flac": (lambda p: sf.write(p.with_suffix(".flac"), speech_like(1.0, 16000), 16000), None),
+    "shorter-than-a-frame": (lambda p: sf.write(p, speech_like(0.005, 16000), 16000), None),
+    "digital-silence": (lambda p: sf.write(p, np.zeros(16000), 16000), None),
+    "full-scale-clipping": (
+        lambda p: sf.write(p, np.clip(20 * speech_like(1.0, 16000), -1, 1), 16000),
+        "full scale",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GOOD_CASES))
+def test_acceptable_inputs_give_a_correct_file(case, tmp_path, tiny_release):
+    writer, notice = GOOD_CASES[case]
+    source = tmp_path / "in.wav"
+    writer(source)
+    if not source.exists():
+        source = source.with_suffix(".flac")
+    out = tmp_path / "out.wav"
+    result = run(["--input", source, "--output", out, "--checkpoint", tiny_release])
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    if notice:
+        assert notice in result.stderr, result.stderr
+    x, rate = load_audio(source)[0], 16000
+    y, out_rate = sf.read(out, dtype="float32")
+    assert out_rate == rate and y.ndim == 1 and len(y) == len(x)
+    assert np.isfinite(y).all()
+    expected = np.clip(fsnet.enhance(fsnet.load_model(tiny_release), x), -1, 1)
+    assert np.abs(y - expected).max() < 2e-4  # 16-bit quantisation
+
+
+def test_refused_inputs_give_one_line(tmp_path, tiny_release):
+    out = tmp_path / "out.wav"
+    cases = {}
+    cases["missing"] = tmp_path / "missing.wav"
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0), 16000)
+    cases["empty"] = empty
+    nan = tmp_path / "nan.wav"
+    x = speech_like(1.0, 16000).astype(np.float32)
+    x[100] = np.nan
+    x[200] = np.inf
+    sf.write(nan, x, 16000, subtype="FLOAT")
+    cases["NaN"] = nan
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage" + bytes(100))
+    cases["corrupt"] = corrupt
+    cases["directory"] = tmp_path
+    for name, path in cases.items():
+        result = run(["--input", path, "--output", out, "--checkpoint", tiny_release])
+        assert_one_line_error(result)
+        assert not out.exists(), f"{name}: an output file was left behind"
+
+
+def test_bad_checkpoints_give_one_line(tmp_path, tiny_release):
+    source = tmp_path / "in.wav"
+    sf.write(source, speech_like(0.5, 16000), 16000)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(tiny_release.read_bytes()[:3000])
+    wrong = tmp_path / "wrong.pt"
+    import torch
+
+    payload = torch.load(tiny_release, weights_only=True)
+    payload["model_config"]["num_mels"] = 24  # weights of a different architecture
+    torch.save(payload, wrong)
+    for ckpt in (truncated, wrong):
+        result = run(["--input", source, "--output", tmp_path / "o.wav", "--checkpoint", ckpt])
+        assert_one_line_error(result)
