@@ -1479,13 +1479,7 @@ def build_corpus(args):
     if not out.is_absolute():
         out = Path.cwd() / out
     max_bytes = int(args.max_mib * 1024 * 1024)
-    for tool, why in (
-        ("ffmpeg", "decodes G.722"),
-        ("fluidsynth", "renders music noise"),
-        ("dpkg-deb", "unpacks .deb files"),
-    ):
-        need_tool(tool, why)
-    check_python_modules(["soundfile", "scipy", "pyroomacoustics"])
+    check_requirements()
     config = dict(
         recipe=RECIPE_NAME,
         version=RECIPE_VERSION,
@@ -1793,8 +1787,8 @@ TEST_ASSETS_DIR = REPO_ROOT / "tests" / "assets"
 DEMO_PAIRS = 36
 
 
-def build_demo(args):
-    cache = Path(args.cache).expanduser()
+def check_requirements():
+    """Stop with one line if a tool or Python module the recipe runs is missing."""
     for tool, why in (
         ("ffmpeg", "decodes G.722"),
         ("fluidsynth", "renders music noise"),
@@ -1802,6 +1796,11 @@ def build_demo(args):
     ):
         need_tool(tool, why)
     check_python_modules(["soundfile", "scipy", "pyroomacoustics"])
+
+
+def build_demo(args):
+    cache = Path(args.cache).expanduser()
+    check_requirements()
     ctx = Ctx(cache=cache, ext=cache / "extract", seed=args.seed, jobs=args.jobs)
     needed = [
         "asterisk-core-sounds-fr-g722",
