@@ -11,6 +11,7 @@ import concurrent.futures
 import logging
 import math
 import multiprocessing
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fsnet.checkpoint import atomic_write
 from fsnet.config import ModelConfig, as_config
 from fsnet.errors import FsnetError
 from fsnet.frontend import apply_mask, build_cirm
@@ -27,8 +29,10 @@ from fsnet.model import build_model
 
 try:
     import pytorch_lightning as pl
+    from pytorch_lightning.plugins.io import TorchCheckpointIO
 except ImportError:  # pragma: no cover
     import lightning.pytorch as pl  # type: ignore[no-redef]
+    from lightning.pytorch.plugins.io import TorchCheckpointIO  # type: ignore[no-redef]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,25 @@ def score_utterance(
 def default_optimizer(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """Adam as in the original recipe (lr 1e-3, betas 0.9 / 0.999)."""
     return torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint writer: temp file in the same folder, fsync, rename.
+
+    Lightning's own writer stages the file in the system temp folder and *moves* it, which is a
+    copy when that folder is on another file system: a kill mid-copy leaves a truncated
+    ``last.ckpt``. Here a kill at any moment leaves the previous checkpoint or the new one.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        with atomic_write(path) as tmp, open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 class EnhancementSystem(pl.LightningModule):

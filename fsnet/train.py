@@ -151,7 +151,7 @@ def train(cfg: Any) -> dict[str, Any]:
 
     from fsnet.checkpoint import load_model, save_release
     from fsnet.config import as_config
-    from fsnet.system import EnhancementSystem
+    from fsnet.system import AtomicCheckpointIO, EnhancementSystem
 
     output_dir = Path(cfg.paths.output_dir).resolve()
     model_config = as_config(_to_plain(cfg.model))
@@ -180,7 +180,12 @@ def train(cfg: Any) -> dict[str, Any]:
                 "add it to system.metrics or set callbacks.model_checkpoint.monitor=val/loss "
                 "callbacks.model_checkpoint.mode=min"
             )
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers if loggers else False)
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers if loggers else False,
+        plugins=[AtomicCheckpointIO()],
+    )
 
     ckpt_path = resume_checkpoint(cfg.get("resume"), output_dir)
     if ckpt_path is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,12 @@ def test_train_validate_checkpoint_resume(fake_dns_tree, tmp_path, run_cli):
     assert summary["global_step"] == 4 and summary["resumed_from"] is None
     last = run_dir / "checkpoints" / "last.ckpt"
     assert last.is_file() and Path(summary["best_model_path"]).is_file()
+    # Written by AtomicCheckpointIO (temp file beside it, then rename), not by Lightning's default
+    # writer, which stages in the system temp folder and leaves the file private (0600).
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.stat().st_mode & 0o777 for p in last.parent.glob("*.ckpt")} == {0o666 & ~umask}
+    assert not list(last.parent.glob(".*.tmp"))
     assert summary["best_wb_pesq"] is not None and 1.0 <= summary["best_wb_pesq"] <= 4.7
     rows = read_csv_rows(run_dir, 0)
     val_rows = [r for r in rows if r.get("val/wb_pesq")]
@@ -259,3 +267,83 @@ def test_validation_metrics_inline(tiny_model_config):
     assert all(isinstance(v, float) for v in scores[0].values())
     with pytest.raises(FsnetError, match="unknown validation metric"):
         EnhancementSystem(tiny_model_config, metrics=["mos"])
+
+
+_KILL_WRITERS = {
+    # Lightning checkpoints (what train.py's Trainer writes): step i holds a tensor full of i.
+    "ckpt": """
+import sys, torch
+from fsnet.system import AtomicCheckpointIO
+io, path = AtomicCheckpointIO(), sys.argv[1]
+print("ready", flush=True)
+for i in range(1, 10**6):
+    io.save_checkpoint({"step": i, "weights": torch.full((4_000_000,), float(i))}, path)
+""",
+    # release files (fsnet.checkpoint.save_release): paper-size model, weights filled with i.
+    "release": """
+import sys, torch, fsnet
+from fsnet.checkpoint import save_release
+model, path = fsnet.build_model(), sys.argv[1]
+print("ready", flush=True)
+for i in range(1, 10**6):
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float(i))
+    save_release(model, path)
+""",
+}
+
+
+def _load_written(kind: str, path: Path) -> tuple[float, torch.Tensor]:
+    if kind == "ckpt":
+        loaded = torch.load(path, weights_only=True)
+        return float(loaded["step"]), loaded["weights"]
+    weights = torch.cat([p.flatten() for p in fsnet.load_model(path).parameters()])
+    return float(weights[0]), weights
+
+
+@pytest.mark.parametrize("kind", ["ckpt", "release"])
+def test_killed_while_saving_leaves_a_complete_file(kind, tmp_path):
+    """SIGKILL at random moments of repeated saves: the file always loads, whole and consistent."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / f"out.{kind}"
+    rng = random.Random(0)
+    # A system temp folder on another file system (tmpfs /tmp, scratch disks) is where staging
+    # the file elsewhere and moving it turns into a non-atomic copy: Lightning's default writer
+    # fails this test with TMPDIR=/dev/shm.
+    env = {**os.environ, "TMPDIR": "/dev/shm"} if os.path.isdir("/dev/shm") else None
+    for _ in range(5):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _KILL_WRITERS[kind], str(path)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.3, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if path.exists():
+            step, weights = _load_written(kind, path)
+            assert step >= 1 and (weights == step).all()
+    assert path.exists()
+    leftovers = [p.name for p in tmp_path.iterdir() if p != path]
+    # a kill between creating the temp file and renaming it may leave a hidden temp file
+    assert all(name.startswith(f".{path.name}.") for name in leftovers), leftovers
+
+
+def test_failed_checkpoint_save_keeps_the_previous_one(tmp_path):
+    from fsnet.system import AtomicCheckpointIO
+
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": 1}, path)
+    with pytest.raises(pickle.PicklingError):
+        io.save_checkpoint({"step": 2, "bad": lambda: None}, path)  # not picklable
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
