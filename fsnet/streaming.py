@@ -111,6 +111,10 @@ class StreamingEnhancer:
         self._numpy_out = True
 
     # ------------------------------------------------------------------ one hop
+    def _network_step(self, mag: torch.Tensor, state: dict) -> torch.Tensor:
+        """``model.step`` on one frame; a subclass may run it elsewhere (fsnet.onnx_export)."""
+        return self.model.step(mag, state)
+
     def _hop_function(self, block: torch.Tensor | None, frame_index: int) -> torch.Tensor:
         """One hop on the carried tensors; writes the new state back in place.
 
@@ -131,7 +135,7 @@ class StreamingEnhancer:
             else:
                 window = torch.cat((bufs["window"][:, hop:], block), dim=1)
                 spec = self.stft.analyze(window[:, None, :])[..., 0]  # [B, F]
-            mask = self.model.step(spec.abs()[:, None, :, None], state)
+            mask = self._network_step(spec.abs()[:, None, :, None], state)
         waiting = torch.cat((bufs["waiting"][1:], spec[None]))
         ola = bufs["ola"] + self.stft.synthesize(apply_mask(waiting[0][..., None], mask))[:, 0]
         out = ola[:, :hop] / self.stft.ola_envelope

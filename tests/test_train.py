@@ -343,7 +343,7 @@ def test_failed_checkpoint_save_keeps_the_previous_one(tmp_path):
     path = tmp_path / "last.ckpt"
     io = AtomicCheckpointIO()
     io.save_checkpoint({"step": 1}, path)
-    with pytest.raises(pickle.PicklingError):
+    with pytest.raises((pickle.PicklingError, AttributeError)):  # message varies by Python
         io.save_checkpoint({"step": 2, "bad": lambda: None}, path)  # not picklable
     assert torch.load(path, weights_only=True) == {"step": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
