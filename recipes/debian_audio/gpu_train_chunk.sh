@@ -3,9 +3,10 @@
 # Resumes from /root/fsnet_run/checkpoints/last.ckpt when an earlier chunk left one.
 set -e
 MAX_TIME=${MAX_TIME:-00:00:08:00}
-bash benchmarks/device_setup.sh >/dev/null 2>&1
+DATA_ROOT=${DATA_ROOT:-$PWD/.devdata/debian_audio}  # or /root/fsnet_data/... (gpu_copy_part.sh)
+[ -d /tmp/site ] || bash benchmarks/device_setup.sh >/dev/null 2>&1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-python3 train.py recipe=debian_audio recipe.root=$PWD/.devdata/debian_audio trainer=gpu \
+python3 train.py recipe=debian_audio recipe.root=$DATA_ROOT trainer=gpu \
     data.num_workers=14 +trainer.max_time=$MAX_TIME hydra.run.dir=/root/fsnet_run \
     callbacks.progress_bar.refresh_rate=200 "$@" 2>&1 | grep -v -e "it/s" -e Warning | tail -40
 best=$(ls -t /root/fsnet_run/checkpoints/best-*.ckpt 2>/dev/null | head -1)
