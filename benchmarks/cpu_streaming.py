@@ -1,7 +1,10 @@
 """CPU streaming benchmark: per-hop compute time and RTF of the frame-wise engine, next to the
 offline forward of the same model in the same run.
 
-    python benchmarks/cpu_streaming.py --threads 1 --seconds 20
+    python benchmarks/cpu_streaming.py --threads 1 --seconds 20 [--int8] [--onnx]
+
+``--onnx`` streams through ONNX Runtime (fsnet.onnx_export; with ``--int8``, its int8 graphs);
+the offline column is always the PyTorch forward of the same weights (int8 with ``--int8``).
 
 Not a test: timings depend on the machine and on what else runs on it.
 """
@@ -30,12 +33,26 @@ def main() -> None:
         "--repeats", type=int, default=3, help="offline forward repeats (best taken)"
     )
     parser.add_argument("--int8", action="store_true", help="dynamic-int8 weights (fsnet.quantize)")
+    parser.add_argument(
+        "--onnx", action="store_true", help="network step in ONNX Runtime (fsnet.onnx_export)"
+    )
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = fsnet.load_model(args.checkpoint) if args.checkpoint else fsnet.build_model().eval()
+    engine = None
+    if args.onnx:
+        import tempfile
+
+        from fsnet.onnx_export import OnnxStreamingEnhancer, export_onnx
+
+        with tempfile.TemporaryDirectory(prefix="fsnet_onnx_") as onnx_dir:
+            export_onnx(model, onnx_dir, int8=args.int8)
+            engine = OnnxStreamingEnhancer(
+                onnx_dir, int8=args.int8, num_threads=args.threads, model=model
+            )
     if args.int8:
         from fsnet.quantize import quantize_int8
 
@@ -46,7 +63,7 @@ def main() -> None:
     x = (0.1 * rng.standard_normal(int(args.seconds * rate))).astype(np.float32)
     audio_seconds = len(x) / rate
 
-    engine = fsnet.StreamingEnhancer(model)
+    engine = engine or fsnet.StreamingEnhancer(model)
     engine.process(x[: 50 * hop])  # warm-up: allocator, weight packing
     engine.reset()
     hop_ms = []
@@ -67,6 +84,7 @@ def main() -> None:
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s)",
         "torch": str(torch.__version__),
+        "engine": "onnxruntime" if args.onnx else "torch",
         "audio_seconds": audio_seconds,
         "hop_ms": 1e3 * hop / rate,
         "stream_hop_compute_ms": {
@@ -85,7 +103,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|")
     print(
-        f"| {'int8' if args.int8 else 'fp32'} | {h['p50']:.2f} | {h['p99']:.2f} | {h['max']:.2f} | "
+        f"| {'onnx ' if args.onnx else ''}{'int8' if args.int8 else 'fp32'} | {h['p50']:.2f} | {h['p99']:.2f} | {h['max']:.2f} | "
         f"{result['stream_rtf']:.3f} | {result['offline_rtf']:.3f} | {result['stream_over_offline']:.2f}x |"
     )
     if args.json:

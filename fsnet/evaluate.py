@@ -280,10 +280,12 @@ def _options(cfg: Any) -> Options:
         problems.append(f"diff_tolerance must be a number, got {values['diff_tolerance']!r}")
         tol = 1e-3
     precision = str(values["precision"])
-    if precision not in ("fp32", "int8", "bf16"):
-        problems.append(f"precision must be fp32, int8 or bf16, got {precision!r}")
-    elif precision == "int8" and device != "cpu":
-        problems.append("precision=int8 is the CPU path; use device=cpu")
+    if precision not in ("fp32", "int8", "bf16", "onnx", "onnx-int8"):
+        problems.append(f"precision must be fp32, int8, bf16, onnx or onnx-int8, got {precision!r}")
+    elif precision in ("int8", "onnx", "onnx-int8") and device != "cpu":
+        problems.append(f"precision={precision} is a CPU path; use device=cpu")
+    elif precision.startswith("onnx") and mode == "offline":
+        problems.append(f"precision={precision} is a streaming engine; use mode=streaming or both")
     elif precision == "bf16" and device == "cpu":
         problems.append("precision=bf16 is the GPU path; use device=cuda")
     if problems:
@@ -454,9 +456,12 @@ def format_tables(summary: Mapping[str, Any]) -> str:
     for mode, result in summary["results"].items():
         rtf = summary["rtf"][mode]
         how = f"{summary['stream_block_samples']}-sample blocks, " if mode == "streaming" else ""
+        precision = summary.get("precision", "fp32")
+        if mode == "offline" and precision.startswith("onnx"):
+            precision = "fp32"  # the ONNX graphs are the streaming step; offline is PyTorch
         lines.append("")
         lines.append(
-            f"### {mode}: RTF {_fmt(rtf)} ({how}{summary['device']}, {summary.get('precision', 'fp32')}, "
+            f"### {mode}: RTF {_fmt(rtf)} ({how}{summary['device']}, {precision}, "
             f"{threads} thread{'s' if threads != 1 else ''})"
         )
         lines.append("")
@@ -615,9 +620,23 @@ def evaluate(cfg: Any = None) -> dict[str, Any]:
         StreamingEnhancer(
             model, autocast_dtype=autocast_dtype, cuda_graphs=opts.device.startswith("cuda")
         )
-        if "streaming" in modes
+        if "streaming" in modes and not opts.precision.startswith("onnx")
         else None
     )
+    if "streaming" in modes and opts.precision.startswith("onnx"):
+        import tempfile
+
+        from fsnet.onnx_export import OnnxStreamingEnhancer, export_onnx
+
+        int8 = opts.precision == "onnx-int8"
+        with tempfile.TemporaryDirectory(prefix="fsnet_onnx_") as onnx_dir:
+            export_onnx(model, onnx_dir, int8=int8)  # offline mode keeps the PyTorch fp32 model
+            engine = OnnxStreamingEnhancer(
+                onnx_dir,
+                int8=int8,
+                num_threads=opts.num_threads or os.cpu_count() or 1,
+                model=model,
+            )
 
     def enhance_offline(x: np.ndarray) -> np.ndarray:
         with torch.autocast(
