@@ -101,6 +101,7 @@ class EnhancementSystem(pl.LightningModule):
         optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer] | None = None,
         metric_workers: int = 4,
         metrics: Sequence[str] = DEFAULT_METRICS,
+        lr_scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
     ):
         super().__init__()
         cfg = as_config(model_config)
@@ -120,6 +121,7 @@ class EnhancementSystem(pl.LightningModule):
         )
         self.model = build_model(cfg)
         self.optimizer_factory = optimizer or default_optimizer
+        self.lr_scheduler_factory = lr_scheduler
         self.metric_names = tuple(metrics)
         self.metric_workers = int(metric_workers)
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
@@ -225,8 +227,16 @@ class EnhancementSystem(pl.LightningModule):
             )
         self._last_batch_end = now
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.parameters())
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        # Stepped every optimiser step, so a schedule's length is counted in steps, not epochs.
+        scheduler = self.lr_scheduler_factory(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     # ---------------------------------------------------------------- validation
     def _metric_pool(self) -> concurrent.futures.ProcessPoolExecutor | None:

@@ -164,7 +164,10 @@ def train(cfg: Any) -> dict[str, Any]:
         datamodule.scan()  # stops here with one line if the corpus is missing or malformed
     optimizer = instantiate(cfg.optimizer)
     system_options = _to_plain(cfg.get("system")) or {}
-    system = EnhancementSystem(model_config.to_dict(), optimizer=optimizer, **system_options)
+    lr_scheduler = instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None
+    system = EnhancementSystem(
+        model_config.to_dict(), optimizer=optimizer, lr_scheduler=lr_scheduler, **system_options
+    )
 
     loggers = _instantiate_group(cfg.get("logger"))
     callbacks = _instantiate_group(cfg.get("callbacks"))

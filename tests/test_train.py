@@ -347,3 +347,26 @@ def test_failed_checkpoint_save_keeps_the_previous_one(tmp_path):
         io.save_checkpoint({"step": 2, "bad": lambda: None}, path)  # not picklable
     assert torch.load(path, weights_only=True) == {"step": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_lr_scheduler_steps_every_optimiser_step(tiny_model_config, tmp_path):
+    """lr_scheduler=linear_decay: the configured partial decays the LR per step and then holds."""
+    from functools import partial
+
+    noisy = torch.randn(8, 4000) * 0.1
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(noisy, noisy * 0.5), batch_size=2
+    )
+    system = EnhancementSystem(
+        tiny_model_config,
+        metric_workers=0,
+        optimizer=partial(torch.optim.Adam, lr=1e-3),
+        lr_scheduler=partial(
+            torch.optim.lr_scheduler.LinearLR, start_factor=1.0, end_factor=0.1, total_iters=4
+        ),
+    )
+    trainer = quiet_trainer(max_steps=6, limit_val_batches=0, default_root_dir=tmp_path)
+    trainer.fit(system, train_dataloaders=loader)
+    lr = trainer.optimizers[0].param_groups[0]["lr"]
+    assert lr == pytest.approx(1e-4)  # reached end_factor at step 4 and held through step 6
+    assert trainer.lr_scheduler_configs[0].interval == "step"

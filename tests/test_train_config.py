@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from fsnet.config import ModelConfig
 from fsnet.train import CONFIG_DIR, preflight, resume_checkpoint
 
-GROUPS = ("paths", "model", "data", "trainer", "logger", "callbacks", "recipe")
+GROUPS = ("paths", "model", "data", "trainer", "logger", "callbacks", "recipe", "lr_scheduler")
 
 
 def options(group: str) -> list[str]:
