@@ -1,6 +1,6 @@
 """GPU throughput of the paper-size model: one training step and offline inference.
 
-    python benchmarks/gpu_throughput.py train --batch 72 --precision bf16 [--compile]
+    python benchmarks/gpu_throughput.py train --batch 72 --precision bf16 [--compile|--cuda-graph] [--profile]
     python benchmarks/gpu_throughput.py infer --batch 64 --seconds 10 --precision bf16
 
 Synthetic tensors, no data loader (the loader is measured by the training recipe). Reports
@@ -43,7 +43,10 @@ def bench_train(args) -> dict:
     samples = int(args.seconds * rate)
     noisy = torch.randn(args.batch, samples, device="cuda") * 0.1
     clean = noisy * 0.5
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    # capturable: the step counter stays on the GPU, so the optimiser step can live in a graph
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=1e-3, fused=True, capturable=args.cuda_graph
+    )
     dtype = DTYPES[args.precision]
     forward = torch.compile(model) if args.compile else model
 
@@ -54,21 +57,81 @@ def bench_train(args) -> dict:
             mag = noisy_spec.abs()[:, None]
         with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
             loss = torch.nn.functional.mse_loss(forward(mag).float(), target)
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=False)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         optimizer.step()
 
-    ms = cuda_time(step, warmup=5 if not args.compile else 10, iters=args.iters)
+    if args.cuda_graph:
+        # The whole step (front end, forward, backward, clipping, Adam) replayed as one graph:
+        # removes the per-kernel CPU launch cost that small-batch recurrent steps are bound by.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            step()
+        run = graph.replay
+    else:
+        run = step
+
+    ms = cuda_time(run, warmup=5 if not args.compile else 10, iters=args.iters)
+    if args.profile:
+        profile_step(run, args.profile)
     return {
         "what": "train_step",
         "batch": args.batch,
         "seconds": args.seconds,
         "precision": args.precision,
         "compile": args.compile,
+        "cuda_graph": args.cuda_graph,
         "ms_per_step": ms,
         "audio_s_per_s": args.batch * args.seconds / (ms / 1e3),
     }
+
+
+def profile_step(run, table_path: str, steps: int = 5) -> None:
+    """Where a step's time goes: GPU kernel time by kind vs wall time (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            run()
+        torch.cuda.synchronize()
+        wall_ms = 1e3 * (time.perf_counter() - t0) / steps
+    kinds: dict[str, float] = {}
+    for event in prof.key_averages():
+        if event.device_type.name != "CUDA":  # CPU ops also carry their kernels' time
+            continue
+        gpu_ms = event.self_device_time_total / 1e3 / steps
+        if gpu_ms <= 0:
+            continue
+        name = event.key.lower()
+        kind = next(
+            (
+                k
+                for k, words in (
+                    ("recurrent (cuDNN RNN)", ("rnn", "lstm", "persist")),
+                    ("GEMM", ("gemm", "cutlass", "sm90", "xmma", "matmul")),
+                    ("FFT", ("fft",)),
+                    ("optimizer", ("adam", "multi_tensor", "foreach")),
+                )
+                if any(w in name for w in words)
+            ),
+            "other (elementwise, copies, reductions)",
+        )
+        kinds[kind] = kinds.get(kind, 0.0) + gpu_ms
+    busy = sum(kinds.values())
+    print(f"profile: wall {wall_ms:.1f} ms/step, GPU kernels {busy:.1f} ms/step")
+    for kind, ms in sorted(kinds.items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:40s} {ms:7.2f} ms  ({100 * ms / max(wall_ms, 1e-9):4.1f}% of the step)")
+    with open(table_path, "w") as f:
+        f.write(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=40))
 
 
 def bench_infer(args) -> dict:
@@ -102,6 +165,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.072, help="audio per example")
     parser.add_argument("--precision", choices=list(DTYPES), default="bf16")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
+    parser.add_argument(
+        "--cuda-graph", action="store_true", help="train: capture the whole step as a CUDA graph"
+    )
+    parser.add_argument(
+        "--profile", default=None, help="train: profile 5 steps, write the kernel table here"
+    )
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--json", default=None, help="append the result as a JSON line here")
     args = parser.parse_args()

@@ -193,7 +193,7 @@ class FastFullSubNet(nn.Module):
         sums = padded.reshape(*rest.shape[:-1], num_blocks, s).sum(-1)
         counts = torch.full((num_blocks,), float(s), device=units.device)
         if num_blocks:
-            counts[-1] = num_rest - (num_blocks - 1) * s
+            counts[-1].fill_(num_rest - (num_blocks - 1) * s)  # no host copy: CUDA-graph safe
         return torch.cat((units[..., :1], sums / counts), dim=-1)
 
     def expand(self, blocks: torch.Tensor, num_frames: int) -> torch.Tensor:

@@ -85,6 +85,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.fsync(f.fileno())
 
 
+class _Forward(torch.nn.Module):
+    """``model(mag)`` as a module of its own, for ``torch.cuda.make_graphed_callables``."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, mag: torch.Tensor) -> torch.Tensor:
+        return self.model(mag)
+
+
 class EnhancementSystem(pl.LightningModule):
     """Fast FullSubNet + compressed-cIRM MSE loss + validation WB/NB-PESQ, STOI, SI-SDR.
 
@@ -93,6 +104,10 @@ class EnhancementSystem(pl.LightningModule):
         optimizer: ``params -> torch.optim.Optimizer`` (e.g. a Hydra ``_partial_`` of Adam).
         metric_workers: processes scoring validation utterances in the background (0 = inline).
         metrics: validation metrics to log as ``val/<name>`` (keys of ``VALIDATION_METRICS``).
+        lr_scheduler: ``optimizer -> scheduler``, stepped every optimiser step (None = constant).
+        cuda_graph: run the network's training forward and backward as CUDA graphs (one GPU,
+            fixed batch shape; other shapes and validation run eagerly). The small-batch
+            recurrent steps are bound by kernel-launch cost, which the graphs remove.
     """
 
     def __init__(
@@ -102,6 +117,7 @@ class EnhancementSystem(pl.LightningModule):
         metric_workers: int = 4,
         metrics: Sequence[str] = DEFAULT_METRICS,
         lr_scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
+        cuda_graph: bool = False,
     ):
         super().__init__()
         cfg = as_config(model_config)
@@ -129,6 +145,9 @@ class EnhancementSystem(pl.LightningModule):
         self._val_loss = [0.0, 0]  # sum of squared errors, number of elements
         self._last_batch_end: float | None = None
         self._unchecked: tuple | None = None  # the last training loss, not yet checked for NaN/Inf
+        self.cuda_graph = bool(cuda_graph)
+        # (input shape, graphed module): kept out of the module tree so checkpoints keep their layout
+        self.__dict__["_graphed"] = None
 
     @property
     def config(self) -> ModelConfig:
@@ -147,7 +166,7 @@ class EnhancementSystem(pl.LightningModule):
         noisy_spec = stft.stft(noisy.float())
         clean_spec = stft.stft(clean.float())
         target = build_cirm(noisy_spec, clean_spec)
-        pred = self.model(noisy_spec.abs()[:, None])
+        pred = self._network(noisy_spec.abs()[:, None])
         err = (pred.float() - target).square()
         if lengths is None:
             return err.sum(), err.numel(), pred, noisy_spec
@@ -156,6 +175,37 @@ class EnhancementSystem(pl.LightningModule):
         err = err * valid[:, None, None, :]
         count = valid.sum() * err.shape[1] * err.shape[2]
         return err.sum(), count, pred, noisy_spec
+
+    def _network(self, mag: torch.Tensor) -> torch.Tensor:
+        """``self.model(mag)``, replayed from CUDA graphs for training batches when enabled."""
+        if not (self.cuda_graph and self.training and torch.is_grad_enabled()):
+            return self.model(mag)
+        if mag.device.type != "cuda":
+            raise FsnetError("system.cuda_graph=true needs a CUDA device (trainer=gpu)")
+        if self.trainer.world_size > 1:
+            raise FsnetError(
+                "system.cuda_graph=true is for one GPU; DDP's gradient hooks cannot be captured"
+            )
+        graphed = self.__dict__["_graphed"]
+        if graphed is None:
+            graphed = (tuple(mag.shape), self._capture(mag))
+            self.__dict__["_graphed"] = graphed
+        shape, module = graphed
+        return module(mag) if tuple(mag.shape) == shape else self.model(mag)
+
+    def _capture(self, mag: torch.Tensor) -> torch.nn.Module:
+        # A wrapper is graphed, not self.model: make_graphed_callables replaces the forward of
+        # what it is given, and the model itself must stay eager for validation and export.
+        wrapper = _Forward(self.model).train()
+        dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
+        # Graph capture needs autocast's weight-cast cache off; the captured kernels keep the
+        # precision they were recorded with.
+        with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None, cache_enabled=False):
+            graphed = torch.cuda.make_graphed_callables(wrapper, (mag.detach().clone(),))
+        log.info(
+            "captured the network's training step as CUDA graphs for input %s", tuple(mag.shape)
+        )
+        return graphed
 
     # ---------------------------------------------------------------- training
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
