@@ -26,7 +26,7 @@ from pathlib import Path
 rows = [r for f in Path(sys.argv[1]).rglob("metrics.csv") for r in csv.DictReader(open(f))]
 rate = [float(r["train/audio_seconds_per_second"]) for r in rows if r.get("train/audio_seconds_per_second")]
 loss = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
-rate = rate[len(rate) // 5:]  # skip warm-up (cudnn autotuning, graph capture)
+rate = rate[len(rate) // 5 :]  # skip warm-up (cudnn autotuning, graph capture)
 print(f"cuda_graph={sys.argv[2]}: median {statistics.median(rate):.0f} audio-s/s "
       f"= {72 * 3.072 / statistics.median(rate) * 1e3:.1f} ms/step over {len(rate)} logged steps; "
       f"last loss {loss[-1]:.4f}")

@@ -198,8 +198,10 @@ class EnhancementSystem(pl.LightningModule):
         # what it is given, and the model itself must stay eager for validation and export.
         wrapper = _Forward(self.model).train()
         dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
-        # Graph capture needs autocast's weight-cast cache off; the captured kernels keep the
-        # precision they were recorded with.
+        # Graph capture needs autocast's weight-cast cache off, and emptied: casts cached by
+        # earlier eager steps inside Lightning's autocast invalidate the capture otherwise. The
+        # captured kernels keep the precision they were recorded with.
+        torch.clear_autocast_cache()
         with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None, cache_enabled=False):
             graphed = torch.cuda.make_graphed_callables(wrapper, (mag.detach().clone(),))
         log.info(

@@ -164,6 +164,10 @@ def train(cfg: Any) -> dict[str, Any]:
         datamodule.scan()  # stops here with one line if the corpus is missing or malformed
     optimizer = instantiate(cfg.optimizer)
     system_options = _to_plain(cfg.get("system")) or {}
+    if system_options.get("cuda_graph"):
+        # The loader's pin-memory thread calls into CUDA while the graphs are being captured,
+        # which invalidates the capture; without pinning, batches copy from pageable memory.
+        datamodule.pin_memory = False
     lr_scheduler = instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None
     system = EnhancementSystem(
         model_config.to_dict(), optimizer=optimizer, lr_scheduler=lr_scheduler, **system_options
