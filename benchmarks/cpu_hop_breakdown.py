@@ -1,0 +1,95 @@
+"""Where one streaming hop's CPU time goes, next to the offline forward's time per frame.
+
+    python benchmarks/cpu_hop_breakdown.py --threads 1 [--checkpoint fsnet/pretrained/...pt]
+
+Profiles hops of the paper-size model (torch.profiler, self CPU time per op, grouped) and times
+the floor that batch-1 streaming cannot go under: reading every full-band weight matrix once per
+hop (the same GEMVs, alone in a loop). Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import fsnet
+
+GROUPS = (
+    ("full-band LSTM/linear GEMVs (batch 1)", ("aten::addmm", "aten::mm", "aten::mv")),
+    ("sub-band LSTM (64 bands, oneDNN packed)", ("mkldnn::_linear_pointwise",)),
+    ("STFT / iSTFT", ("aten::_fft_r2c", "aten::_fft_c2r")),
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--checkpoint", default=None, help="release file; default: random weights")
+    parser.add_argument("--hops", type=int, default=400)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = fsnet.load_model(args.checkpoint) if args.checkpoint else fsnet.build_model().eval()
+    hop, rate = model.config.hop_samples, model.config.sample_rate
+    x = (0.1 * np.random.default_rng(0).standard_normal(hop * (args.hops + 100))).astype(np.float32)
+
+    engine = fsnet.StreamingEnhancer(model)
+    engine.process(x[: 100 * hop])  # warm-up
+    t0 = time.perf_counter()
+    for i in range(args.hops):
+        engine.process(x[(100 + i) * hop : (101 + i) * hop])
+    hop_ms = 1e3 * (time.perf_counter() - t0) / args.hops
+
+    engine.reset()
+    engine.process(x[: 100 * hop])
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(args.hops):
+            engine.process(x[(100 + i) * hop : (101 + i) * hop])
+    self_ms = {e.key: e.self_cpu_time_total / 1e3 / args.hops for e in prof.key_averages()}
+    profiled = sum(self_ms.values())
+
+    fsnet.enhance(model, x[:rate])
+    t0 = time.perf_counter()
+    fsnet.enhance(model, x)
+    offline_ms = 1e3 * (time.perf_counter() - t0) / (len(x) // hop)
+
+    # The floor: each full-band weight matrix read once at batch 1 (what every hop must do).
+    mats = []
+    for stack in (model.encoder, model.decoder):
+        for layer in stack:
+            w_ih, w_hh, b_ih, _ = layer._layer_weights(0)
+            mats.append((torch.cat((w_ih, w_hh), 1), b_ih))
+            if layer.proj is not None:
+                mats.append((layer.proj.weight, layer.proj.bias))
+    inputs = [torch.randn(1, w.shape[1]) for w, _ in mats]
+    for _ in range(50):
+        [torch.addmm(b, v, w.t()) for (w, b), v in zip(mats, inputs, strict=True)]
+    t0 = time.perf_counter()
+    for _ in range(500):
+        [torch.addmm(b, v, w.t()) for (w, b), v in zip(mats, inputs, strict=True)]
+    floor_ms = 1e3 * (time.perf_counter() - t0) / 500
+    weight_mb = sum(w.numel() for w, _ in mats) * 4 / 1e6
+
+    print("| part | ms per hop (16 ms of audio) |\n|---|---|")
+    print(f"| streaming hop, wall (no profiler) | {hop_ms:.2f} |")
+    rest = profiled
+    for name, ops in GROUPS:
+        ms = sum(v for k, v in self_ms.items() if k in ops)
+        rest -= ms
+        print(f"| - {name} | {ms:.2f} |")
+    print(f"| - other ops (norm, mel, pointwise, copies) | {rest:.2f} |")
+    print(f"| - Python and dispatch (wall minus profiled ops) | {max(hop_ms - profiled, 0):.2f} |")
+    print(f"| full-band weights ({weight_mb:.1f} MB) read once, GEMVs alone | {floor_ms:.2f} |")
+    print(f"| offline forward, per frame | {offline_ms:.2f} |")
+    print(
+        f"\nstreaming / offline = {hop_ms / offline_ms:.2f}x; the GEMV floor alone is "
+        f"{floor_ms / offline_ms:.2f}x the offline time per frame"
+    )
+
+
+if __name__ == "__main__":
+    main()
