@@ -298,7 +298,7 @@ def _load_written(kind: str, path: Path) -> tuple[float, torch.Tensor]:
     if kind == "ckpt":
         loaded = torch.load(path, weights_only=True)
         return float(loaded["step"]), loaded["weights"]
-    weights = torch.cat([p.flatten() for p in fsnet.load_model(path).parameters()])
+    weights = torch.cat([p.detach().flatten() for p in fsnet.load_model(path).parameters()])
     return float(weights[0]), weights
 
 
