@@ -61,12 +61,17 @@ def test_one_hour_stream_stays_exact_flat_and_fast():
     # Per-call time does not grow: last 5 minutes vs minutes 5-10.
     early, late = np.median(seconds_per_call[300:600]), np.median(seconds_per_call[-300:])
     assert late < 1.5 * early, (early, late)
+    print(
+        f"\none hour: median call {1e3 * early:.2f} -> {1e3 * late:.2f} ms per second of audio; "
+        f"RSS {memory[5]:.0f} -> {max(memory[5:]):.0f} MiB"
+    )
+    if os.environ.get("FSNET_LONG_BUNDLED"):
+        # The offline forward of a whole hour with the paper-size model needs ~44 GB (the
+        # sub-band LSTM over 64 bands x 112,500 steps at once); exactness over an hour is the
+        # tiny model's check, since the norm's running sums do not depend on the network's size.
+        return
     offline = fsnet.enhance(model, x)
     tail = 3 * 60 * 16000  # the last three minutes, aligned by dropping the latency
     diff = np.abs(tail_out[-tail:] - offline[-tail:]).max()
-    print(
-        f"\none hour: max |stream - offline| over the last 3 min {diff:.2e}; "
-        f"median call {1e3 * early:.2f} -> {1e3 * late:.2f} ms per second of audio; "
-        f"RSS {memory[5]:.0f} -> {max(memory[5:]):.0f} MiB"
-    )
+    print(f"max |stream - offline| over the last 3 min {diff:.2e}")
     assert diff <= 1e-5
