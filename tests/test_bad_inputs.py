@@ -10,20 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import TINY_MODEL_CONFIG
 
 import fsnet
 from fsnet.audio import load_audio
 from fsnet.checkpoint import save_release
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = dict(
-    num_mels=16,
-    encoder_hidden_sizes=(24, 20),
-    bottleneck_hidden_size=16,
-    bottleneck_num_layers=1,
-    decoder_hidden_sizes=(24, 24),
-    noisy_num_neighbors=2,
-)
+TINY = TINY_MODEL_CONFIG
 
 
 @pytest.fixture(scope="module")

@@ -6,20 +6,14 @@ import numpy as np
 import pytest
 import torch
 import torchaudio
+from conftest import TINY_MODEL_CONFIG
 
 import fsnet
 from fsnet.checkpoint import save_release, to_original_state_dict
 from fsnet.frontend import STFT, apply_mask, build_cirm
 from fsnet.norm import cumulative_laplace_norm
 
-TINY = dict(
-    num_mels=16,
-    encoder_hidden_sizes=(24, 20),
-    bottleneck_hidden_size=16,
-    bottleneck_num_layers=2,
-    decoder_hidden_sizes=(24, 24),
-    noisy_num_neighbors=2,
-)
+TINY = {**TINY_MODEL_CONFIG, "bottleneck_num_layers": 2}  # a stacked sub-band LSTM
 
 
 def tiny_model(seed: int = 0, **overrides) -> fsnet.FastFullSubNet:

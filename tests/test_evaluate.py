@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import TINY_MODEL_CONFIG
 from test_metrics import speech_like  # sibling test module
 
 import fsnet
@@ -27,14 +28,7 @@ SR = 16000
 # 2.3 s: speechmos tiles it to 9.2 s, i.e. exactly one DNSMOS window (2 s would be tiled to 16 s
 # and scored on 7 windows), which keeps the DNSMOS part of these tests fast.
 SECONDS = 2.3
-TINY = dict(
-    num_mels=16,
-    encoder_hidden_sizes=(32, 24),
-    bottleneck_hidden_size=24,
-    bottleneck_num_layers=1,
-    decoder_hidden_sizes=(32, 32),
-    noisy_num_neighbors=2,
-)
+TINY = TINY_MODEL_CONFIG
 
 
 def make_dns_set(root: Path, n: int = 3, seconds: float = SECONDS) -> Path:
