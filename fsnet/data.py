@@ -17,7 +17,9 @@ reverberation with probability 0.75 (the clean segment convolved with a random R
 clean is the training target, as in the original recipe, so the network removes noise but not
 reverberation; ``reverb_target: early`` keeps only the direct path and 50 ms of early reflections
 in the target instead), mixture level -25 dBFS +- 10 dB, and both signals scaled down together if
-either would exceed 0.999. Every random choice of example ``index`` in epoch ``epoch`` comes from
+either would exceed 0.999. Optionally (off by default; the small ``debian_audio`` recipe turns it on)
+the speech and/or the noise is played faster or slower by a random factor, which moves pitch and
+formants: more voices and sounds from a corpus of few speakers. Every random choice of example ``index`` in epoch ``epoch`` comes from
 ``numpy.random.default_rng([seed, epoch, index])``: indices are unique across DataLoader workers
 and DDP ranks, so workers draw different examples, and the data do not depend on the number of
 workers.
@@ -42,7 +44,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import torch
-from scipy.signal import fftconvolve
+from scipy.signal import fftconvolve, resample_poly
 from torch.utils.data import DataLoader, Dataset
 
 from fsnet.errors import FsnetError
@@ -62,6 +64,9 @@ SILENT_RMS = 1e-4  # -80 dBFS: a clean segment quieter than this is drawn again
 MAX_ATTEMPTS = 20  # draws of a file before giving up on unreadable / silent material
 RIR_CACHE_SIZE = 256  # RIRs kept decoded per worker
 EARLY_REFLECTIONS_SECONDS = 0.05  # reverb_target=early keeps the RIR up to 50 ms after its peak
+# Speed factors are drawn on a grid of 1/50 (2 %): the resampling ratio is then 50 : (50 + k), whose
+# small terms keep the polyphase filter short; a free real factor can make it thousands of taps.
+SPEED_GRID_STEPS = 50
 
 
 # ------------------------------------------------------------------------------------ file lists
@@ -485,10 +490,24 @@ class MixingConfig:
     silence_between_noises_seconds: float = 0.2  # gap between joined noise files
     short_clean: str = "pad"  # pad | loop: clean files shorter than a segment
     peak_limit: float = 0.999  # largest allowed absolute sample value
+    # Speed perturbation (tempo and pitch together, as Kaldi's speed perturbation): a factor f
+    # plays f times faster. Speech gets new voices (formants and pitch move), noise new sounds.
+    clean_speed_probability: float = 0.0  # chance the clean speech of an example is perturbed
+    noise_speed_probability: float = 0.0  # chance the noise of an example is perturbed
+    speed_factor_range: tuple[float, float] = (0.9, 1.1)  # factor drawn uniformly (2 % grid)
 
     def __post_init__(self) -> None:
         self.snr_range_db = tuple(float(v) for v in self.snr_range_db)  # type: ignore[assignment]
+        self.speed_factor_range = tuple(float(v) for v in self.speed_factor_range)  # type: ignore[assignment]
         problems = []
+        for name in ("clean_speed_probability", "noise_speed_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name} must be in [0, 1]")
+        low, high = (self.speed_factor_range + (0.0, 0.0))[:2]
+        if len(self.speed_factor_range) != 2 or not 0.5 <= low <= high <= 2.0:
+            problems.append(
+                f"speed_factor_range must be [low, high] within [0.5, 2], got {list(self.speed_factor_range)}"
+            )
         if len(self.snr_range_db) != 2 or self.snr_range_db[0] > self.snr_range_db[1]:
             problems.append(f"snr_range_db must be [low, high], got {list(self.snr_range_db)}")
         if not 0.0 <= self.reverb_probability <= 1.0:
@@ -513,6 +532,33 @@ class MixingConfig:
     @property
     def segment_samples(self) -> int:
         return int(round(self.segment_seconds * self.sample_rate))
+
+    def speed_steps(self) -> tuple[int, int]:
+        """The factor range as grid steps ``(k_low, k_high)``: factor = 1 + k / SPEED_GRID_STEPS."""
+        low, high = self.speed_factor_range
+        k_low = math.ceil(round((low - 1.0) * SPEED_GRID_STEPS, 6))
+        k_high = math.floor(round((high - 1.0) * SPEED_GRID_STEPS, 6))
+        return k_low, max(k_low, k_high)
+
+
+def change_speed(x: np.ndarray, factor_steps: int, length: int) -> np.ndarray:
+    """Play ``x [N]`` ``1 + factor_steps / 50`` times faster; the first ``length`` samples.
+
+    Resampling from a virtual rate of ``(50 + k)`` to ``50`` units shortens the signal by the
+    factor and raises pitch and formants alike. Zero-padded if ``x`` was too short.
+    """
+    if factor_steps == 0:
+        y = x
+    else:
+        # scipy's polyphase filter: about 1 ms for a 3 s segment, where torchaudio's sinc
+        # resampler at these ratios takes 20 ms and would starve the GPU of batches.
+        up, down = SPEED_GRID_STEPS, SPEED_GRID_STEPS + factor_steps
+        divisor = math.gcd(up, down)
+        y = resample_poly(np.asarray(x, dtype=np.float32), up // divisor, down // divisor)
+    y = y[:length]
+    if y.shape[0] < length:
+        y = np.pad(y, (0, length - y.shape[0]))
+    return np.ascontiguousarray(y, dtype=np.float32)
 
 
 class _SkipFile(Exception):
@@ -580,7 +626,18 @@ class TrainingMixtures(Dataset):
         if self.rir and rng.random() < m.reverb_probability:
             rir_path, rir = self._draw_rir(rng)
         pre_roll = 0 if rir is None else rir.shape[0] - 1
-        clean_path, clean, lead = self._draw_clean(rng, seg, pre_roll)
+        clean_steps = self._draw_speed(rng, m.clean_speed_probability)
+        if clean_steps:
+            # Read enough source samples for seg + pre_roll output samples at the new speed.
+            factor = 1.0 + clean_steps / SPEED_GRID_STEPS
+            clean_path, clean, lead = self._draw_clean(
+                rng, math.ceil(seg * factor) + 2, math.ceil(pre_roll * factor)
+            )
+            lead_out = int(lead / factor)
+            clean = change_speed(clean, clean_steps, lead_out + seg)
+            lead = lead_out
+        else:
+            clean_path, clean, lead = self._draw_clean(rng, seg, pre_roll)
         if rir is not None:
             target_rir = rir
             if m.reverb_target == "early":
@@ -592,7 +649,13 @@ class TrainingMixtures(Dataset):
             )
         else:
             target = reverberant = clean[lead : lead + seg]
-        noise_paths, noise = self._draw_noise(rng, seg)
+        noise_steps = self._draw_speed(rng, m.noise_speed_probability)
+        if noise_steps:
+            factor = 1.0 + noise_steps / SPEED_GRID_STEPS
+            noise_paths, noise = self._draw_noise(rng, math.ceil(seg * factor) + 2)
+            noise = change_speed(noise, noise_steps, seg)
+        else:
+            noise_paths, noise = self._draw_noise(rng, seg)
         snr = float(rng.uniform(*m.snr_range_db))
         level = float(
             rng.uniform(
@@ -617,12 +680,22 @@ class TrainingMixtures(Dataset):
             "rir": rir_path,
             "snr_db": snr,
             "level_dbfs": level,
+            "clean_speed": 1.0 + clean_steps / SPEED_GRID_STEPS,
+            "noise_speed": 1.0 + noise_steps / SPEED_GRID_STEPS,
             "epoch": epoch,
             "index": index,
         }
         return noisy, target, info
 
     # ---------------------------------------------------------------- drawing files
+    def _draw_speed(self, rng: np.random.Generator, probability: float) -> int:
+        """Grid steps of a speed factor (0 = unchanged); draws nothing when probability is 0,
+        so configs without speed perturbation keep their exact mixtures."""
+        if probability <= 0.0 or rng.random() >= probability:
+            return 0
+        k_low, k_high = self.mixing.speed_steps()
+        return int(rng.integers(k_low, k_high + 1))
+
     def _read(self, kind: str, entry: AudioEntry, start: int, length: int) -> np.ndarray:
         try:
             return read_segment(entry, start, length, self.mixing.sample_rate)
@@ -825,6 +898,9 @@ class DnsDataModule(pl.LightningDataModule):
         silence_between_noises_seconds: float = 0.2,
         short_clean: str = "pad",
         peak_limit: float = 0.999,
+        clean_speed_probability: float = 0.0,
+        noise_speed_probability: float = 0.0,
+        speed_factor_range: Sequence[float] = (0.9, 1.1),
         samples_per_epoch: int = 360000,
         batch_size: int = 72,
         val_batch_size: int = 8,
@@ -854,6 +930,9 @@ class DnsDataModule(pl.LightningDataModule):
             silence_between_noises_seconds=float(silence_between_noises_seconds),
             short_clean=short_clean,
             peak_limit=float(peak_limit),
+            clean_speed_probability=float(clean_speed_probability),
+            noise_speed_probability=float(noise_speed_probability),
+            speed_factor_range=tuple(speed_factor_range),  # type: ignore[arg-type]
         )
         if on_bad_file not in ("skip", "error"):
             raise FsnetError(f"data.on_bad_file must be skip or error, got {on_bad_file!r}")

@@ -117,6 +117,47 @@ def test_reverb_target_is_reverberant_clean(corpus):
     assert np.abs(noisy_e).max() <= 0.999 + 1e-6
 
 
+def test_change_speed_moves_pitch_and_keeps_length():
+    from fsnet.data import change_speed
+
+    t = np.arange(32000) / 16000
+    tone = np.sin(2 * np.pi * 500 * t).astype(np.float32)
+    for steps, factor in ((5, 1.1), (-5, 0.9)):
+        y = change_speed(tone, steps, 16000)
+        assert y.shape == (16000,) and y.dtype == np.float32
+        peak_hz = np.argmax(np.abs(np.fft.rfft(y * np.hanning(16000)))) * 16000 / 16000
+        assert abs(peak_hz - 500 * factor) <= 2, (steps, peak_hz)
+    np.testing.assert_array_equal(change_speed(tone, 0, 100), tone[:100])
+    assert change_speed(tone[:50], 5, 100)[60:].max() == 0  # too short: zero-padded
+
+
+def test_speed_perturbation_in_mixtures(corpus):
+    _, lists = corpus
+    plain = TrainingMixtures(lists.clean, lists.noise, lists.rir, MixingConfig(), 10, seed=4)
+    mixing = MixingConfig(
+        clean_speed_probability=1.0, noise_speed_probability=0.5, speed_factor_range=(0.86, 1.14)
+    )
+    fast = TrainingMixtures(lists.clean, lists.noise, lists.rir, mixing, 10, seed=4)
+    speeds = set()
+    for i in range(10):
+        noisy, target, info = fast.generate(i)
+        assert noisy.shape == target.shape == (49152,)
+        assert np.isfinite(noisy).all() and np.abs(target).max() > 0
+        assert abs(snr_db(noisy, target) - info["snr_db"]) < 0.1
+        assert 0.86 - 1e-9 <= info["clean_speed"] <= 1.14 + 1e-9
+        speeds.add(round(info["clean_speed"], 2))
+        assert plain.generate(i)[2]["clean_speed"] == 1.0  # off by default
+    assert len(speeds) > 2
+    # Off by default draws nothing extra: the old mixtures stay exactly what they were.
+    off = MixingConfig(clean_speed_probability=0.0, speed_factor_range=(0.5, 2.0))
+    same = TrainingMixtures(lists.clean, lists.noise, lists.rir, off, 10, seed=4)
+    np.testing.assert_array_equal(same.generate(3)[0], plain.generate(3)[0])
+    with pytest.raises(FsnetError, match="speed_factor_range"):
+        MixingConfig(speed_factor_range=(1.2, 0.9))
+    with pytest.raises(FsnetError, match="noise_speed_probability"):
+        MixingConfig(noise_speed_probability=2)
+
+
 def test_no_rirs_means_no_reverb(corpus):
     _, lists = corpus
     ds = TrainingMixtures(
