@@ -108,6 +108,13 @@ class EnhancementSystem(pl.LightningModule):
         cuda_graph: run the network's training forward and backward as CUDA graphs (one GPU,
             fixed batch shape; other shapes and validation run eagerly). The small-batch
             recurrent steps are bound by kernel-launch cost, which the graphs remove.
+        spectral_loss_weight: weight of a second training loss term on the *enhanced* spectrum
+            (0 = the paper's cIRM loss alone): the compressed-spectrum loss of Braun & Tashev
+            (2021), ``share * |S^p - Ŝ^p|^2 + (1 - share) * (|S|^p - |Ŝ|^p)^2`` with magnitudes
+            raised to ``spectral_loss_power`` and phases kept. The cIRM loss weighs every bin
+            alike, silent ones included; this one weighs them by how loud they are, as PESQ does.
+        spectral_loss_power: magnitude compression exponent ``p`` of that term.
+        spectral_loss_complex_share: ``share`` of its complex part (the rest is magnitude only).
     """
 
     def __init__(
@@ -118,6 +125,9 @@ class EnhancementSystem(pl.LightningModule):
         metrics: Sequence[str] = DEFAULT_METRICS,
         lr_scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
         cuda_graph: bool = False,
+        spectral_loss_weight: float = 0.0,
+        spectral_loss_power: float = 0.3,
+        spectral_loss_complex_share: float = 0.3,
     ):
         super().__init__()
         cfg = as_config(model_config)
@@ -146,6 +156,15 @@ class EnhancementSystem(pl.LightningModule):
         self._last_batch_end: float | None = None
         self._unchecked: tuple | None = None  # the last training loss, not yet checked for NaN/Inf
         self.cuda_graph = bool(cuda_graph)
+        self.spectral_loss_weight = float(spectral_loss_weight)
+        self.spectral_loss_power = float(spectral_loss_power)
+        self.spectral_loss_complex_share = float(spectral_loss_complex_share)
+        if self.spectral_loss_weight < 0 or not 0.0 <= self.spectral_loss_complex_share <= 1.0:
+            raise FsnetError(
+                "system.spectral_loss_weight must be >= 0 and spectral_loss_complex_share in [0, 1]"
+            )
+        if not 0.0 < self.spectral_loss_power <= 1.0:
+            raise FsnetError("system.spectral_loss_power must be in (0, 1]")
         # (input shape, graphed module): kept out of the module tree so checkpoints keep their layout
         self.__dict__["_graphed"] = None
 
@@ -175,6 +194,31 @@ class EnhancementSystem(pl.LightningModule):
         err = err * valid[:, None, None, :]
         count = valid.sum() * err.shape[1] * err.shape[2]
         return err.sum(), count, pred, noisy_spec
+
+    def spectral_loss(
+        self, noisy_spec: torch.Tensor, pred: torch.Tensor, clean: torch.Tensor
+    ) -> torch.Tensor:
+        """Compressed-spectrum loss of the enhanced spectrum (see ``spectral_loss_weight``).
+
+        ``noisy_spec`` complex ``[B, F, T]``, ``pred`` compressed cIRM ``[B, 2, F, T]``, ``clean``
+        the target waveform ``[B, N]`` at the model's rate. A float32 scalar.
+        """
+        power = self.spectral_loss_power
+        enhanced = apply_mask(noisy_spec, pred)
+        clean_spec = self.model.stft.stft(clean.float())
+
+        def compress(spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            # The small floor keeps the gradient of |x|^p finite in silent bins.
+            magnitude = (spec.real.square() + spec.imag.square() + 1e-12).sqrt()
+            compressed = magnitude.pow(power)
+            return compressed, spec * (compressed / magnitude)
+
+        clean_mag, clean_c = compress(clean_spec)
+        enhanced_mag, enhanced_c = compress(enhanced)
+        complex_term = (clean_c - enhanced_c).abs().square().mean()
+        magnitude_term = (clean_mag - enhanced_mag).square().mean()
+        share = self.spectral_loss_complex_share
+        return share * complex_term + (1.0 - share) * magnitude_term
 
     def _network(self, mag: torch.Tensor) -> torch.Tensor:
         """``self.model(mag)``, replayed from CUDA graphs for training batches when enabled."""
@@ -213,8 +257,15 @@ class EnhancementSystem(pl.LightningModule):
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         self._check_previous_loss()
         noisy, clean = batch[0], batch[1]
-        err_sum, count, _, _ = self.loss_terms(noisy, clean)
+        err_sum, count, pred, noisy_spec = self.loss_terms(noisy, clean)
         loss = err_sum / count
+        if self.spectral_loss_weight > 0:
+            spectral = self.spectral_loss(noisy_spec, pred, clean)
+            self.log("train/cirm_loss", loss.detach(), on_step=True, batch_size=noisy.shape[0])
+            self.log(
+                "train/spectral_loss", spectral.detach(), on_step=True, batch_size=noisy.shape[0]
+            )
+            loss = loss + self.spectral_loss_weight * spectral
         # Checked at the next step (or epoch end), so the GPU never waits for this step to finish.
         self._unchecked = (
             loss.detach(),

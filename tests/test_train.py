@@ -425,3 +425,28 @@ def test_cuda_graph_training_matches_eager(precision):
         assert (graph_w - eager_w).abs().max() < 0.01 * moved  # the weights did move
     else:  # bf16 kernels are not bit-reproducible between runs; the losses must still track
         assert graph_losses == pytest.approx(eager_losses, rel=3e-2)
+
+
+def test_spectral_loss_term(tiny_model_config):
+    """Zero for the ideal mask, larger for the noisy input, and it moves the training loss."""
+    from fsnet.frontend import build_cirm
+
+    torch.manual_seed(0)
+    clean = 0.1 * torch.randn(2, 8000)
+    noisy = clean + 0.1 * torch.randn(2, 8000)
+    system = EnhancementSystem(tiny_model_config, spectral_loss_weight=1.0, metric_workers=0)
+    stft = system.model.stft
+    noisy_spec = stft.stft(noisy)
+    ideal = build_cirm(noisy_spec, stft.stft(clean))
+    identity = torch.zeros_like(ideal)
+    identity[:, 0] = build_cirm(noisy_spec, noisy_spec)[:, 0]
+    ideal_loss = float(system.spectral_loss(noisy_spec, ideal, clean))
+    noisy_loss = float(system.spectral_loss(noisy_spec, identity, clean))
+    assert ideal_loss < 0.02 * noisy_loss, (ideal_loss, noisy_loss)
+    err_sum, count, _, _ = system.loss_terms(noisy, clean)
+    total = system.training_step((noisy, clean), 0)
+    assert float(total.detach()) > float(err_sum / count) + 1e-6  # the term is added
+    total.backward()
+    assert all(torch.isfinite(p.grad).all() for p in system.model.parameters())
+    with pytest.raises(FsnetError, match="spectral_loss"):
+        EnhancementSystem(tiny_model_config, spectral_loss_power=0.0)
