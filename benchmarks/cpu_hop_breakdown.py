@@ -20,7 +20,7 @@ import fsnet
 
 GROUPS = (
     (
-        "LSTM gates, oneDNN packed (full-band batch 1 + sub-band 64 bands)",
+        "LSTM gates, oneDNN packed (full-band batch 1; sub-band 64 bands, activations fused)",
         ("mkldnn::_linear_pointwise",),
     ),
     ("other GEMMs (output projections, cells without packing)", ("aten::addmm", "aten::mm")),

@@ -7,6 +7,10 @@ from torch import nn
 
 RecurrentState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # GRU: h; LSTM: (h, c), [L, B, H]
 
+# Rows (streams, or streams x bands) from which a packed LSTM step takes oneDNN's activations:
+# below it, two GEMM calls instead of one cost more than ATen's tanh saves on so few elements.
+FUSED_ACTIVATION_ROWS = 16
+
 
 class RecurrentLayer(nn.Module):
     """Uni-directional LSTM/GRU stack, optionally followed by a linear projection and a ReLU.
@@ -33,6 +37,11 @@ class RecurrentLayer(nn.Module):
         self.is_lstm = rnn_type == "LSTM"
         self.num_layers = num_layers
         self.hidden_size = hidden_size
+        # Parameter names per layer, formatted once: the frame path looks them up every hop.
+        self._weight_names = [
+            tuple(f"{name}_l{k}" for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+            for k in range(num_layers)
+        ]
 
     def zero_state(self, batch: int, device: torch.device | str | None = None) -> RecurrentState:
         """All-zero state for ``batch`` sequences (what nn.LSTM assumes when given None)."""
@@ -40,20 +49,29 @@ class RecurrentLayer(nn.Module):
         return (h, h.clone()) if self.is_lstm else h
 
     def _layer_weights(self, k: int) -> tuple[torch.Tensor, ...]:
-        rnn = self.rnn
-        return tuple(
-            getattr(rnn, f"{name}_l{k}")
-            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-        )
+        """``(weight_ih, weight_hh, bias_ih, bias_hh)`` of layer ``k``, as nn.LSTM/GRU hold them."""
+        # Straight from the registry: nn.Module.__getattr__ costs a Python call per name.
+        params = self.rnn._parameters
+        w_ih, w_hh, b_ih, b_hh = self._weight_names[k]
+        return params[w_ih], params[w_hh], params[b_ih], params[b_hh]
 
-    def _packed_lstm_gates(self, k: int, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor | None:
-        """LSTM gates ``[B, 4H]`` through oneDNN with [W_ih | W_hh] packed once (CPU inference).
+    def _packed_lstm_cell(
+        self, k: int, x: torch.Tensor, h_prev: torch.Tensor, c_prev: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """LSTM layer ``k`` on one frame ``x [B, input]`` with oneDNN-packed [W_ih | W_hh]
+        (CPU inference) -> ``(h, c)``, each ``[B, H]``.
 
         MKL's sgemm falls far behind oneDNN's packed kernels on batched frames (2x on AVX-512
         machines), and at batch 1 the packed GEMV still reads the weights faster (a streaming
         hop: 3.4 -> 2.7 ms, benchmarks/cpu_hop_breakdown.py). The pack is a cache keyed on the
         parameters' versions, so an optimiser step invalidates it. Grad mode (training, ONNX
         export) never takes this path. Returns None where the fast path does not apply.
+
+        The gate rows are packed in the order (i, f, o, g), not nn.LSTM's (i, f, g, o): the
+        three sigmoid gates are one block, activated by one call. Moving rows of the weight
+        moves output columns and nothing else (same sums, same bits); the one sigmoid call can
+        differ from three in the last bit where H is not a multiple of the vector width (ATen
+        runs loop tails through scalar code).
         """
         if (
             torch.is_grad_enabled()
@@ -63,9 +81,10 @@ class RecurrentLayer(nn.Module):
         ):
             return None
         w_ih, w_hh, b_ih, b_hh = self._layer_weights(k)
+        rows, hidden = x.shape[0], self.hidden_size
         key = (
             k,
-            x.shape[0],
+            rows,
             w_ih._version,
             w_hh._version,
             b_ih._version,
@@ -73,20 +92,35 @@ class RecurrentLayer(nn.Module):
             w_ih.data_ptr(),
         )
         cache = self.__dict__.setdefault("_packed", {})
-        if key not in cache:
-            try:
-                packed = torch.ops.mkldnn._reorder_linear_weight(
-                    torch.cat((w_ih, w_hh), 1), x.shape[0]
-                )
-            except (RuntimeError, AttributeError):
+        entry = cache.get(key)
+        if entry is None:
+            entry = _pack_lstm_layer(w_ih, w_hh, b_ih, b_hh, rows)
+            if entry is None:
                 return None
             if len(cache) > 16:
                 cache.clear()
-            cache[key] = (packed, b_ih + b_hh)
-        packed, bias = cache[key]
-        return torch.ops.mkldnn._linear_pointwise(
-            torch.cat((x, h), 1), packed, bias, "none", [], ""
-        )
+            cache[key] = entry
+        xh = torch.cat((x, h_prev), 1)
+        if len(entry) == 2:
+            packed, bias = entry
+            gates = torch.ops.mkldnn._linear_pointwise(xh, packed, bias, "none", [], "")
+            # In place on the fresh gates: fewer kernel calls and allocations per frame.
+            gates[:, : 3 * hidden].sigmoid_()
+            i, f, o, g = gates.chunk(4, 1)
+            g = g.tanh_()
+        else:
+            # Many rows (the sub-band model's bands): ATen's tanh (Sleef, ~2.4 ns/element on
+            # AVX-512) is the costliest op after the GEMM; oneDNN's activations, fused into the
+            # GEMM or on a oneDNN tensor, are 2-5x faster and within 2 ulp (ATen: 1).
+            packed_ifo, bias_ifo, packed_g, bias_g = entry
+            ifo = torch.ops.mkldnn._linear_pointwise(xh, packed_ifo, bias_ifo, "sigmoid", [], "")
+            g = torch.ops.mkldnn._linear_pointwise(xh, packed_g, bias_g, "tanh", [], "")
+            i, f, o = ifo.chunk(3, 1)
+        # lstm_cell's arithmetic: each product and the sum rounded once.
+        c = f * c_prev
+        c += i * g
+        tanh_c = c.tanh() if len(entry) == 2 else torch.tanh(c.to_mkldnn()).to_dense()
+        return tanh_c.mul_(o), c
 
     def _step(
         self, x: torch.Tensor, state: RecurrentState | None
@@ -97,22 +131,21 @@ class RecurrentLayer(nn.Module):
         new_h, new_c = [], []
         for k in range(self.num_layers):
             if self.is_lstm:
+                h_prev, c_prev = state[0][k], state[1][k]
+                cell = self._packed_lstm_cell(k, x, h_prev, c_prev)
                 # torch.lstm_cell is on autocast's low-precision list: its GEMMs and fused
                 # pointwise kernel then run in bf16/fp16, which is what a GPU server wants.
-                gates = self._packed_lstm_gates(k, x, state[0][k])
-                if gates is None:
-                    h, c = torch.lstm_cell(x, (state[0][k], state[1][k]), *self._layer_weights(k))
-                else:
-                    i, f, g, o = gates.chunk(4, 1)
-                    c = torch.sigmoid(f) * state[1][k] + torch.sigmoid(i) * torch.tanh(g)
-                    h = torch.sigmoid(o) * torch.tanh(c)
+                h, c = cell or torch.lstm_cell(x, (h_prev, c_prev), *self._layer_weights(k))
                 new_c.append(c)
             else:
                 h = torch.gru_cell(x, state[k], *self._layer_weights(k))
             new_h.append(h)
             x = h
-        h_all = torch.stack(new_h)
-        return x, ((h_all, torch.stack(new_c)) if self.is_lstm else h_all)
+        # One layer (every full-band stack): a view, not a copy.
+        h_all = new_h[0][None] if len(new_h) == 1 else torch.stack(new_h)
+        if not self.is_lstm:
+            return x, h_all
+        return x, (h_all, new_c[0][None] if len(new_c) == 1 else torch.stack(new_c))
 
     def forward(
         self, x: torch.Tensor, state: RecurrentState | None = None
@@ -120,13 +153,39 @@ class RecurrentLayer(nn.Module):
         """``x [B, T, input]`` -> ``(y [B, T, output or hidden], state)``."""
         # Quantized RNN modules (fsnet.quantize) keep their weights packed: they run the
         # sequence kernel even for one frame.
-        if x.shape[1] == 1 and hasattr(self.rnn, "weight_ih_l0"):
+        one_frame = x.shape[1] == 1 and "weight_ih_l0" in self.rnn._parameters
+        if one_frame:  # the projection too runs on [B, H]: one reshape fewer each way
             y, state = self._step(x[:, 0], state)
-            y = y[:, None]
         else:
             y, state = self.rnn(x, state)
         if self.proj is not None:
             y = self.proj(y)
         if self.relu_output:
             y = torch.relu(y)
-        return y, state
+        return (y[:, None] if one_frame else y), state
+
+
+def _pack_lstm_layer(
+    w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor, rows: int
+) -> tuple[torch.Tensor, ...] | None:
+    """oneDNN packs of one LSTM layer's gates (i, f, o, g) for ``rows`` input rows.
+
+    ``(packed, bias)`` below ``FUSED_ACTIVATION_ROWS``, else ``(packed_ifo, bias_ifo, packed_g,
+    bias_g)`` for the fused-activation cell; None where oneDNN cannot run them.
+    """
+    hidden = w_hh.shape[1]
+    i, f, g, o = (torch.arange(n * hidden, (n + 1) * hidden) for n in range(4))
+    order = torch.cat((i, f, o, g))
+    weight = torch.cat((w_ih, w_hh), 1)[order]
+    bias = (b_ih + b_hh)[order]
+    reorder = torch.ops.mkldnn._reorder_linear_weight
+    try:
+        if rows < FUSED_ACTIVATION_ROWS:
+            return reorder(weight, rows), bias
+        packs = []
+        for block in (slice(0, 3 * hidden), slice(3 * hidden, None)):
+            packs += [reorder(weight[block].contiguous(), rows), bias[block].contiguous()]
+        torch.tanh(torch.zeros(1, 1).to_mkldnn()).to_dense()  # oneDNN tensors work here
+        return tuple(packs)
+    except (RuntimeError, AttributeError):
+        return None

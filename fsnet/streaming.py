@@ -4,12 +4,15 @@ It owns only what streaming adds: the last window of input, the spectra waiting 
 look-ahead, and the overlap-add tail. Every number the network computes comes from
 ``FastFullSubNet.step`` on the model's own parameters.
 
-All carried state lives in tensors of fixed shape that are updated in place after each hop, so
-on a GPU the hop can be captured once as a CUDA graph and replayed (``cuda_graphs=True``).
+All carried state lives in tensors of fixed shape. With ``cuda_graphs=True`` (or autocast) the
+new values are copied into the same tensors after each hop, so that the hop can be captured once
+as a CUDA graph and replayed; otherwise a hop just rebinds the entries to the new tensors, which
+saves a copy per state tensor on every hop of a CPU stream.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -77,6 +80,9 @@ class StreamingEnhancer:
         if cuda_graphs and self.device.type != "cuda":
             raise ValueError("cuda_graphs needs the model on a CUDA device")
         self.cuda_graphs = cuda_graphs
+        # Only a captured graph (and autocast, whose steps hand back low-precision tensors)
+        # needs the hop's results copied into the fixed state tensors.
+        self._in_place = cuda_graphs or autocast_dtype is not None
         batch, n_fft, num_freqs = num_streams, self.config.n_fft, self.config.num_freqs
         device = self.device
         self._buffers = {
@@ -101,9 +107,15 @@ class StreamingEnhancer:
         return self.stft.window.device
 
     def reset(self) -> None:
-        """Forget the stream: state, buffers and counters start afresh (in place)."""
-        for leaf in _tensor_leaves((self._buffers, self._state)):
-            leaf.zero_()
+        """Forget the stream: state, buffers and counters start afresh (in place for graphs)."""
+        if self._in_place:
+            for leaf in _tensor_leaves((self._buffers, self._state)):
+                leaf.zero_()
+        else:
+            # Hops rebind the entries to tensors made in inference mode, which cannot be
+            # zeroed in place out of it: start from new ones.
+            self._buffers = {k: torch.zeros_like(v) for k, v in self._buffers.items()}
+            self._state = self.model.init_state(self.num_streams, self.device)
         self._state["frames"] = 0
         self._pending = torch.zeros(self.num_streams, 0, device=self.device)
         self._samples_in = 0
@@ -121,14 +133,15 @@ class StreamingEnhancer:
         ``block [B, hop]`` is the newest input; None is a look-ahead frame past the end (zero
         spectrum, as ``forward`` pads). Returns ``[B, hop]`` final output samples.
         """
-        bufs, hop = self._buffers, self.hop_samples
-        state = _copy_structure(self._state)
+        bufs, hop, in_place = self._buffers, self.hop_samples, self._in_place
+        state = _copy_structure(self._state) if in_place else self._state
         state["frames"] = frame_index
-        with torch.autocast(
-            self.device.type,
-            dtype=self.autocast_dtype or torch.float32,
-            enabled=self.autocast_dtype is not None,
-        ):
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.autocast_dtype)
+            if self.autocast_dtype is not None
+            else contextlib.nullcontext()  # entering a disabled torch.autocast costs more
+        )
+        with autocast:
             if block is None:
                 window = bufs["window"]
                 spec = torch.zeros_like(bufs["waiting"][0])
@@ -144,6 +157,9 @@ class StreamingEnhancer:
             "waiting": waiting,
             "ola": torch.nn.functional.pad(ola[:, hop:], (0, hop)),
         }
+        if not in_place:
+            self._buffers = new_buffers  # step() has already rebound self._state's entries
+            return out
         for target, value in zip(
             _tensor_leaves((self._buffers, self._state)),
             _tensor_leaves((new_buffers, state)),
@@ -215,15 +231,18 @@ class StreamingEnhancer:
                 f"expected input for {self.num_streams} stream(s), got shape {tuple(x.shape)}"
             )
         self._numpy_out = not is_tensor
-        self._pending = torch.cat((self._pending, x.to(self.device)), dim=1)
+        x = x.to(self.device)
+        pending = torch.cat((self._pending, x), dim=1) if self._pending.shape[1] else x
         self._samples_in += x.shape[-1]
         hop = self.hop_samples
-        num_hops = self._pending.shape[-1] // hop
-        outputs = [
-            self._advance(self._pending[:, i * hop : (i + 1) * hop]) for i in range(num_hops)
-        ]
-        self._pending = self._pending[:, num_hops * hop :]
-        out = torch.cat(outputs, dim=-1) if outputs else x.new_zeros(self.num_streams, 0)
+        num_hops = pending.shape[-1] // hop
+        outputs = [self._advance(pending[:, i * hop : (i + 1) * hop]) for i in range(num_hops)]
+        # A copy: the rest may be a view of the caller's buffer, which it may then overwrite.
+        self._pending = pending[:, num_hops * hop :].clone()
+        if len(outputs) == 1:
+            out = outputs[0]
+        else:
+            out = torch.cat(outputs, dim=-1) if outputs else x.new_zeros(self.num_streams, 0)
         if not batch_dims:
             out = out[0]
         return out if is_tensor else out.cpu().numpy()
