@@ -27,13 +27,6 @@ def cumulative_laplace_norm(
         frames_seen = 0
     else:
         running_sum, frames_seen = state
-    if num_frames == 1:
-        # A streaming hop: the general path's arithmetic for T = 1, without building the
-        # cumsum and the step index (same roundings, same bits; 6 fewer ops per call).
-        frames_seen = frames_seen + 1
-        total = running_sum + x.to(torch.float64).sum((1, 2))
-        mean = (total / (frames_seen * num_channels)).to(torch.float32)
-        return x.float() / (mean[:, None, None] + eps), (total, frames_seen)
     cumulative = running_sum[:, None] + x.to(torch.float64).sum(1).cumsum(-1)
     # frames_seen may be a tensor so that a captured CUDA graph reads it at replay time.
     steps = torch.arange(1, num_frames + 1, device=x.device, dtype=torch.float64)
