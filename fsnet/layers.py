@@ -101,7 +101,8 @@ class RecurrentLayer(nn.Module):
                 cache.clear()
             cache[key] = entry
         xh = torch.cat((x, h_prev), 1)
-        if len(entry) == 2:
+        fused = len(entry) == 4  # see _pack_lstm_layer
+        if not fused:
             packed, bias = entry
             gates = torch.ops.mkldnn._linear_pointwise(xh, packed, bias, "none", [], "")
             # In place on the fresh gates: fewer kernel calls and allocations per frame.
@@ -119,7 +120,7 @@ class RecurrentLayer(nn.Module):
         # lstm_cell's arithmetic: each product and the sum rounded once.
         c = f * c_prev
         c += i * g
-        tanh_c = c.tanh() if len(entry) == 2 else torch.tanh(c.to_mkldnn()).to_dense()
+        tanh_c = torch.tanh(c.to_mkldnn()).to_dense() if fused else c.tanh()
         return tanh_c.mul_(o), c
 
     def _step(

@@ -175,8 +175,8 @@ class EnhancementSystem(pl.LightningModule):
     # ---------------------------------------------------------------- shared step
     def loss_terms(
         self, noisy: torch.Tensor, clean: torch.Tensor, lengths: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, int | torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(squared-error sum, element count, predicted mask, noisy spectrum)`` of a batch.
+    ) -> tuple[torch.Tensor, int | torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(squared-error sum, element count, predicted mask, noisy spectrum, clean spectrum)``.
 
         Target: compressed cIRM of (noisy, clean) spectra; frames past ``lengths`` are left out.
         The STFT, target and loss stay float32 under autocast; only the network runs in bf16.
@@ -188,24 +188,23 @@ class EnhancementSystem(pl.LightningModule):
         pred = self._network(noisy_spec.abs()[:, None])
         err = (pred.float() - target).square()
         if lengths is None:
-            return err.sum(), err.numel(), pred, noisy_spec
+            return err.sum(), err.numel(), pred, noisy_spec, clean_spec
         frames = torch.tensor([stft.num_frames(int(n)) for n in lengths], device=err.device)
         valid = torch.arange(err.shape[-1], device=err.device)[None, :] < frames[:, None]  # [B, T]
         err = err * valid[:, None, None, :]
         count = valid.sum() * err.shape[1] * err.shape[2]
-        return err.sum(), count, pred, noisy_spec
+        return err.sum(), count, pred, noisy_spec, clean_spec
 
     def spectral_loss(
-        self, noisy_spec: torch.Tensor, pred: torch.Tensor, clean: torch.Tensor
+        self, noisy_spec: torch.Tensor, pred: torch.Tensor, clean_spec: torch.Tensor
     ) -> torch.Tensor:
         """Compressed-spectrum loss of the enhanced spectrum (see ``spectral_loss_weight``).
 
-        ``noisy_spec`` complex ``[B, F, T]``, ``pred`` compressed cIRM ``[B, 2, F, T]``, ``clean``
-        the target waveform ``[B, N]`` at the model's rate. A float32 scalar.
+        ``noisy_spec`` and ``clean_spec`` complex ``[B, F, T]`` (the STFTs ``loss_terms`` made),
+        ``pred`` compressed cIRM ``[B, 2, F, T]``. A float32 scalar.
         """
         power = self.spectral_loss_power
         enhanced = apply_mask(noisy_spec, pred)
-        clean_spec = self.model.stft.stft(clean.float())
 
         def compress(spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             # The small floor keeps the gradient of |x|^p finite in silent bins.
@@ -257,10 +256,10 @@ class EnhancementSystem(pl.LightningModule):
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         self._check_previous_loss()
         noisy, clean = batch[0], batch[1]
-        err_sum, count, pred, noisy_spec = self.loss_terms(noisy, clean)
+        err_sum, count, pred, noisy_spec, clean_spec = self.loss_terms(noisy, clean)
         loss = err_sum / count
         if self.spectral_loss_weight > 0:
-            spectral = self.spectral_loss(noisy_spec, pred, clean)
+            spectral = self.spectral_loss(noisy_spec, pred, clean_spec)
             self.log("train/cirm_loss", loss.detach(), on_step=True, batch_size=noisy.shape[0])
             self.log(
                 "train/spectral_loss", spectral.detach(), on_step=True, batch_size=noisy.shape[0]
@@ -363,7 +362,7 @@ class EnhancementSystem(pl.LightningModule):
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         noisy, clean, lengths = batch["noisy"], batch["clean"], batch["lengths"]
-        err_sum, count, pred, noisy_spec = self.loss_terms(noisy, clean, lengths)
+        err_sum, count, pred, noisy_spec, _ = self.loss_terms(noisy, clean, lengths)
         self._val_loss[0] += float(err_sum.detach())
         self._val_loss[1] += int(count)
         if not self.metric_names:
