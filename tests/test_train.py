@@ -10,6 +10,7 @@ import pickle
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import torch
 
 import fsnet
@@ -267,6 +268,30 @@ def test_validation_metrics_inline(tiny_model_config):
     assert all(isinstance(v, float) for v in scores[0].values())
     with pytest.raises(FsnetError, match="unknown validation metric"):
         EnhancementSystem(tiny_model_config, metrics=["mos"])
+
+
+@pytest.mark.parametrize("metric_workers", [0, 1])
+def test_validation_dnsmos(tiny_model_config, repo_root, metric_workers):
+    """DNSMOS OVRL can be watched during training, inline and in the spawned metric pool."""
+    assets = repo_root / "tests" / "assets"
+    clean, noisy = (
+        torch.from_numpy(sf.read(assets / name, dtype="float32")[0])[None]
+        for name in ("clean_speech.wav", "noisy_speech.wav")
+    )
+    system = EnhancementSystem(
+        tiny_model_config, metric_workers=metric_workers, metrics=["wb_pesq", "dnsmos_ovrl"]
+    )
+    try:
+        system.on_validation_epoch_start()
+        with torch.no_grad():
+            system.validation_step(
+                {"noisy": noisy, "clean": clean, "lengths": torch.tensor([clean.shape[-1]])}, 0
+            )
+        scores = system._gather_scores()
+    finally:
+        system._shutdown_pool()
+    assert set(scores[0]) == {"wb_pesq", "dnsmos_ovrl"}
+    assert 1.0 <= scores[0]["dnsmos_ovrl"] <= 5.0
 
 
 _KILL_WRITERS = {
