@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # One <=10-minute chunk of the pretrained-model training on the lent H100 (see README there).
-# Resumes from /root/fsnet_run/checkpoints/last.ckpt when an earlier chunk left one.
+# Resumes from $RUN_DIR/checkpoints/last.ckpt when an earlier chunk left one; a new stage that
+# warm-starts with init_from=... needs a RUN_DIR of its own (init_from is ignored when resuming).
 set -e
 MAX_TIME=${MAX_TIME:-00:00:08:00}
+RUN_DIR=${RUN_DIR:-/root/fsnet_run}
 DATA_ROOT=${DATA_ROOT:-$PWD/.devdata/debian_audio}  # or /root/fsnet_data/... (gpu_copy_part.sh)
 [ -d /tmp/site ] || bash benchmarks/device_setup.sh >/dev/null 2>&1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 python3 train.py recipe=debian_audio recipe.root=$DATA_ROOT trainer=gpu \
-    data.num_workers=14 +trainer.max_time=$MAX_TIME hydra.run.dir=/root/fsnet_run \
+    data.num_workers=14 +trainer.max_time=$MAX_TIME hydra.run.dir=$RUN_DIR \
     callbacks.progress_bar.refresh_rate=200 "$@" 2>&1 | grep -v -e "it/s" -e Warning | tail -40
-best=$(ls -t /root/fsnet_run/checkpoints/best-*.ckpt 2>/dev/null | head -1)
-python3 -m fsnet.checkpoint "${best:-/root/fsnet_run/checkpoints/last.ckpt}" "$OUT/release_fp16.pt" --half
-cp /root/fsnet_run/csv/*/metrics.csv "$OUT/" 2>/dev/null || find /root/fsnet_run -name metrics.csv -exec cp {} "$OUT/" \;
-ls -la /root/fsnet_run/checkpoints
+best=$(ls -t $RUN_DIR/checkpoints/best-*.ckpt 2>/dev/null | head -1)
+python3 -m fsnet.checkpoint "${best:-$RUN_DIR/checkpoints/last.ckpt}" "$OUT/release_fp16.pt" --half
+cp $RUN_DIR/csv/*/metrics.csv "$OUT/" 2>/dev/null || find $RUN_DIR -name metrics.csv -exec cp {} "$OUT/" \;
+ls -la $RUN_DIR/checkpoints
