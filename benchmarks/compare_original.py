@@ -19,7 +19,6 @@ import sys
 import types
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
 import torch
 
