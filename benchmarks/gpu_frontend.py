@@ -103,7 +103,7 @@ def run_librosa(streams: int, out_dir: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("step", choices=["gpu", "librosa"])
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 1024, 10240])
     parser.add_argument("--out", type=Path, required=True, help="folder for the GPU mel frames")

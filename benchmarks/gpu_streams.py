@@ -97,7 +97,7 @@ def check_graphs_match_eager(model, dtype) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--streams", type=int, nargs="+", default=[1024, 4096, 8192, 10240, 16384])
     parser.add_argument("--hops", type=int, default=200)
     parser.add_argument("--precision", choices=list(DTYPES), default="bf16")

@@ -159,7 +159,7 @@ def bench_infer(args) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("what", choices=["train", "infer"])
     parser.add_argument("--batch", type=int, default=72)
     parser.add_argument("--seconds", type=float, default=3.072, help="audio per example")

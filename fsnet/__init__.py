@@ -1,6 +1,5 @@
 """fsnet: train Fast FullSubNet speech enhancement and run it frame by frame in real time."""
 
-from fsnet.checkpoint import load_model, save_release
 from fsnet.config import ModelConfig
 from fsnet.enhance import enhance
 from fsnet.errors import FsnetError
@@ -8,6 +7,18 @@ from fsnet.model import FastFullSubNet, build_model
 from fsnet.streaming import StreamingEnhancer
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # fsnet.checkpoint is imported on first use, so that `python -m fsnet.checkpoint` (its CLI)
+    # does not find itself already imported by the package.
+    if name in ("load_model", "save_release"):
+        from fsnet import checkpoint
+
+        return getattr(checkpoint, name)
+    raise AttributeError(f"module 'fsnet' has no attribute {name!r}")
+
+
 __all__ = [
     "FastFullSubNet",
     "FsnetError",

@@ -58,7 +58,7 @@ def split(src: Path, out: Path, part_bytes: int, val_pairs: int) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("corpus", type=Path, help="corpus built by prepare.py")
     parser.add_argument("out", type=Path, help="folder for the parts (replaced)")
     parser.add_argument("--part-mib", type=float, default=33.0, help="size limit per part")
