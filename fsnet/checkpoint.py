@@ -179,6 +179,8 @@ def to_original_state_dict(model: FastFullSubNet) -> dict[str, torch.Tensor]:
 
 # ----------------------------------------------------------------------------- loading
 def _read(path: Path) -> Any:
+    if path.is_dir():
+        raise FsnetError(f"checkpoint {path} is a directory, not a file")
     if not path.is_file():
         raise FsnetError(f"checkpoint not found: {path}")
     try:
@@ -194,11 +196,31 @@ def _read(path: Path) -> Any:
     # Lightning checkpoints may hold callback state that is not plain data; they are the
     # user's own training output, so read them the way Lightning itself does.
     if path.suffix != ".ckpt":
-        raise FsnetError(f"{path} holds pickled objects; refusing to unpickle a non-.ckpt file")
+        raise FsnetError(
+            f"{path} is not an fsnet release file or a FullSubNet state dict (it is not plain "
+            "tensor data; only Lightning .ckpt files from train.py are unpickled)"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001
         raise FsnetError(f"cannot read checkpoint {path}: {exc}") from None
+
+
+def _fixed_config(path: Path, stored: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """The stored config of an fsnet checkpoint; overrides may only repeat it.
+
+    The weights were trained with that config: another look-ahead or shrink size would load
+    without complaint and give a different, worse model. Original FullSubNet checkpoints store no
+    config, which is what the overrides are for.
+    """
+    changed = {k: v for k, v in overrides.items() if stored.get(k, v) != v or k not in stored}
+    if changed:
+        key, value = next(iter(changed.items()))
+        raise FsnetError(
+            f"{path} was trained with {key}={stored.get(key)!r}, not {value!r}; config overrides "
+            "only apply to original FullSubNet checkpoints"
+        )
+    return dict(stored)
 
 
 def load_model(
@@ -221,12 +243,12 @@ def load_model(
     if payload.get("format") == RELEASE_FORMAT:
         cfg_dict, state_dict = payload["model_config"], payload["state_dict"]
         norm = norm or payload.get("norm", "cumulative")
-        cfg = ModelConfig.from_dict({**cfg_dict, **overrides})
+        cfg = ModelConfig.from_dict(_fixed_config(path, cfg_dict, overrides))
     elif "state_dict" in payload and "hyper_parameters" in payload:
         hparams = payload["hyper_parameters"]
         if "model_config" not in hparams:
             raise FsnetError(f"{path} is a Lightning checkpoint without a model_config")
-        cfg = ModelConfig.from_dict({**dict(hparams["model_config"]), **overrides})
+        cfg = ModelConfig.from_dict(_fixed_config(path, dict(hparams["model_config"]), overrides))
         state_dict = {
             k[len("model.") :]: v
             for k, v in payload["state_dict"].items()
@@ -275,10 +297,15 @@ def main(argv: list[str] | None = None) -> int:
         if v is not None
     }
     try:
+        if Path(args.destination).is_dir():
+            raise FsnetError(f"destination {args.destination} is a directory; give a file name")
         model = load_model(args.source, **overrides)
         save_release(model, args.destination, half=args.half)
     except FsnetError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: cannot write {args.destination}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     print(f"wrote {args.destination} ({model.config.to_dict()})")
     return 0

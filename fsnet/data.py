@@ -913,9 +913,10 @@ class DnsDataModule(pl.LightningDataModule):
         val_max_files: int | None = None,
     ):
         super().__init__()
-        self.root = root
-        self.rir_root = rir_root
-        self.list_dir = list_dir
+        # str(): a folder named like a number (recipe.root=2024) reaches here as an int from Hydra.
+        self.root, self.rir_root, self.list_dir = (
+            None if p is None else str(p) for p in (root, rir_root, list_dir)
+        )
         self.name = name
         self.root_hint = root_hint
         self.force_rescan = bool(force_rescan)
@@ -948,6 +949,11 @@ class DnsDataModule(pl.LightningDataModule):
         self.num_workers = int(num_workers)
         self.val_num_workers = int(val_num_workers)
         self.prefetch_factor = int(prefetch_factor)
+        if self.num_workers < 0 or self.val_num_workers < 0 or self.prefetch_factor < 1:
+            raise FsnetError(
+                "data.num_workers and data.val_num_workers must be >= 0 (0 = load in the "
+                "training process) and data.prefetch_factor >= 1"
+            )
         self.pin_memory = pin_memory
         self.seed = int(seed)
         self.on_bad_file = on_bad_file

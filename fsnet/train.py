@@ -45,6 +45,9 @@ def _squash(text: str) -> str:
 
 def one_line(exc: BaseException) -> str:
     """A readable single line for an exception (DataLoader worker wrappers and Hydra chains included)."""
+    cause = exc.__cause__
+    if isinstance(cause, FsnetError) and not isinstance(exc, FsnetError):
+        return _squash(str(cause))  # Hydra's "Error in call to target ..." adds nothing
     message = str(exc)
     if (
         "Original Traceback" in message
@@ -114,13 +117,43 @@ def resume_checkpoint(resume: Any, output_dir: Path) -> Path | None:
         return None
     if resume is True or str(resume).lower() in ("true", "yes", "last"):
         last = output_dir / "checkpoints" / "last.ckpt"
-        return last if last.is_file() else None
+        if not last.is_file():
+            return None
+        _check_resumable(last, "delete it or pass resume=false to start this run folder afresh")
+        return last
     path = Path(str(resume)).expanduser()
     if not path.is_file():
         raise FsnetError(
             f"resume checkpoint {path} does not exist (resume=true|false|<path to .ckpt>)"
         )
+    _check_resumable(path, "resume takes a Lightning .ckpt written by train.py")
     return path
+
+
+def _check_resumable(path: Path, hint: str) -> None:
+    """One line now, rather than a traceback from inside ``Trainer.fit``, for a file that
+    cannot be resumed (truncated by a crash during a save, or not a training checkpoint)."""
+    from fsnet.checkpoint import _read
+
+    try:
+        payload = _read(path)
+    except FsnetError as exc:
+        raise FsnetError(f"cannot resume: {exc}; {hint}") from None
+    if not isinstance(payload, dict) or "pytorch-lightning_version" not in payload:
+        raise FsnetError(
+            f"cannot resume from {path}: not a Lightning training checkpoint (a release file "
+            f"can warm-start a new run with init_from=...); {hint}"
+        )
+
+
+def _check_scalars(cfg: Any) -> None:
+    """Values that would otherwise fail deep inside Lightning or torch, long after start-up."""
+    seed = cfg.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise FsnetError(f"seed must be an integer, got {seed!r}")
+    lr = cfg.get("optimizer", {}).get("lr")
+    if lr is not None and (isinstance(lr, (bool, str)) or not float(lr) > 0):
+        raise FsnetError(f"optimizer.lr must be a number > 0, got {lr!r}")
 
 
 def _instantiate_group(group: Any) -> list[Any]:
@@ -155,6 +188,7 @@ def train(cfg: Any) -> dict[str, Any]:
 
     output_dir = Path(cfg.paths.output_dir).resolve()
     model_config = as_config(_to_plain(cfg.model))
+    _check_scalars(cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 for the float32 parts on Ampere+
@@ -205,7 +239,7 @@ def train(cfg: Any) -> dict[str, Any]:
         # only; the optimiser, step count and schedule start afresh.
         from fsnet.checkpoint import load_model
 
-        source = load_model(init_from)
+        source = load_model(str(init_from))
         if source.config != model_config:
             raise FsnetError(
                 f"init_from={init_from} holds a different network than the model config"

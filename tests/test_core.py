@@ -266,6 +266,24 @@ def test_bad_checkpoints_raise_one_clear_error(tmp_path):
         assert "\n" not in str(info.value)
 
 
+def test_overrides_cannot_change_a_trained_config(tmp_path, capsys):
+    """look_ahead/shrink_size overrides are for original checkpoints; a release keeps its config."""
+    from fsnet.checkpoint import main as checkpoint_main
+
+    release = save_release(tiny_model(look_ahead=1), tmp_path / "m.pt")
+    assert fsnet.load_model(release, look_ahead=1).config.look_ahead == 1  # repeating it is fine
+    with pytest.raises(fsnet.FsnetError, match="trained with look_ahead=1, not 0"):
+        fsnet.load_model(release, look_ahead=0)
+    assert checkpoint_main([str(release), str(tmp_path / "out.pt"), "--look-ahead", "0"]) == 1
+    assert not (tmp_path / "out.pt").exists()
+    # a bad destination or a directory as source: one line, no traceback
+    assert checkpoint_main([str(release), str(tmp_path)]) == 1
+    assert checkpoint_main([str(tmp_path), str(tmp_path / "x.pt")]) == 1
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and all(e.startswith("error: ") for e in errors)
+    assert "is a directory" in errors[1] and "is a directory" in errors[2]
+
+
 def test_config_rejects_typos():
     with pytest.raises(fsnet.FsnetError, match="num_mel"):
         fsnet.build_model({"num_mel": 32})

@@ -144,8 +144,22 @@ def test_ddp_two_cpu_processes(fake_dns_tree, tmp_path, run_cli):
     assert log_text.count("training without reverberation") == 1  # said once
 
 
-@pytest.mark.parametrize("problem", ["missing_root", "missing_noise", "bad_file", "typo"])
-def test_cli_errors_are_one_line(problem, fake_dns_tree, tmp_path, run_cli):
+@pytest.mark.parametrize(
+    "problem",
+    [
+        "missing_root",
+        "missing_noise",
+        "bad_file",
+        "typo",
+        "numeric_root",
+        "corrupt_last",
+        "release_as_resume",
+        "bad_seed",
+        "bad_lr",
+        "bad_workers",
+    ],
+)
+def test_cli_errors_are_one_line(problem, fake_dns_tree, tmp_path, run_cli, tiny_model_config):
     args = [*TINY_RUN, f"hydra.run.dir={tmp_path / 'run'}"]
     if problem == "missing_root":
         args.append(f"recipe.root={tmp_path / 'absent'}")
@@ -163,9 +177,33 @@ def test_cli_errors_are_one_line(problem, fake_dns_tree, tmp_path, run_cli):
         bad.write_bytes(b"RIFF....WAVEfmt ")
         args += [f"recipe.root={tree.root}", "data.on_bad_file=error"]
         expected = f"unreadable audio file {bad}"
-    else:
+    elif problem == "typo":
         args.append("trainer.max_step=3")
         expected = "Could not override 'trainer.max_step'"
+    elif problem == "numeric_root":  # Hydra hands a folder named 2024 over as an int
+        args.append("recipe.root=2024")
+        expected = "2024 does not exist"
+    else:
+        tree = fake_dns_tree(n_rir=0)
+        args += [f"recipe.root={tree.root}", "recipe.rir_root=null"]
+        args.append("data.num_workers=" + ("-1" if problem == "bad_workers" else "0"))
+        if problem == "corrupt_last":  # e.g. the machine died while Lightning wrote it
+            last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+            last.parent.mkdir(parents=True)
+            last.write_bytes(b"PK\x03\x04" + bytes(500))
+            expected = f"cannot resume: {last} is not a readable torch checkpoint"
+        elif problem == "release_as_resume":
+            release = fsnet.save_release(fsnet.build_model(tiny_model_config), tmp_path / "r.pt")
+            args.append(f"resume={release}")
+            expected = "not a Lightning training checkpoint"
+        elif problem == "bad_seed":
+            args.append("seed=abc")
+            expected = "seed must be an integer"
+        elif problem == "bad_lr":
+            args.append("optimizer.lr=-1")
+            expected = "optimizer.lr must be a number > 0"
+        else:
+            expected = "data.num_workers and data.val_num_workers must be >= 0"
     out = run_cli(args, timeout=120)
     assert out.returncode == 1
     lines = error_lines(out.stderr)
