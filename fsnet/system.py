@@ -15,6 +15,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -93,6 +94,33 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, f)
             f.flush()
             os.fsync(f.fileno())
+
+
+class InterruptCheckpoint(pl.Callback):
+    """On Ctrl-C or SIGTERM, write ``<dirpath>/last.ckpt`` of the state training stopped in.
+
+    Otherwise everything since the last validation (or ``every_n_train_steps`` save) is lost, and
+    ``resume=true`` would start from there. Other exceptions (a NaN loss, a crash) write nothing:
+    that state is not worth resuming and must not overwrite the previous ``last.ckpt``.
+    """
+
+    def __init__(self, dirpath: str | os.PathLike, filename: str = "last"):
+        self.path = Path(dirpath) / f"{filename}.ckpt"
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            return
+        if trainer.global_step == 0:
+            return  # nothing trained yet; keep whatever is there
+        trainer.save_checkpoint(self.path)
+        if trainer.is_global_zero:
+            log.info(
+                "interrupted at step %d: saved %s (resume=true continues from it)",
+                trainer.global_step,
+                self.path,
+            )
 
 
 class _Forward(torch.nn.Module):

@@ -513,3 +513,54 @@ def test_spectral_loss_term(tiny_model_config):
     assert all(torch.isfinite(p.grad).all() for p in system.model.parameters())
     with pytest.raises(FsnetError, match="spectral_loss"):
         EnhancementSystem(tiny_model_config, spectral_loss_power=0.0)
+
+
+def test_ctrl_c_saves_last_checkpoint_and_resume_continues(fake_dns_tree, tmp_path, repo_root):
+    """Ctrl-C mid-epoch keeps the steps trained so far: last.ckpt is written on the way out."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    tree = fake_dns_tree(n_val=1, n_rir=0)
+    run_dir = tmp_path / "run"
+    args = [
+        sys.executable,
+        *TINY_RUN,
+        f"recipe.root={tree.root}",
+        "recipe.rir_root=null",
+        f"hydra.run.dir={run_dir}",
+        "data.samples_per_epoch=200000",  # no validation (and no regular last.ckpt) for ages
+        "data.num_workers=0",
+        "system.metric_workers=0",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    proc = subprocess.Popen(
+        args, cwd=repo_root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    log_file = run_dir / "train.log"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (
+        not log_file.is_file() or "parameters" not in log_file.read_text()
+    ):
+        time.sleep(0.2)
+    time.sleep(6)  # a few hundred tiny steps
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=120)[0]
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert last.is_file(), output[-3000:]
+    step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    assert step > 0
+    assert f"interrupted at step {step}" in log_file.read_text()
+
+    resumed = subprocess.run(
+        [*args, f"trainer.max_steps={step + 2}"],
+        cwd=repo_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert summary["resumed_from"] == str(last) and summary["global_step"] == step + 2
