@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
@@ -169,7 +170,10 @@ def test_resume_checkpoint(tmp_path):
     assert resume_checkpoint(False, tmp_path) is None
     last = tmp_path / "checkpoints" / "last.ckpt"
     last.parent.mkdir()
-    last.write_bytes(b"x")
+    last.write_bytes(b"x")  # truncated or corrupt: one clear error, not a traceback from fit()
+    with pytest.raises(FsnetError, match="cannot resume: .*last.ckpt.*resume=false"):
+        resume_checkpoint(True, tmp_path)
+    torch.save({"pytorch-lightning_version": "2.6.0", "state_dict": {}}, last)
     assert resume_checkpoint(True, tmp_path) == last
     assert resume_checkpoint(str(last), tmp_path) == last
     with pytest.raises(FsnetError, match="does not exist"):
