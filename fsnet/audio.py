@@ -60,23 +60,60 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> tuple[np.nd
     return np.ascontiguousarray(x, dtype=np.float32), notices
 
 
+OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # the only rates libsndfile's Opus encoder takes
+
+
+def output_format(
+    path: str | os.PathLike, subtype: str | None = None, sample_rate: int = 16000
+) -> tuple[str, str]:
+    """The soundfile ``(format, subtype)`` to write ``path`` with; ``FsnetError`` if none fits.
+
+    The container comes from the extension (any libsndfile format; ``.oga`` and ``.opus`` are
+    Ogg, ``.opus`` with the Opus codec). Without ``subtype``: 16-bit PCM where the format takes
+    it, else the format's own default (Vorbis for ``.ogg``).
+    """
+    ext = Path(path).suffix.lower()
+    fmt = {".oga": "OGG", ".opus": "OGG"}.get(ext, ext.lstrip(".").upper())
+    if not fmt or fmt not in sf.available_formats():
+        raise FsnetError(
+            f"cannot write {path}: unknown audio file extension (use .wav, .flac, .ogg, .opus, ...)"
+        )
+    if ext == ".opus":
+        if "OPUS" not in sf.available_subtypes("OGG"):
+            raise FsnetError(
+                f"cannot write {path}: this libsndfile ({sf.__libsndfile_version__}) has no Opus "
+                "encoder; use .ogg or .flac"
+            )
+        if subtype not in (None, "OPUS"):
+            raise FsnetError(f"cannot write {path}: a .opus file holds OPUS audio, not {subtype}")
+        subtype = "OPUS"
+    if subtype is None:
+        subtype = "PCM_16" if sf.check_format(fmt, "PCM_16") else sf.default_subtype(fmt)
+    if not subtype or not sf.check_format(fmt, subtype):
+        raise FsnetError(f"cannot write {path}: subtype {subtype} is not valid for {fmt} files")
+    if subtype == "OPUS" and sample_rate not in OPUS_RATES:
+        raise FsnetError(
+            f"cannot write {path}: Opus takes 8, 12, 16, 24 or 48 kHz audio, not {sample_rate} Hz"
+        )
+    return fmt, subtype
+
+
 def write_audio(
     path: str | os.PathLike, x: np.ndarray, sample_rate: int = 16000, subtype: str | None = None
 ) -> Path:
     """Write mono ``x [N]`` atomically (temp file + rename); format from the extension.
 
-    WAV defaults to 16-bit PCM; values are clipped to [-1, 1] first so integers never wrap.
+    The default subtype suits the container (see :func:`output_format`: 16-bit PCM for WAV and
+    FLAC, Vorbis for .ogg, Opus for .opus); values are clipped to [-1, 1] first so integers
+    never wrap.
     """
     path = Path(path)
-    ext = path.suffix.lower()
-    formats = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
-    if ext not in formats:
-        raise FsnetError(f"cannot write {path}: use a .wav, .flac or .ogg name")
-    if subtype is None:
-        subtype = {"WAV": "PCM_16", "FLAC": "PCM_16", "OGG": "VORBIS"}[formats[ext]]
+    if path.suffix.lower() not in AUDIO_EXTENSIONS:
+        raise FsnetError(f"cannot write {path}: use a .wav, .flac, .ogg or .opus name")
+    fmt, subtype = output_format(path, subtype, sample_rate)
     x = np.asarray(x, dtype=np.float32)
     if subtype != "FLOAT":
         x = np.clip(x, -1.0, 1.0)
     with atomic_write(path) as tmp:
-        sf.write(tmp, x, sample_rate, subtype=subtype, format=formats[ext])
+        sf.write(tmp, x, sample_rate, subtype=subtype, format=fmt)
     return path

@@ -133,27 +133,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.add_argument(
         "--latency",
-        default="low",
         metavar="low|high|SECONDS",
         help="PortAudio suggested latency (default low)",
     )
     dev.add_argument(
         "--engine",
         choices=("callback", "thread"),
-        default="callback",
         help="where the model runs: in the audio callback (default) or in a worker thread",
     )
     dev.add_argument(
         "--queue-blocks",
         type=int,
-        default=2,
         metavar="N",
         help="with --engine thread: blocks of jitter buffer the worker may fall behind (default 2)",
     )
     dev.add_argument(
         "--resample-quality",
         choices=RESAMPLE_QUALITIES,
-        default="HQ",
         help="soxr quality when the device rate is not 16 kHz (default HQ; LQ/QQ have less delay)",
     )
     dev.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this much audio")
@@ -171,9 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("files and reporting")
     out.add_argument(
         "--subtype",
-        default="PCM_16",
         type=str.upper,
-        help="soundfile subtype of written files (default PCM_16; FLOAT for exact)",
+        help="soundfile subtype of written files (default PCM_16 where the format takes it, "
+        "else the format's own: VORBIS for .ogg, OPUS for .opus; FLOAT for exact)",
     )
     out.add_argument(
         "--realtime", action="store_true", help="file mode: pace the blocks at real time"
@@ -186,6 +182,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="status line period (default 0.5 s on a terminal, 5 s otherwise; 0 = none)",
     )
     return p
+
+
+# Options of --mic only (None when not given), with the defaults --mic applies.
+MIC_ONLY = {
+    "input_device": None,
+    "output_device": None,
+    "samplerate": None,
+    "input_channels": None,
+    "output_channels": None,
+    "latency": "low",
+    "engine": "callback",
+    "queue_blocks": 2,
+    "resample_quality": "HQ",
+    "record": None,
+    "record_noisy": None,
+}
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Whether two paths name one file: the same resolved path, or (both existing) hard links."""
+    try:
+        if os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b):
+            return True
+    except OSError:
+        pass
+    return Path(a).resolve() == Path(b).resolve()
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -207,8 +229,22 @@ def _check_args(args: argparse.Namespace) -> None:
         raise FsnetError(f"--dry must be between 0 and 1, got {args.dry}")
     if args.blocksize is not None and args.blocksize < 1:
         raise FsnetError(f"--blocksize must be >= 1, got {args.blocksize}")
-    if args.duration is not None and args.duration <= 0:
-        raise FsnetError(f"--duration must be > 0, got {args.duration}")
+    if args.duration is not None and not (
+        math.isfinite(args.duration) and args.duration >= 1 / MODEL_RATE
+    ):
+        raise FsnetError(
+            f"--duration must be at least one sample (1/{MODEL_RATE} s = {1 / MODEL_RATE:g} s), "
+            f"got {args.duration:g}"
+        )
+    if args.input:
+        for name in MIC_ONLY:
+            if getattr(args, name) is not None:
+                raise FsnetError(f"--{name.replace('_', '-')} is only used with --mic")
+    elif args.realtime:
+        raise FsnetError("--realtime is only used with --input (file mode)")
+    for name, default in MIC_ONLY.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     if args.queue_blocks < 1:
         raise FsnetError(f"--queue-blocks must be >= 1, got {args.queue_blocks}")
     if args.threads is not None and args.threads < 1:
@@ -217,12 +253,20 @@ def _check_args(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise FsnetError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if (
-        args.record
-        and args.record_noisy
-        and Path(args.record).resolve() == Path(args.record_noisy).resolve()
-    ):
+    if args.record and args.record_noisy and _same_file(args.record, args.record_noisy):
         raise FsnetError("--record and --record-noisy must be different files")
+    if args.input and _same_file(args.input, args.output):
+        raise FsnetError(
+            f"--output {args.output} is the same file as --input: it would overwrite the "
+            "recording; choose another name"
+        )
+    if args.summary_json:
+        for flag in ("input", "output", "record", "record_noisy"):
+            if getattr(args, flag) and _same_file(args.summary_json, getattr(args, flag)):
+                raise FsnetError(
+                    f"--summary-json {args.summary_json} is the same file as "
+                    f"--{flag.replace('_', '-')}; choose another name"
+                )
     if args.input and Path(args.output).exists() and Path(args.output).is_dir():
         raise FsnetError(f"--output {args.output} is a directory")
 
@@ -521,8 +565,10 @@ def _print_summary(summary: dict[str, Any], json_path: str | None) -> None:
     if json_path:
         try:
             Path(json_path).write_text(json.dumps(summary, indent=2) + "\n")
-        except OSError as exc:
-            print(f"error: cannot write --summary-json {json_path}: {exc}", file=sys.stderr)
+        except OSError as exc:  # after the audio files are complete: they are kept
+            raise FsnetError(
+                f"cannot write --summary-json {json_path}: {exc.strerror or exc}"
+            ) from None
 
 
 class StatusPrinter:
@@ -557,31 +603,45 @@ class StatusPrinter:
 
 
 # --------------------------------------------------------------------------------------- recording
-def _soundfile_format(path: str, subtype: str) -> str:
+def _write_error(exc: BaseException) -> str:
+    """The reason in a write error, without the (possibly temporary) file name."""
+    return (
+        getattr(exc, "error_string", None) or getattr(exc, "strerror", None) or str(exc)
+    ).strip()
+
+
+def _prepare_output(path: str) -> None:
+    """Create the parent folder of ``path`` and check that a file can be created there."""
+    import tempfile
+
+    try:
+        parent = Path(path).parent
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except FileExistsError:  # mkdir: the parent (or an ancestor) is a file
+        raise FsnetError(f"cannot write {path}: {Path(path).parent} is not a folder") from None
+    except OSError as exc:
+        raise FsnetError(f"cannot write {path}: {_write_error(exc)}") from None
+
+
+def _open_writer(path: str | Path, subtype: str | None, display: str | None = None):
+    """A 16 kHz mono SoundFile at ``path`` (its folder created unless ``display`` is given: a
+    temporary name for the user's file ``display``, which the errors name instead)."""
     import soundfile as sf
 
-    ext = Path(path).suffix.lstrip(".").upper()
-    formats = sf.available_formats()
-    fmt = {"OGA": "OGG"}.get(ext, ext)
-    if fmt not in formats:
-        raise FsnetError(
-            f"cannot write {path}: unknown audio file extension (use .wav, .flac, ...)"
-        )
-    if not sf.check_format(fmt, subtype):
-        raise FsnetError(f"cannot write {path}: subtype {subtype} is not valid for {fmt} files")
-    return fmt
+    from fsnet.audio import output_format
 
-
-def _open_writer(path: str, subtype: str, fmt: str | None = None):
-    import soundfile as sf
-
-    fmt = fmt or _soundfile_format(path, subtype)
+    fmt, subtype = output_format(display or path, subtype, MODEL_RATE)
+    if display is None:
+        display = str(path)
+        _prepare_output(display)
     try:
         return sf.SoundFile(
-            path, "w", samplerate=MODEL_RATE, channels=1, subtype=subtype, format=fmt
+            str(path), "w", samplerate=MODEL_RATE, channels=1, subtype=subtype, format=fmt
         )
     except (sf.LibsndfileError, OSError, RuntimeError) as exc:
-        raise FsnetError(f"cannot write {path}: {exc}") from exc
+        raise FsnetError(f"cannot write {display}: {_write_error(exc)}") from None
 
 
 class Recorder:
@@ -593,7 +653,7 @@ class Recorder:
     """
 
     def __init__(
-        self, noisy_path: str | None, out_path: str | None, subtype: str, latency: int
+        self, noisy_path: str | None, out_path: str | None, subtype: str | None, latency: int
     ) -> None:
         self.noisy = _open_writer(noisy_path, subtype) if noisy_path else None
         try:
@@ -675,13 +735,12 @@ class Recorder:
 
 # --------------------------------------------------------------------------------------- file mode
 def run_file(args: argparse.Namespace, stopper: Stopper) -> int:
-    import soundfile as sf
-
-    from fsnet.audio import load_audio
+    from fsnet.audio import load_audio, output_format
 
     out_path = Path(args.output)
-    fmt = _soundfile_format(args.output, args.subtype)
+    output_format(args.output, args.subtype, MODEL_RATE)  # refuse a bad name/subtype early
     x, notices = load_audio(args.input, MODEL_RATE)
+    _prepare_output(args.output)  # before the model loads
     for notice in notices:
         print(f"note: {notice}", file=sys.stderr)
     x = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(-1))
@@ -695,12 +754,7 @@ def run_file(args: argparse.Namespace, stopper: Stopper) -> int:
     status = StatusPrinter(args.status_interval)
 
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.partial")
-    try:
-        writer = sf.SoundFile(
-            str(tmp), "w", samplerate=MODEL_RATE, channels=1, subtype=args.subtype, format=fmt
-        )
-    except (sf.LibsndfileError, OSError, RuntimeError) as exc:
-        raise FsnetError(f"cannot write {args.output}: {exc}") from exc
+    writer = _open_writer(tmp, args.subtype, display=args.output)
 
     to_drop = latency
     written = 0
@@ -1336,7 +1390,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
-        return 130
+        return 128 + (stopper.signal or signal.SIGINT)
     finally:
         stopper.uninstall()
         while _CLEANUP:

@@ -198,12 +198,38 @@ def _one_error_line(err: str) -> str:
         (["--input", "{noisy}", "--output", "{tmp}/o.wav", "--subtype", "BOGUS"], "subtype"),
         (["--mic", "--dry", "2"], "--dry"),
         (["--bogus-option"], "unrecognized"),
-    ],
+        (["--input", "{noisy}", "--output", "{tmp}/o.wav", "--duration", "0.00001"], "one sample"),
+        (["--input", "{noisy}", "--output", "{tmp}/o.wav", "--duration", "nan"], "--duration"),
+        (["--input", "{noisy}", "--output", "{tmp}/o.opus", "--subtype", "VORBIS"], "OPUS"),
+        # an output folder that cannot be created: refused before the model loads, user's name
+        (["--input", "{noisy}", "--output", "{corrupt}/o.wav"], "corrupt.wav is not a folder"),
+        (["--input", "{copy}", "--output", "{tmp}/o.wav", "--summary-json", "{copy}"], "same"),
+    ]
+    + [
+        (["--input", "{noisy}", "--output", "{tmp}/o.wav", flag, value], f"{flag} is only used")
+        for flag, value in [
+            ("--record", "{tmp}/r.wav"),
+            ("--record-noisy", "{tmp}/n.wav"),
+            ("--samplerate", "44100"),
+            ("--engine", "callback"),
+            ("--engine", "thread"),
+            ("--latency", "low"),
+            ("--queue-blocks", "2"),
+            ("--resample-quality", "HQ"),
+            ("--input-device", "0"),
+            ("--output-device", "0"),
+            ("--input-channels", "1"),
+            ("--output-channels", "1"),
+        ]
+    ]
+    + [(["--mic", "--realtime"], "--realtime is only used with --input")],
 )
 def test_errors_are_one_line_exit_1(argv, pattern, tiny, noisy, tmp_path, capsys):
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF\x00\x00garbage" * 10)
-    fields = {"noisy": noisy[0], "tmp": tmp_path, "corrupt": corrupt}
+    copy = tmp_path / "copy.wav"  # for rows that could damage their input
+    copy.write_bytes(Path(noisy[0]).read_bytes())
+    fields = {"noisy": noisy[0], "tmp": tmp_path, "corrupt": corrupt, "copy": copy}
     argv = [a.format(**fields) for a in argv]
     if "--checkpoint" not in argv and "--input" in argv:
         argv += ["--checkpoint", str(tiny[0])]
@@ -212,6 +238,7 @@ def test_errors_are_one_line_exit_1(argv, pattern, tiny, noisy, tmp_path, capsys
     assert rc == 1
     assert re.search(re.escape(pattern), line), line
     assert not (tmp_path / "o.wav").exists()
+    assert ".partial" not in line and not list(tmp_path.glob(".*partial"))
 
 
 def test_nonexistent_device_is_one_line_exit_1():
@@ -351,3 +378,100 @@ def test_summary_mentions_paths(tiny, noisy, tmp_path, capsys):
     assert main(["--input", str(noisy[0]), "--output", str(out), "--checkpoint", str(path)]) == 0
     err = capsys.readouterr().err
     assert str(Path(noisy[0])) in err and "algorithmic 48.0 ms" in err
+
+
+# ------------------------------------------------------------------------------ audit fixes
+@pytest.mark.parametrize("spelling", ["same", "dot", "hardlink", "symlink"])
+def test_output_same_file_as_input_is_refused(tmp_path, capsys, spelling):
+    """--output naming the --input file (however spelled) would overwrite the recording."""
+    src = tmp_path / "rec.wav"
+    sf.write(src, make_noisy(0.5, 16000, seed=1), 16000)
+    before = src.read_bytes()
+    inp, out = str(src), str(src)
+    if spelling == "dot":
+        out = str(tmp_path / "." / "rec.wav")
+    elif spelling == "hardlink":
+        os.link(src, tmp_path / "link.wav")
+        out = str(tmp_path / "link.wav")
+    elif spelling == "symlink":
+        (tmp_path / "sym.wav").symlink_to(src)
+        inp = str(tmp_path / "sym.wav")
+    rc = main(["--input", inp, "--output", out, "--passthrough"])
+    line = _one_error_line(capsys.readouterr().err)
+    assert rc == 1 and "same file as --input" in line, line
+    assert src.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("name", "subtype"),
+    [("enh.ogg", "VORBIS"), ("enh.opus", "OPUS"), ("enh.flac", "PCM_16"), ("enh.wav", "PCM_16")],
+)
+def test_default_subtype_suits_the_container(noisy, tmp_path, capsys, name, subtype):
+    if subtype == "OPUS" and "OPUS" not in sf.available_subtypes("OGG"):
+        pytest.skip("this libsndfile has no Opus encoder")
+    from fsnet.audio import write_audio
+
+    noisy_path, x = noisy
+    out = tmp_path / name
+    assert main(["--input", str(noisy_path), "--output", str(out), "--passthrough"]) == 0, (
+        capsys.readouterr().err
+    )
+    info = sf.info(out)
+    assert info.subtype == subtype and info.samplerate == 16000 and info.frames == len(x)
+    y, _ = sf.read(out, dtype="float32")
+    assert np.corrcoef(y, x)[0, 1] > 0.9  # lossy codecs: the signal, not bit-exact
+    lib = write_audio(tmp_path / "lib" / name, x)  # the library writer agrees (atomically)
+    assert sf.info(lib).subtype == subtype and not list(lib.parent.glob(".*"))
+
+
+def test_opus_needs_an_opus_rate(tmp_path):
+    from fsnet.audio import write_audio
+    from fsnet.errors import FsnetError
+
+    if "OPUS" not in sf.available_subtypes("OGG"):
+        pytest.skip("this libsndfile has no Opus encoder")
+    with pytest.raises(FsnetError, match="Opus takes"):
+        write_audio(tmp_path / "x.opus", np.zeros(4410, np.float32), 44100)
+    assert not list(tmp_path.iterdir())
+
+
+def test_unwritable_summary_json_exits_1_and_keeps_the_audio(noisy, tmp_path, capsys):
+    noisy_path, x = noisy
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    out = tmp_path / "enh.wav"
+    rc = main(
+        ["--input", str(noisy_path), "--output", str(out), "--passthrough"]
+        + ["--summary-json", str(blocker / "s.json")]
+    )
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert err.strip().splitlines()[-1].startswith("error: cannot write --summary-json"), err
+    assert "Traceback" not in err
+    assert sf.info(out).frames == len(x)
+
+
+def test_missing_output_folder_is_created(noisy, tmp_path, capsys):
+    noisy_path, x = noisy
+    out = tmp_path / "new" / "sub" / "enh.wav"
+    rc = main(["--input", str(noisy_path), "--output", str(out), "--passthrough"])
+    assert rc == 0, capsys.readouterr().err
+    assert sf.info(out).frames == len(x)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_before_streaming_exit_code(noisy, tmp_path, capsys, monkeypatch, sig, code):
+    """128 + signal number while the model loads too, as once streaming has started."""
+    import fsnet.live
+
+    def interrupted_load(args):
+        signal.raise_signal(sig)
+        raise AssertionError("the signal should have interrupted the load")
+
+    monkeypatch.setattr(fsnet.live, "_load_engine", interrupted_load)
+    out = tmp_path / "enh.wav"
+    rc = main(["--input", str(noisy[0]), "--output", str(out)])
+    err = capsys.readouterr().err
+    assert rc == code, err
+    assert f"stopped by {signal.Signals(sig).name} before streaming started" in err
+    assert not out.exists() and not list(tmp_path.glob(".*partial"))
