@@ -54,8 +54,45 @@ MODES = ("offline", "streaming", "both")
 SAMPLE_RATE = 16000
 
 
-def _first_set(value: Any, default: Any) -> Any:
-    return default if value is None or value == "" else value
+# Keys whose value is a path. Hydra parses ``testset=2024`` as an int and ``output_dir=2024.10`` as
+# the float 2024.1, so for these keys the text typed on the command line is used instead.
+PATH_KEYS = ("checkpoint", "testset", "output_dir")
+
+
+def _raw_overrides(task_overrides: Any) -> dict[str, str]:
+    """``{key: text after '='}`` of the command-line overrides (``key=v``, ``+key=v``, ``++key=v``)."""
+    raw: dict[str, str] = {}
+    for line in task_overrides or ():
+        key, sep, text = str(line).lstrip("+").partition("=")
+        if sep:
+            raw[key.strip()] = text.strip()
+    return raw
+
+
+def _path_text(key: str, value: Any, raw: Mapping[str, str]) -> Any:
+    """A path key's value as text: the typed text for a value Hydra read as a number or boolean."""
+    if isinstance(value, (bool, int, float)):
+        return raw.get(key, str(value))
+    return value
+
+
+def _check_output_dir(path: Path) -> None:
+    for q in (path, *path.parents):
+        if q.exists():
+            if not q.is_dir():
+                where = "" if q == path else f" ({q} is a file)"
+                raise FsnetError(f"output_dir {path} is not a directory{where}")
+            return
+
+
+def _first_set(value: Any, default: Any, *, _root_: Any = None) -> Any:
+    """hydra.run.dir: ``output_dir`` (as typed, ``~`` expanded) when given, else ``default``."""
+    if value is None or value == "" or not isinstance(value, (str, bool, int, float)):
+        return default  # a list/dict output_dir is rejected with a one-line error by _options
+    overrides = OmegaConf.select(_root_, "hydra.overrides.task") if _root_ is not None else None
+    path = Path(str(_path_text("output_dir", value, _raw_overrides(overrides)))).expanduser()
+    _check_output_dir(path)  # else Hydra fails with a bare "[Errno 17] File exists: ..."
+    return str(path)
 
 
 # hydra.run.dir in evaluate.yaml: ``output_dir`` when given, else a timestamped default.
@@ -182,6 +219,56 @@ def scan_testset(
     return [Item(p.stem, p) for p in files], "noisy_only", notices
 
 
+# Enhanced audio keeps the input's format when it is one of these (write_audio writes them), else
+# becomes .wav.
+_KEPT_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+def output_names(items: list[Item], kind: str) -> tuple[list[str], list[str]]:
+    """File names of the items' enhanced audio (``kind="enhanced"``) or spectrogram plots
+    (``kind="plots"``), all distinct, and notices about the renamed ones.
+
+    Normally ``a.opus`` -> ``a.wav`` / ``a.png`` and ``a.flac`` -> ``a.flac`` / ``a.png``. When
+    two inputs would share an output (``a.wav`` + ``a.opus`` in a noisy-only set, or ``a.flac`` +
+    ``a.wav`` for the plots), those inputs keep their suffix in the output stem: ``a.opus.wav``,
+    ``a.wav.png``, ``a.opus.png``, so every file is saved, under a name that says which input it
+    came from (a paired set cannot collide: noisy files that share a stem share a pairing key,
+    which scan_testset rejects). Raises ``FsnetError`` if names still collide.
+    """
+    if kind == "enhanced":
+        names = [
+            i.noisy.name if i.noisy.suffix.lower() in _KEPT_SUFFIXES else i.noisy.stem + ".wav"
+            for i in items
+        ]
+        ext, what = ".wav", "enhanced audio"
+    else:
+        names = [i.noisy.stem + ".png" for i in items]
+        ext, what = ".png", "plots"
+    notices = []
+    groups: dict[str, list[int]] = {}
+    for k, name in enumerate(names):
+        groups.setdefault(name, []).append(k)
+    for name, idx in groups.items():
+        if len(idx) < 2:
+            continue
+        for k in idx:
+            if names[k] != items[k].noisy.name:  # an input's own name is already unique
+                names[k] = items[k].noisy.name + ext
+        notices.append(
+            f"{_list_names([items[k].noisy for k in idx])} would share the output name "
+            f"{name}; {what} saved as {', '.join(names[k] for k in idx)}"
+        )
+    seen: dict[str, int] = {}
+    for k, name in enumerate(names):
+        if name in seen:  # only with contrived names such as a.opus + a.opus.wav + a.wav
+            raise FsnetError(
+                f"{items[seen[name]].noisy.name} and {items[k].noisy.name} would both be saved "
+                f"as {name} ({what}); rename one of them"
+            )
+        seen[name] = k
+    return names, notices
+
+
 # -------------------------------------------------------------------------------- configuration
 
 _DEFAULTS: dict[str, Any] | None = None
@@ -249,6 +336,29 @@ def _options(cfg: Any) -> Options:
             return minimum
         return v
 
+    def boolean(key: str) -> bool:
+        v = values[key]
+        if isinstance(v, str) and v.strip().lower() in ("true", "false"):
+            return v.strip().lower() == "true"
+        if not isinstance(v, bool):
+            problems.append(f"{key} must be true or false, got {v!r}")
+            return False
+        return v
+
+    def path(key: str) -> str | None:
+        v = values[key]
+        if v is None or v == "":
+            return None
+        if isinstance(v, (str, bool, int, float)):
+            return str(v)
+        kind = "a list" if isinstance(v, (list, tuple)) else type(v).__name__
+        problems.append(f"{key} must be a path (or null), got {kind}: {v!r}")
+        return None
+
+    allow_unpaired = boolean("allow_unpaired")
+    save_enhanced = boolean("save_enhanced")
+    progress = boolean("progress")
+    testset, checkpoint, out = path("testset"), path("checkpoint"), path("output_dir")
     block = integer("stream_block_samples", 1)
     threads = integer("num_threads", 0)
     plot = integer("plot", 0)
@@ -267,17 +377,27 @@ def _options(cfg: Any) -> Options:
     names = values["metrics"]
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
+    metric_names: tuple[str, ...] = ()
+    if names is not None and (
+        not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names)
+    ):
+        problems.append(
+            f"metrics must be a list of metric names, e.g. [pesq_wb,stoi], got {names!r}"
+        )
+    else:
+        try:
+            metric_names = M.expand_metric_names(names or [])
+        except ValueError as exc:
+            problems.append(str(exc))
+        if not metric_names and not problems:
+            problems.append("metrics is empty: nothing to compute")
+    tol = values["diff_tolerance"]
     try:
-        metric_names = M.expand_metric_names(names or [])
-    except ValueError as exc:
-        problems.append(str(exc))
-        metric_names = ()
-    if not metric_names and not problems:
-        problems.append("metrics is empty: nothing to compute")
-    try:
-        tol = float(values["diff_tolerance"])
+        tol = float(tol) if not isinstance(tol, bool) else math.nan
     except (TypeError, ValueError):
-        problems.append(f"diff_tolerance must be a number, got {values['diff_tolerance']!r}")
+        tol = math.nan
+    if not (math.isfinite(tol) and tol >= 0):
+        problems.append(f"diff_tolerance must be a number >= 0, got {values['diff_tolerance']!r}")
         tol = 1e-3
     precision = str(values["precision"])
     if precision not in ("fp32", "int8", "bf16", "onnx", "onnx-int8"):
@@ -290,28 +410,21 @@ def _options(cfg: Any) -> Options:
         problems.append("precision=bf16 is the GPU path; use device=cuda")
     if problems:
         raise FsnetError("; ".join(problems))
-    testset = values["testset"]
-    testset = Path(testset).expanduser().resolve() if testset not in (None, "") else DEFAULT_TESTSET
-    checkpoint = values["checkpoint"]
-    checkpoint = (
-        str(Path(checkpoint).expanduser().resolve()) if checkpoint not in (None, "") else None
-    )
-    out = values["output_dir"]
     return Options(
-        checkpoint=checkpoint,
+        checkpoint=str(Path(checkpoint).expanduser().resolve()) if checkpoint else None,
         norm=norm,
-        testset=testset,
+        testset=Path(testset).expanduser().resolve() if testset else DEFAULT_TESTSET,
         mode=mode,
         stream_block_samples=block,
         device=device,
         num_threads=threads,
         num_workers=workers,
         metrics=metric_names,
-        allow_unpaired=bool(values["allow_unpaired"]),
-        save_enhanced=bool(values["save_enhanced"]),
+        allow_unpaired=allow_unpaired,
+        save_enhanced=save_enhanced,
         plot=plot,
-        output_dir=Path(out).expanduser() if out not in (None, "") else None,
-        progress=bool(values["progress"]),
+        output_dir=Path(out).expanduser() if out else None,
+        progress=progress,
         diff_tolerance=tol,
         precision=precision,
     )
@@ -319,6 +432,7 @@ def _options(cfg: Any) -> Options:
 
 def _output_dir(opts: Options) -> Path:
     if opts.output_dir is not None:
+        _check_output_dir(opts.output_dir)
         return opts.output_dir.resolve()
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -601,6 +715,16 @@ def evaluate(cfg: Any = None) -> dict[str, Any]:
     items, layout, scan_notices = scan_testset(opts.testset, opts.allow_unpaired)
     for msg in scan_notices:
         notice(msg)
+    enhanced_names: list[str] = []
+    plot_names: list[str] = []
+    if opts.save_enhanced:
+        enhanced_names, renamed = output_names(items, "enhanced")
+        for msg in renamed:
+            notice(msg)
+    if opts.plot:
+        plot_names, renamed = output_names(items, "plots")
+        for msg in renamed:
+            notice(msg)
     metric_names = opts.metrics
     if layout == "noisy_only":
         dropped = [n for n in metric_names if n not in M.DNSMOS_METRICS]
@@ -668,8 +792,8 @@ def evaluate(cfg: Any = None) -> dict[str, Any]:
         enhanced: dict[str, list[np.ndarray]] = {m: [] for m in modes}
         seconds: dict[str, list[float]] = {m: [] for m in modes}
         sample_diff = 0.0
-        for item in tqdm(
-            items, desc="enhance", unit="file", disable=not opts.progress, file=sys.stderr
+        for index, item in enumerate(
+            tqdm(items, desc="enhance", unit="file", disable=not opts.progress, file=sys.stderr)
         ):
             x, notes = load_audio(item.noisy, SAMPLE_RATE)
             for note in notes:
@@ -690,10 +814,8 @@ def evaluate(cfg: Any = None) -> dict[str, Any]:
                 y = np.asarray(y, dtype=np.float32)
                 enhanced[mode].append(y)
                 if opts.save_enhanced:
-                    name = item.noisy.name
-                    if item.noisy.suffix.lower() not in (".wav", ".flac", ".ogg"):
-                        name = item.noisy.stem + ".wav"
-                    write_audio(out_dir / f"enhanced_{mode}" / name, y, SAMPLE_RATE)
+                    path = out_dir / f"enhanced_{mode}" / enhanced_names[index]
+                    write_audio(path, y, SAMPLE_RATE)
             if len(modes) == 2:
                 sample_diff = max(
                     sample_diff,
@@ -851,7 +973,7 @@ def evaluate(cfg: Any = None) -> dict[str, Any]:
             panels += [(f"enhanced ({m})", enhanced[m][i]) for m in modes]
             if clean_sig[i] is not None:
                 panels.append((f"clean: {items[i].clean.name}", clean_sig[i]))
-            path = out_dir / "plots" / f"{items[i].noisy.stem}.png"
+            path = out_dir / "plots" / plot_names[i]
             _plot(path, items[i].key, panels)
             plots.append(str(path))
         if plots:
@@ -886,18 +1008,54 @@ def _one_line(exc: BaseException) -> str:
 _FAILURE: list[str] = []  # the task's one-line error, reported by main() after Hydra returns
 
 
+def _log_to_files(message: str) -> None:
+    """Write an ERROR record to the log files only (``<run dir>/evaluate.log``): main() prints
+    the same line on the terminal, so the console handler must not print it a second time."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    logger: logging.Logger | None = log
+    while logger is not None:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.FileHandler) and record.levelno >= handler.level:
+                handler.handle(record)
+        logger = logger.parent if logger.propagate else None
+
+
 def _hydra_task(cfg) -> None:
+    from hydra.core.hydra_config import HydraConfig
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     # Errors are caught here rather than in main(): an exception leaving the task makes Hydra
     # print an extra "Error executing job with overrides" line first.
     try:
+        values = _as_dict(cfg)
+        raw = _raw_overrides(HydraConfig.get().overrides.task)
+        for key in PATH_KEYS:
+            if key in values:
+                values[key] = _path_text(key, values[key], raw)
         with logging_redirect_tqdm():
-            summary = evaluate(cfg)
+            summary = evaluate(values)
     except (FsnetError, OSError) as exc:
         _FAILURE.append(_one_line(exc))
+        _log_to_files(f"error: {_FAILURE[-1]}")
         return
+    except KeyboardInterrupt:
+        _log_to_files(f"error: {_INTERRUPTED}")
+        raise
     print(summary["table"], flush=True)
+
+
+_INTERRUPTED = "interrupted; only complete files were written"
+
+
+def _fsnet_cause(exc: BaseException) -> FsnetError | None:
+    """The FsnetError behind a Hydra/OmegaConf error (raised in the hydra.run.dir resolver)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, FsnetError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def main() -> None:
@@ -928,16 +1086,21 @@ def main() -> None:
         code = 1
     except (HydraException, OmegaConfBaseException) as exc:
         cause = exc.__cause__
-        detail = _one_line(exc)
-        if isinstance(cause, OmegaConfBaseException) and str(cause).split("\n")[0] not in detail:
-            detail += " (" + " ".join(str(cause).split("\n")[0].split()) + ")"
+        fsnet_error = _fsnet_cause(exc)  # e.g. output_dir is a file (hydra.run.dir resolver)
+        if fsnet_error is not None:
+            detail = _one_line(fsnet_error)
+        else:
+            detail = _one_line(exc)
+            first = str(cause).split("\n")[0]
+            if isinstance(cause, OmegaConfBaseException) and first not in detail:
+                detail += " (" + " ".join(first.split()) + ")"
         print(f"error: {detail}", file=sys.stderr)
         code = 1
     except OSError as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
-        print("error: interrupted; only complete files were written", file=sys.stderr)
+        print(f"error: {_INTERRUPTED}", file=sys.stderr)
         code = 130
     finally:
         if previous is None:

@@ -175,11 +175,18 @@ def pesq_nb(reference, degraded, sample_rate: int = SAMPLE_RATE) -> float:
 # ----------------------------------------------------------------------------------------- STOI
 
 
+# pystoi works at 10 kHz on 256-sample frames with a 128-sample hop and needs 30 of them: a signal
+# shorter than 29 * 128 + 256 samples at 10 kHz can never reach that (and a very short one raises).
+_STOI_MIN_SAMPLES_10K = 29 * 128 + 256
+
+
 def stoi(reference, degraded, sample_rate: int = SAMPLE_RATE, extended: bool = False) -> float:
     """STOI (or ESTOI with ``extended=True``) from ``pystoi``, 0 .. 1.
 
     pystoi returns a meaningless 1e-5 when fewer than 30 frames (384 ms) of speech remain after its
-    silent-frame removal; that case is reported as NaN with a warning instead.
+    silent-frame removal, raises on signals shorter than a frame, and scores a silent reference
+    (which has no speech to be intelligible) as about 0; these cases are reported as NaN with a
+    warning instead.
     """
     from pystoi import stoi as _stoi
 
@@ -190,6 +197,13 @@ def stoi(reference, degraded, sample_rate: int = SAMPLE_RATE, extended: bool = F
     name = "estoi" if extended else "stoi"
     if not (np.isfinite(ref).all() and np.isfinite(deg).all()):
         return _warn(f"{name}: signal has non-finite samples; set to NaN")
+    if ref.shape[0] < _STOI_MIN_SAMPLES_10K * sample_rate / 10000:
+        return _warn(
+            f"{name}: signal is {ref.shape[0] / sample_rate:.3f} s long, too short for the 30 frames "
+            "(about 0.4 s) of speech STOI needs; set to NaN"
+        )
+    if np.ptp(ref) == 0.0:
+        return _warn(f"{name}: reference is silent (no energy); set to NaN")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         value = float(_stoi(ref, deg, sample_rate, extended=extended))

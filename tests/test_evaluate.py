@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import TINY_MODEL_CONFIG
+from omegaconf import OmegaConf
 from test_metrics import speech_like  # sibling test module
 
 import fsnet
@@ -139,6 +141,14 @@ def test_scan_errors(tmp_path):
     (d / "noisy" / "other_fileid_0.wav").write_bytes(b"")
     with pytest.raises(FsnetError, match="share the pairing key fileid_0"):
         ev.scan_testset(d, allow_unpaired=True)
+    # Paired layout: noisy files that would share an output name share a pairing key -> rejected.
+    vb = tmp_path / "vb_dup"
+    for sub in ("clean", "noisy"):
+        (vb / sub).mkdir(parents=True)
+    for name in ("clean/a.wav", "noisy/a.wav", "noisy/a.opus"):
+        (vb / name).write_bytes(b"")
+    with pytest.raises(FsnetError, match="share the pairing key a: a.opus, a.wav"):
+        ev.scan_testset(vb)
 
 
 def test_options_validation():
@@ -148,6 +158,103 @@ def test_options_validation():
         ev.evaluate({"mode": "live"})
     with pytest.raises(FsnetError, match="unknown metric"):
         ev.evaluate({"metrics": ["mosnet"]})
+
+
+def test_options_reject_nonsense_values():
+    bad = {
+        "save_enhanced": "no",
+        "allow_unpaired": "maybe",
+        "progress": "nah",
+        "diff_tolerance": -1,
+        "metrics": 5,
+    }
+    for key, value in bad.items():
+        with pytest.raises(FsnetError, match=f"^{key} must be "):
+            ev._options({key: value})
+    for key, value in {
+        "diff_tolerance": math.nan,
+        "stream_block_samples": 0,
+        "num_threads": -1,
+        "num_workers": -2,
+        "plot": 1.5,
+        "save_enhanced": 1,
+        "metrics": [["pesq_wb"]],
+        "testset": ["a"],
+    }.items():
+        with pytest.raises(FsnetError, match=f"^{key} must be "):
+            ev._options({key: value})
+    # Accepted: true/false as booleans or (quoted on the command line) as text; 0 tolerance.
+    opts = ev._options({"save_enhanced": "TRUE", "progress": False, "diff_tolerance": 0})
+    assert opts.save_enhanced is True and opts.progress is False and opts.diff_tolerance == 0
+
+
+def test_numeric_path_values_are_paths(tmp_path, monkeypatch):
+    # Hydra reads testset=2024 as an int and output_dir=2024.10 as the float 2024.1: the path is
+    # the text that was typed, so a folder named 2024 or 2024.10 just works.
+    monkeypatch.chdir(tmp_path)
+    opts = ev._options({"testset": 2024, "checkpoint": 5, "output_dir": 7})
+    assert opts.testset == tmp_path / "2024" and opts.checkpoint == str(tmp_path / "5")
+    assert opts.output_dir == Path("7")
+    raw = ev._raw_overrides(["output_dir=2024.10", "++testset= 007 ", "mode=both"])
+    assert raw == {"output_dir": "2024.10", "testset": "007", "mode": "both"}
+    assert ev._path_text("output_dir", 2024.1, raw) == "2024.10"
+    assert ev._path_text("checkpoint", 5, raw) == "5"
+    root = OmegaConf.create({"hydra": {"overrides": {"task": ["output_dir=2024.10"]}}})
+    assert ev._first_set(2024.1, "default", _root_=root) == "2024.10"
+    assert ev._first_set(None, "default", _root_=root) == "default"
+    assert ev._first_set("~/x", "default") == str(Path.home() / "x")
+    (tmp_path / "file.wav").write_bytes(b"")
+    for bad in ("file.wav", "file.wav/sub"):
+        with pytest.raises(FsnetError, match=f"output_dir {bad} is not a directory"):
+            ev._first_set(bad, "default")
+
+
+def test_output_names_stay_distinct():
+    def items(*names):
+        return [ev.Item(Path(n).stem, Path("/set") / n) for n in names]
+
+    enh, notices = ev.output_names(items("a.wav", "a.opus", "b.opus", "c.flac"), "enhanced")
+    assert enh == ["a.wav", "a.opus.wav", "b.wav", "c.flac"]
+    assert notices == [
+        "a.wav, a.opus would share the output name a.wav; enhanced audio saved as a.wav, a.opus.wav"
+    ]
+    plots, _ = ev.output_names(items("a.flac", "a.wav", "b.wav"), "plots")
+    assert plots == ["a.flac.png", "a.wav.png", "b.png"]
+    assert ev.output_names(items("a.flac", "a.wav"), "enhanced") == (["a.flac", "a.wav"], [])
+    with pytest.raises(FsnetError, match="a.opus and a.opus.wav would both be saved"):
+        ev.output_names(items("a.opus", "a.opus.wav", "a.wav"), "enhanced")
+
+
+def test_noisy_only_files_sharing_a_stem_keep_both_outputs(tmp_path, tiny_ckpt):
+    real = tmp_path / "real"
+    real.mkdir()
+    x = speech_like(1.0)
+    sf.write(real / "a.wav", x, SR, subtype="PCM_16")
+    sf.write(real / "a.opus", 0.5 * x, SR, format="OGG", subtype="OPUS")
+    out = tmp_path / "out"
+    summary = ev.evaluate(
+        {
+            "checkpoint": str(tiny_ckpt),
+            "testset": str(real),
+            "metrics": ["dnsmos"],
+            "num_workers": 0,
+            "save_enhanced": True,
+            "plot": 2,
+            "output_dir": str(out),
+            "progress": False,
+        }
+    )
+    assert sorted(p.name for p in (out / "enhanced_offline").iterdir()) == [
+        "a.opus.wav",
+        "a.wav",
+    ]
+    assert sorted(p.name for p in (out / "plots").iterdir()) == ["a.opus.png", "a.wav.png"]
+    assert sorted(Path(p).name for p in summary["files"]["plots"]) == ["a.opus.png", "a.wav.png"]
+    assert any("a.opus.wav" in n for n in summary["notices"])
+    # The two enhanced files are the two different inputs (the opus one is half as loud).
+    y_wav, _ = sf.read(out / "enhanced_offline" / "a.wav")
+    y_opus, _ = sf.read(out / "enhanced_offline" / "a.opus.wav")
+    assert np.std(y_opus) < 0.8 * np.std(y_wav)
 
 
 # ----------------------------------------------------------------------------------------- CLI
@@ -236,6 +343,49 @@ def test_cli_errors_are_one_line(tmp_path, tiny_ckpt, dns_set):
     # Hydra's own errors (unknown key, bad override syntax) are one line too.
     assert "nosuchkey" in _one_error_line(run_cli("nosuchkey=1", run_dir))
     _one_error_line(run_cli("metrics=[si_sdr", run_dir))
+
+
+def test_cli_bad_values_are_one_line_and_logged(tmp_path, tiny_ckpt, dns_set):
+    def cli(*overrides: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(REPO / "evaluate.py"), "progress=false", *overrides],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    # Numbers where a path is expected: a directory named 2024 / 2024.10 is used as such.
+    shutil.copytree(dns_set, tmp_path / "2024")
+    proc = cli(
+        "testset=2024",
+        "output_dir=2024.10",
+        f"checkpoint={tiny_ckpt}",
+        "metrics=[si_sdr]",
+        "num_workers=0",
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "2024.10" / "summary.json").read_text())
+    assert summary["testset"] == str(tmp_path / "2024") and summary["num_files"] == 3
+    assert (tmp_path / "2024.10" / ".hydra").is_dir() and not (tmp_path / "2024.1").exists()
+    line = _one_error_line(cli("testset=2024", "checkpoint=5", "output_dir=run5"))
+    assert line == f"error: checkpoint not found: {tmp_path / '5'}"
+    # A failed run leaves its one-line error in <output_dir>/evaluate.log too (printed once).
+    assert line in (tmp_path / "run5" / "evaluate.log").read_text()
+    line = _one_error_line(cli("testset=123", "output_dir=run123"))
+    assert "test set directory not found" in line and "123" in line
+    assert line in (tmp_path / "run123" / "evaluate.log").read_text()
+    assert "metrics must be a list of metric names" in _one_error_line(
+        cli("metrics=5", "output_dir=run")
+    )
+    assert "save_enhanced must be true or false, got 'no'" in _one_error_line(
+        cli("save_enhanced=no", "output_dir=run")
+    )
+    # output_dir is an existing file (or below one): named, not "[Errno 17] File exists".
+    (tmp_path / "in16.wav").write_bytes(b"")
+    assert _one_error_line(cli("output_dir=in16.wav")) == (
+        "error: output_dir in16.wav is not a directory"
+    )
 
 
 def test_cli_resamples_8khz_with_notice(tmp_path, tiny_ckpt):

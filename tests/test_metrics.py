@@ -128,6 +128,31 @@ def test_too_short_and_silent_give_nan_with_warning():
         assert all(math.isnan(v) for v in metrics.dnsmos(bad).values())
 
 
+def test_stoi_silent_or_speechless_reference_is_nan_with_warning():
+    # A silent reference has no speech to be intelligible: pystoi scores it about 0 (STOI 0.000,
+    # ESTOI 0.015) without a word, which would drag the means down; NaN + warning instead.
+    degraded = speech_like(2.0)
+    for silent in (np.zeros(2 * SR, np.float32), np.full(2 * SR, 0.1, np.float32)):
+        for fn in (metrics.stoi, metrics.estoi):
+            with pytest.warns(metrics.MetricWarning, match="reference is silent"):
+                assert math.isnan(fn(silent, degraded))
+    with pytest.warns(metrics.MetricWarning, match="reference is silent"):
+        got = metrics.compute_metrics(degraded, np.zeros(2 * SR), ["stoi", "estoi"])
+    assert all(math.isnan(v) for v in got.values())
+    # Long enough, but pystoi's silent-frame removal leaves fewer than 30 frames (it warns and
+    # returns 1e-5): NaN with our warning.
+    burst = np.zeros(2 * SR, np.float32)
+    burst[SR : SR + 2000] = degraded[SR : SR + 2000]
+    for fn in (metrics.stoi, metrics.estoi):
+        with pytest.warns(metrics.MetricWarning, match="too little non-silent speech"):
+            assert math.isnan(fn(burst, degraded))
+    # Shorter than a single pystoi frame (pystoi itself raises): NaN, never an exception.
+    for n in (0, 10, 300):
+        tiny = degraded[:n]
+        with pytest.warns(metrics.MetricWarning, match="too short"):
+            assert math.isnan(metrics.stoi(tiny, tiny))
+
+
 def test_metric_names():
     assert metrics.expand_metric_names(["dnsmos", "si_sdr"]) == ("si_sdr",) + metrics.DNSMOS_METRICS
     with pytest.raises(ValueError, match="unknown metric"):
