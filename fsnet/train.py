@@ -175,6 +175,9 @@ def train(cfg: Any) -> dict[str, Any]:
     import torch
     from hydra.utils import instantiate
 
+    # Lightning 2.6 calls a torch.utils._pytree API that torch 2.11 deprecates, twice per run;
+    # nothing for the user to act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     try:
         import pytorch_lightning as pl
         from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
