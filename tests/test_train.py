@@ -508,7 +508,7 @@ def test_spectral_loss_term(tiny_model_config):
     assert ideal_loss < 0.02 * noisy_loss, (ideal_loss, noisy_loss)
     err_sum, count, *_ = system.loss_terms(noisy, clean)
     total = system.training_step((noisy, clean), 0)
-    assert float(total.detach()) > float(err_sum / count) + 1e-6  # the term is added
+    assert float(total.detach()) > float(err_sum.detach() / count) + 1e-6  # the term is added
     total.backward()
     assert all(torch.isfinite(p.grad).all() for p in system.model.parameters())
     with pytest.raises(FsnetError, match="spectral_loss"):
