@@ -41,20 +41,18 @@ def run(model, streams: int, hops: int, dtype, cuda_graphs: bool, groups: int) -
             engine.process(blocks[0])
     times, sub_band_times = [], []
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    if True:
-        for i in range(hops + 20):
-            torch.cuda.synchronize()
-            start.record()
-            for engine in engines:
-                engine.process(blocks[i % 8])
-            stop.record()
-            stop.synchronize()
-            if i >= 20:  # warm-up: allocator, cuDNN plans
-                ms = start.elapsed_time(stop)
-                times.append(ms)
-                # frames are counted from 0; the sub-band model runs on frame 0 and every s-th
-                if (engines[0]._state["frames"] - 1) % model.config.shrink_size == 0:
-                    sub_band_times.append(ms)
+    for i in range(hops + 20):
+        torch.cuda.synchronize()
+        start.record()
+        for engine in engines:
+            engine.process(blocks[i % 8])
+        stop.record()
+        stop.synchronize()
+        if i >= 20:  # warm-up: allocator, cuDNN plans
+            ms = start.elapsed_time(stop)
+            times.append(ms)
+            if model.runs_subband(engines[0]._state["frames"] - 1):  # the frame just done
+                sub_band_times.append(ms)
     times_t = torch.tensor(times)
     peak = torch.cuda.max_memory_allocated() - base
     return {

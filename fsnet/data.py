@@ -35,7 +35,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +46,7 @@ import torch
 from scipy.signal import fftconvolve, resample_poly
 from torch.utils.data import DataLoader, Dataset
 
+from fsnet.audio import AUDIO_EXTENSIONS  # the formats load_audio reads
 from fsnet.errors import FsnetError
 
 try:  # the Lightning package name changed over time; pyproject pins pytorch-lightning
@@ -56,7 +56,6 @@ except ImportError:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
 LIST_FORMAT = "fsnet-filelist v1"
 VAL_SUBSETS = ("no_reverb", "with_reverb")
 FILEID_RE = re.compile(r"fileid_(\d+)")
@@ -184,17 +183,12 @@ def default_list_dir(root: Path) -> Path:
 
 def _write_lines(path: Path, header: str, lines: Iterable[str]) -> None:
     """Atomic text write (several DDP ranks may scan at once; each write is all-or-nothing)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(f"# {header}\n")
-            for line in lines:
-                f.write(line + "\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from fsnet.checkpoint import atomic_write
+
+    with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(f"# {header}\n")
+        for line in lines:
+            f.write(line + "\n")
 
 
 def _read_lines(path: Path, header: str) -> list[str] | None:
@@ -385,15 +379,8 @@ def rate_notices(lists: CorpusLists, sample_rate: int) -> list[str]:
 
 # ------------------------------------------------------------------------------------ reading
 def _resample(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    try:
-        from fsnet.audio import resample
-    except ImportError:  # pragma: no cover - the core always has it
-        import torchaudio
-
-        def resample(x, a, b):
-            return torchaudio.functional.resample(
-                torch.from_numpy(np.ascontiguousarray(x)), a, b
-            ).numpy()
+    """``x [N]`` at ``from_rate`` -> float32 ``[M]`` at ``to_rate`` (fsnet.audio.resample)."""
+    from fsnet.audio import resample
 
     return np.asarray(
         resample(np.ascontiguousarray(x, dtype=np.float32), from_rate, to_rate), dtype=np.float32
@@ -429,7 +416,8 @@ def read_segment(entry: AudioEntry, start: int, length: int, sample_rate: int) -
 
 
 def load_whole(path: str, sample_rate: int) -> np.ndarray:
-    """A whole file as mono float32 at ``sample_rate`` (fsnet.audio.load_audio; FsnetError on failure)."""
+    """A whole file as mono float32 ``[N]`` at ``sample_rate`` (fsnet.audio.load_audio; FsnetError
+    on failure)."""
     from fsnet.audio import load_audio
 
     x, _notices = load_audio(path, sample_rate)
@@ -453,7 +441,8 @@ def mix_at_snr(
 
     The target is scaled with the mixture, so the SNR is exact. If the mixture or the target would
     exceed ``peak_limit`` both are scaled down together (the level then ends up lower than asked).
-    A silent noise leaves the mixture equal to the target. Returns float32 ``(noisy, target)``.
+    A silent noise leaves the mixture equal to the target. ``clean``, ``noise``: 1-D ``[N]`` of
+    equal length, same rate. Returns float32 ``(noisy [N], target [N])``.
     """
     clean = np.asarray(clean, dtype=np.float64)
     noise = np.asarray(noise, dtype=np.float64)
@@ -616,7 +605,8 @@ class TrainingMixtures(Dataset):
     def generate(
         self, index: int, epoch: int | None = None
     ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-        """``(noisy, target, info)`` of example ``index``; ``info`` records every random choice."""
+        """``(noisy, target, info)`` of example ``index``: float32 ``[segment samples]`` each, at
+        ``mixing.sample_rate``; ``info`` records every random choice."""
         epoch = self.epoch if epoch is None else epoch
         rng = np.random.default_rng(_seed_words(self.seed, epoch, index))
         m = self.mixing
@@ -816,7 +806,8 @@ class TrainingMixtures(Dataset):
 
 # ------------------------------------------------------------------------------------ validation
 class ValidationPairs(Dataset):
-    """The fixed synthetic test set: ``{"noisy", "clean", "name"}`` per pair, whole files."""
+    """The fixed synthetic test set: ``{"noisy", "clean", "name"}`` per pair, whole files as
+    float32 tensors ``[N]`` at ``sample_rate``."""
 
     def __init__(self, pairs: Sequence[ValPair], sample_rate: int = 16000):
         self.pairs = list(pairs)
@@ -840,7 +831,8 @@ class ValidationPairs(Dataset):
 
 
 def collate_validation(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Zero-pad a batch of pairs on the right; ``lengths`` keeps the true lengths."""
+    """Zero-pad a batch of pairs on the right: ``noisy``/``clean`` ``[B, N_max]``; ``lengths``
+    ``[B]`` keeps the true lengths in samples."""
     lengths = torch.tensor([item["noisy"].shape[0] for item in items], dtype=torch.long)
     size = int(lengths.max())
     noisy = torch.zeros(len(items), size)
@@ -1009,10 +1001,6 @@ class DnsDataModule(pl.LightningDataModule):
                 picks = np.linspace(0, len(pairs) - 1, int(self.val_max_files)).round().astype(int)
                 pairs = [pairs[i] for i in sorted(set(picks.tolist()))]
             self.val_set = ValidationPairs(pairs, self.mixing.sample_rate)
-
-    def set_epoch(self, epoch: int) -> None:
-        if self.train_set is not None:
-            self.train_set.set_epoch(epoch)
 
     # ---------------------------------------------------------------- loaders
     def _pin(self) -> bool:

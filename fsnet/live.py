@@ -375,7 +375,6 @@ class ModelEngine:
 
     def reset(self) -> None:
         self.enhancer.reset()
-        self.emitted = 0
         self.delay_line = Fifo(4 * self.latency_samples + 4096)
         self.delay_line.write(np.zeros(self.latency_samples, dtype=np.float32))
 
@@ -386,12 +385,11 @@ class ModelEngine:
             if len(noisy) < len(y):
                 noisy = np.concatenate((noisy, np.zeros(len(y) - len(noisy), np.float32)))
             y = (1.0 - self.dry) * y + self.dry * noisy
-        if self.emitted < self.latency_samples:  # before the first input sample: silence
-            y[: self.latency_samples - self.emitted] = 0.0
-        self.emitted += len(y)
         return y
 
     def process(self, x: np.ndarray) -> np.ndarray:
+        """Mono ``x [n]`` at 16 kHz -> the enhanced samples ready so far ``[m]`` (whole hops), with
+        the ``--dry`` mix; the first ``latency_samples`` of the stream are silence."""
         if self.dry:
             self.delay_line.write(x)
         return self._finish(self.enhancer.process(np.ascontiguousarray(x, dtype=np.float32)))
@@ -434,6 +432,12 @@ def _load_engine(args: argparse.Namespace) -> tuple[Any, str]:
         raise
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is a user problem
         raise FsnetError(f"cannot load checkpoint {args.checkpoint or '(bundled)'}: {exc}") from exc
+    if model.config.sample_rate != MODEL_RATE:
+        # Resampling, recording and timing here are all at MODEL_RATE.
+        raise FsnetError(
+            f"{args.checkpoint} is a {model.config.sample_rate} Hz model; stream_infer runs "
+            f"{MODEL_RATE} Hz models (enhance other rates with fsnet.enhance)"
+        )
     model.eval()
     return ModelEngine(model, dry=args.dry), args.checkpoint or "bundled model"
 
@@ -672,6 +676,8 @@ class Recorder:
         self.thread.start()
 
     def put(self, noisy: np.ndarray, out: np.ndarray) -> None:
+        """Queue a block for the writer thread: ``noisy [n]`` as captured and ``out [m]`` as played,
+        both mono at 16 kHz (``out`` still carries the engine's latency, dropped when written)."""
         self.queue.put((noisy, out))
 
     def discard(self) -> None:
@@ -1074,6 +1080,8 @@ class LivePipeline:
         return ((self.prefill or 0) + self.grown) / self.rate
 
     def process_block(self, mono: np.ndarray) -> None:
+        """One device block ``mono [n]`` at the device rate: resample to 16 kHz, enhance, resample
+        back into the output FIFO, and hand both 16 kHz sides to the recorder."""
         t0 = time.perf_counter()
         x16 = (
             self.rs_in.resample_chunk(mono)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -37,19 +37,6 @@ ALL_METRICS = INTRUSIVE_METRICS + DNSMOS_METRICS
 METRIC_GROUPS: dict[str, tuple[str, ...]] = {name: (name,) for name in INTRUSIVE_METRICS}
 METRIC_GROUPS["dnsmos"] = DNSMOS_METRICS
 METRIC_GROUPS.update({name: DNSMOS_METRICS for name in DNSMOS_METRICS})
-
-# Short human-readable description and unit of each metric (used for tables and docs).
-METRIC_INFO: dict[str, str] = {
-    "pesq_wb": "WB-PESQ (P.862.2, MOS-LQO 1.04-4.64)",
-    "pesq_nb": "NB-PESQ (P.862, MOS-LQO 1.02-4.55)",
-    "stoi": "STOI (0-1)",
-    "estoi": "ESTOI (0-1)",
-    "si_sdr": "SI-SDR (dB)",
-    "dnsmos_sig": "DNSMOS SIG (P.835, MOS 1-5)",
-    "dnsmos_bak": "DNSMOS BAK (P.835, MOS 1-5)",
-    "dnsmos_ovrl": "DNSMOS OVRL (P.835, MOS 1-5)",
-    "dnsmos_p808": "DNSMOS P.808 (MOS 1-5)",
-}
 
 # SI-SDR of an estimate with no distortion at all would be +inf; it is capped at this value (dB)
 # so that averages and JSON stay finite.
@@ -92,6 +79,8 @@ def _as_1d_float64(x, what: str) -> np.ndarray:
 
 def si_sdr(reference, estimate) -> float:
     """Scale-invariant signal-to-distortion ratio in dB (Le Roux et al., ICASSP 2019).
+
+    ``reference``, ``estimate``: 1-D, same length, same (any) sample rate.
 
     Both signals are made zero-mean first. With ``s`` the reference and ``ŝ`` the estimate::
 
@@ -163,12 +152,14 @@ def _pesq(reference, degraded, sample_rate: int, mode: str) -> float:
 
 
 def pesq_wb(reference, degraded, sample_rate: int = SAMPLE_RATE) -> float:
-    """Wide-band PESQ (ITU-T P.862.2) MOS-LQO; NaN with a warning when PESQ cannot be computed."""
+    """Wide-band PESQ (ITU-T P.862.2) MOS-LQO of 1-D signals of equal length at 16 kHz; NaN with a
+    warning when PESQ cannot be computed."""
     return _pesq(reference, degraded, sample_rate, "wb")
 
 
 def pesq_nb(reference, degraded, sample_rate: int = SAMPLE_RATE) -> float:
-    """Narrow-band PESQ (ITU-T P.862 + P.862.1 mapping) MOS-LQO at 16 kHz input; NaN on failure."""
+    """Narrow-band PESQ (ITU-T P.862 + P.862.1 mapping) MOS-LQO of 1-D signals of equal length at
+    16 kHz; NaN on failure."""
     return _pesq(reference, degraded, sample_rate, "nb")
 
 
@@ -181,7 +172,8 @@ _STOI_MIN_SAMPLES_10K = 29 * 128 + 256
 
 
 def stoi(reference, degraded, sample_rate: int = SAMPLE_RATE, extended: bool = False) -> float:
-    """STOI (or ESTOI with ``extended=True``) from ``pystoi``, 0 .. 1.
+    """STOI (or ESTOI with ``extended=True``) from ``pystoi``, 0 .. 1, of 1-D signals of equal
+    length at ``sample_rate`` (pystoi works at 10 kHz and resamples).
 
     pystoi returns a meaningless 1e-5 when fewer than 30 frames (384 ms) of speech remain after its
     silent-frame removal, raises on signals shorter than a frame, and scores a silent reference
@@ -219,7 +211,8 @@ def stoi(reference, degraded, sample_rate: int = SAMPLE_RATE, extended: bool = F
 
 
 def estoi(reference, degraded, sample_rate: int = SAMPLE_RATE) -> float:
-    """Extended STOI (Jensen & Taal 2016) from ``pystoi``, 0 .. 1; NaN on failure."""
+    """Extended STOI (Jensen & Taal 2016) from ``pystoi``, 0 .. 1, of 1-D signals of equal length at
+    ``sample_rate``; NaN on failure."""
     return stoi(reference, degraded, sample_rate, extended=True)
 
 
@@ -342,8 +335,3 @@ def compute_metrics(
         scores = dnsmos(est, sample_rate)
         result.update({n: scores[n] for n in names if n in DNSMOS_METRICS})
     return {n: result[n] for n in names if n in result}
-
-
-def improvement(enhanced: Mapping[str, float], noisy: Mapping[str, float]) -> dict[str, float]:
-    """``enhanced - noisy`` for every metric in both (higher is better for all of them)."""
-    return {k: float(enhanced[k]) - float(noisy[k]) for k in enhanced if k in noisy}

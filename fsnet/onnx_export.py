@@ -1,6 +1,7 @@
 """ONNX export of the per-hop network step, and an ONNX Runtime streaming engine around it.
 
-``python -m fsnet.onnx_export [CHECKPOINT] OUT_DIR [--int8]`` writes two graphs into ``OUT_DIR``:
+``python -m fsnet.onnx_export [CHECKPOINT] OUT_DIR [--int8]`` writes two graphs into ``OUT_DIR``
+(and with ``--int8`` an int8 version of each beside them):
 
 * ``step_plain.onnx``: one hop on which the sub-band model does not step;
 * ``step_subband.onnx``: one hop on which it does (``model.runs_subband(frame_index)``: frame 0
@@ -441,10 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = load_model(args.checkpoint)
         written = export_onnx(model, args.out_dir, int8=args.int8)
-    except FsnetError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
-    except OSError as exc:
+    except (FsnetError, OSError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     for path in written:

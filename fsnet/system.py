@@ -56,9 +56,8 @@ DEFAULT_METRICS = ("wb_pesq", "nb_pesq", "stoi", "si_sdr")
 def score_utterance(
     estimate: np.ndarray, reference: np.ndarray, metrics: Sequence[str]
 ) -> dict[str, float]:
-    """``{val name: value}`` of one enhanced utterance (NaN where a metric is undefined)."""
-    import warnings
-
+    """``{val name: value}`` of one enhanced utterance ``estimate [N]`` against ``reference [N]``,
+    both at 16 kHz (NaN where a metric is undefined)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # undefined metrics come back as NaN and are counted apart
         values = compute_metrics(
@@ -215,6 +214,9 @@ class EnhancementSystem(pl.LightningModule):
         self, noisy: torch.Tensor, clean: torch.Tensor, lengths: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, int | torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(squared-error sum, element count, predicted mask, noisy spectrum, clean spectrum)``.
+
+        ``noisy``, ``clean``: ``[B, N]`` at the model rate (16 kHz); ``lengths``: ``[B]`` valid
+        samples per row (None = all). Spectra are complex ``[B, F, T]``, the mask ``[B, 2, F, T]``.
 
         Target: compressed cIRM of (noisy, clean) spectra; frames past ``lengths`` are left out.
         The STFT, target and loss stay float32 under autocast; only the network runs in bf16.

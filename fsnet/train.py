@@ -240,8 +240,6 @@ def train(cfg: Any) -> dict[str, Any]:
     if init_from and ckpt_path is None:
         # Warm start (fine-tuning, or continuing on a new machine from a release file): weights
         # only; the optimiser, step count and schedule start afresh.
-        from fsnet.checkpoint import load_model
-
         source = load_model(str(init_from))
         if source.config != model_config:
             raise FsnetError(
