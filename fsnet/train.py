@@ -278,6 +278,10 @@ def train(cfg: Any) -> dict[str, Any]:
     last_path = (newest.best_model_path if newest is not None else "") or (
         ranked.last_model_path if ranked is not None else ""
     )
+    score = (
+        float(best_score) if best_score is not None and math.isfinite(float(best_score)) else None
+    )
+    monitor = ranked.monitor if ranked is not None else None
     summary: dict[str, Any] = {
         "output_dir": str(output_dir),
         "global_step": int(trainer.global_step),
@@ -285,9 +289,9 @@ def train(cfg: Any) -> dict[str, Any]:
         "interrupted": bool(trainer.interrupted),
         "resumed_from": str(ckpt_path) if ckpt_path else None,
         "best_model_path": best_path or None,
-        "best_wb_pesq": float(best_score)
-        if best_score is not None and math.isfinite(float(best_score))
-        else None,
+        "monitor": monitor,  # what "best" means: the ranked checkpoint's metric
+        "best_score": score,
+        "best_wb_pesq": score if monitor == "val/wb_pesq" else None,
         "last_model_path": last_path or None,
         "release_path": None,
         "parameters": model_params,
@@ -307,10 +311,11 @@ def train(cfg: Any) -> dict[str, Any]:
             log.info("release file %s written from %s", release, source)
         (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         log.info(
-            "done: step %d, epoch %d, best val/wb_pesq %s (%s)",
+            "done: step %d, epoch %d, best %s %s (%s)",
             summary["global_step"],
             summary["epoch"],
-            summary["best_wb_pesq"],
+            monitor,
+            score,
             best_path or "no checkpoint",
         )
     return summary

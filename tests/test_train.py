@@ -70,6 +70,7 @@ def test_train_validate_checkpoint_resume(fake_dns_tree, tmp_path, run_cli):
     assert {p.stat().st_mode & 0o777 for p in last.parent.glob("*.ckpt")} == {0o666 & ~umask}
     assert not list(last.parent.glob(".*.tmp"))
     assert summary["best_wb_pesq"] is not None and 1.0 <= summary["best_wb_pesq"] <= 4.7
+    assert summary["monitor"] == "val/wb_pesq" and summary["best_score"] == summary["best_wb_pesq"]
     rows = read_csv_rows(run_dir, 0)
     val_rows = [r for r in rows if r.get("val/wb_pesq")]
     assert len(val_rows) == 2  # after epochs 0 and 1
