@@ -45,6 +45,10 @@ class ModelConfig:
     def subband_unit_size(self) -> int:
         return (2 * self.noisy_num_neighbors + 1) + (2 * self.encoder_output_num_neighbors + 1)
 
+    def runs_subband(self, frame_index: int) -> bool:
+        """Whether the sub-band model steps at frame ``frame_index`` (0, then every shrink_size-th)."""
+        return frame_index % self.shrink_size == 0
+
     @property
     def latency_samples(self) -> int:
         """Algorithmic latency: the window's overlap plus the look-ahead frames.

@@ -226,23 +226,37 @@ class FastFullSubNet(nn.Module):
         if self.norm != "cumulative":
             raise ValueError("a model with utterance-level norm cannot run frame by frame")
         frame_index = state["frames"]
-        s = self.config.shrink_size
         mel = self.to_mel(noisy_mag[:, 0])
         encoded = self.encode(mel, state)
-        units = self.subband_units(mel, encoded)
-        acc = state.get("sb_acc")
-        acc = units if acc is None else acc + units
-        if self.runs_subband(frame_index):
-            # Frame 0 is a block of its own; later blocks average shrink_size frames.
-            state["sb_out"] = self.subband(acc / (1 if frame_index == 0 else s), state)
-            acc = torch.zeros_like(acc)
-        state["sb_acc"] = acc
+        self.step_subband(
+            self.subband_units(mel, encoded), state, frame_index, self.runs_subband(frame_index)
+        )
         state["frames"] = frame_index + 1
         return self.decode(encoded, state["sb_out"], state)
 
+    def step_subband(
+        self, units: torch.Tensor, state: dict, frame_index: int | torch.Tensor, runs: bool
+    ) -> None:
+        """Add one frame's sub-band units ``[B * M, 1, unit size]`` to the block in ``state``; on a
+        frame where the sub-band model steps (``runs``), run it on the block's mean and start a
+        new block. ``frame_index`` may be a 0-d tensor (the ONNX graph reads it from its state).
+        """
+        acc = state.get("sb_acc")
+        acc = units if acc is None else acc + units
+        if runs:
+            # Frame 0 is a block of its own (the look-back stops there); later blocks average
+            # shrink_size frames, as forward's shrink does.
+            if isinstance(frame_index, torch.Tensor):
+                divisor = torch.where(frame_index > 0, float(self.config.shrink_size), 1.0)
+            else:
+                divisor = 1 if frame_index == 0 else self.config.shrink_size
+            state["sb_out"] = self.subband(acc / divisor, state)
+            acc = torch.zeros_like(acc)
+        state["sb_acc"] = acc
+
     def runs_subband(self, frame_index: int) -> bool:
         """Whether the sub-band model takes a step at this frame (the costly frames)."""
-        return frame_index % self.config.shrink_size == 0
+        return self.config.runs_subband(frame_index)
 
 
 def build_model(

@@ -122,13 +122,7 @@ class _HopGraph(nn.Module):
         frame_index = state["enc_norm"][1]  # before encode() counts this frame
         mel = model.to_mel(mag[:, 0])
         encoded = model.encode(mel, state)
-        acc = state["sb_acc"] + model.subband_units(mel, encoded)
-        if self.runs_subband:
-            # Frame 0 is a block of its own; later blocks average shrink_size frames.
-            divisor = torch.where(frame_index > 0, float(model.config.shrink_size), 1.0)
-            state["sb_out"] = model.subband(acc / divisor, state)
-            acc = torch.zeros_like(acc)
-        state["sb_acc"] = acc
+        model.step_subband(model.subband_units(mel, encoded), state, frame_index, self.runs_subband)
         mask = model.decode(encoded, state["sb_out"], state)
         return (mask, *(t for _, t in flatten_state(state)))
 
@@ -377,7 +371,7 @@ class OnnxHop:
     def step(self, mag: torch.Tensor, state: dict) -> torch.Tensor:
         """One frame ``mag [B, 1, F, 1]`` -> decoder output ``[B, 2, F, 1]``; updates ``state``."""
         frame_index = state["frames"]
-        runs_subband = frame_index % self.config.shrink_size == 0  # = model.runs_subband
+        runs_subband = self.config.runs_subband(frame_index)
         values = dict(flatten_state(state))
         values["mag"] = mag
         feeds = {name: values[name].numpy() for name in self.inputs[runs_subband]}

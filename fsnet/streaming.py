@@ -192,18 +192,8 @@ class StreamingEnhancer:
 
     def _advance(self, block: torch.Tensor | None) -> torch.Tensor:
         frame_index = self._state["frames"]
-        if (
-            self.cuda_graphs
-            and block is not None
-            and frame_index > 0
-            and self.config.shrink_size > 1
-        ):
+        if self.cuda_graphs and block is not None and frame_index > 0:
             graph, out = self._graph_for(self.model.runs_subband(frame_index))
-            self._block.copy_(block)
-            graph.replay()
-            out = out.clone()
-        elif self.cuda_graphs and block is not None and frame_index > 0:
-            graph, out = self._graph_for(True)
             self._block.copy_(block)
             graph.replay()
             out = out.clone()
