@@ -7,7 +7,10 @@
   (files without a ``fileid_N`` suffix are paired by identical names, as in VoiceBank-DEMAND);
   every metric is computed for the noisy input and the enhanced output; or
 * noisy only (real recordings): audio files directly in the directory or in ``noisy/`` with no
-  ``clean/``; only DNSMOS is computed.
+  ``clean/``; only DNSMOS is computed;
+
+or a directory of test sets of one layout (DNS ``test_set/synthetic/{no_reverb,with_reverb}``):
+each is reported on its own and all files together, outputs go to per-subset folders.
 
 Enhancement runs in the main process (and is what the real-time factor measures); metrics are
 computed afterwards in worker processes. Results go to the Hydra run directory (or
@@ -105,15 +108,21 @@ if not OmegaConf.has_resolver("fsnet.first_set"):
 
 @dataclass
 class Item:
-    """One test file: the noisy input and, in DNS layout, its clean reference."""
+    """One test file: the noisy input and, in DNS layout, its clean reference; ``subset`` is the
+    sub-folder it came from when the test set is a folder of test sets (else empty)."""
 
     key: str
     noisy: Path
     clean: Path | None = None
+    subset: str = ""
 
     @property
     def name(self) -> str:
         return self.noisy.name
+
+    def where(self, name: str) -> str:
+        """``name`` (a file name or a message about the item) prefixed with ``<subset>/``."""
+        return f"{self.subset}/{name}" if self.subset else name
 
 
 _FILEID = re.compile(r"fileid_(\d+)$")
@@ -157,10 +166,26 @@ def _list_names(paths: list[Path], limit: int = 5) -> str:
     return names + (f" (and {len(paths) - limit} more)" if len(paths) > limit else "")
 
 
+def _is_testset(directory: Path) -> bool:
+    """Whether ``directory`` holds a test set of its own: ``clean/``, or audio directly or in
+    ``noisy/`` (else it may be a folder of test sets, see :func:`scan_testset`)."""
+    noisy_dir = directory / "noisy"
+    return (
+        (directory / "clean").is_dir()
+        or bool(_audio_files(directory))
+        or (noisy_dir.is_dir() and bool(_audio_files(noisy_dir)))
+    )
+
+
 def scan_testset(
     root: str | os.PathLike, allow_unpaired: bool = False
 ) -> tuple[list[Item], str, list[str]]:
     """Find the files of a test set -> ``(items, layout, notices)``; layout ``paired``/``noisy_only``.
+
+    A ``root`` with no test set of its own whose immediate sub-folders are test sets (DNS
+    ``test_set/synthetic/{no_reverb,with_reverb}``) is a set of subsets: the items of every such
+    sub-folder, in order of name, each with ``subset`` set to the folder's name; other sub-folders
+    are ignored with a notice. All subsets must share one layout.
 
     Raises ``FsnetError`` for a missing directory, no audio, duplicate keys, or (unless
     ``allow_unpaired``) noisy files without a clean reference or clean files without noisy input.
@@ -168,7 +193,6 @@ def scan_testset(
     from fsnet.audio import AUDIO_EXTENSIONS
 
     root = Path(root)
-    exts = "/".join(AUDIO_EXTENSIONS)
     if not root.exists():
         hint = (
             " (the demo set is not in this checkout; pass testset=DIR)"
@@ -178,6 +202,52 @@ def scan_testset(
         raise FsnetError(f"test set directory not found: {root}{hint}")
     if not root.is_dir():
         raise FsnetError(f"test set must be a directory, got a file: {root}")
+    if _is_testset(root):
+        return _scan_one(root, allow_unpaired)
+    folders = sorted(
+        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=_natural_key,
+    )
+    exts = "/".join(AUDIO_EXTENSIONS)
+    subsets = [p for p in folders if _is_testset(p)]
+    if not subsets:
+        noisy_dir = root / "noisy"
+        looked = (
+            f", and none of its sub-folders ({_list_names(folders)}) is a test set"
+            if folders
+            else ""
+        )
+        raise FsnetError(
+            f"no audio files ({exts}) in {noisy_dir if noisy_dir.is_dir() else root}{looked}"
+        )
+    notices = [
+        f"sub-folder {p.name}/ is not a test set (no clean/, no audio directly or in noisy/); ignored"
+        for p in folders
+        if p not in subsets
+    ]
+    items: list[Item] = []
+    layouts: dict[str, list[str]] = {}
+    for folder in subsets:
+        sub_items, layout, sub_notices = _scan_one(folder, allow_unpaired)
+        for item in sub_items:
+            item.subset = folder.name
+        items += sub_items
+        notices += sub_notices
+        layouts.setdefault(layout, []).append(folder.name)
+    if len(layouts) > 1:
+        raise FsnetError(
+            f"the subsets of {root} mix clean+noisy pairs ({', '.join(layouts['paired'])}) and "
+            f"noisy-only sets ({', '.join(layouts['noisy_only'])}); evaluate them separately "
+            f"(testset={root / layouts['noisy_only'][0]})"
+        )
+    return items, next(iter(layouts)), notices
+
+
+def _scan_one(root: Path, allow_unpaired: bool) -> tuple[list[Item], str, list[str]]:
+    """:func:`scan_testset` of a directory that holds one test set."""
+    from fsnet.audio import AUDIO_EXTENSIONS
+
+    exts = "/".join(AUDIO_EXTENSIONS)
     clean_dir, noisy_dir = root / "clean", root / "noisy"
     notices: list[str] = []
     if clean_dir.is_dir():
@@ -233,16 +303,19 @@ def output_names(items: list[Item], kind: str) -> tuple[list[str], list[str]]:
     ``a.wav`` for the plots), those inputs keep their suffix in the output stem: ``a.opus.wav``,
     ``a.wav.png``, ``a.opus.png``, so every file is saved, under a name that says which input it
     came from (a paired set cannot collide: noisy files that share a stem share a pairing key,
-    which scan_testset rejects). Raises ``FsnetError`` if names still collide.
+    which scan_testset rejects). Items of a subset go to a folder of that name: ``<subset>/a.wav``.
+    Raises ``FsnetError`` if names still collide.
     """
     if kind == "enhanced":
         names = [
-            i.noisy.name if i.noisy.suffix.lower() in _KEPT_SUFFIXES else i.noisy.stem + ".wav"
+            i.where(
+                i.noisy.name if i.noisy.suffix.lower() in _KEPT_SUFFIXES else i.noisy.stem + ".wav"
+            )
             for i in items
         ]
         ext, what = ".wav", "enhanced audio"
     else:
-        names = [i.noisy.stem + ".png" for i in items]
+        names = [i.where(i.noisy.stem + ".png") for i in items]
         ext, what = ".png", "plots"
     notices = []
     groups: dict[str, list[int]] = {}
@@ -252,8 +325,9 @@ def output_names(items: list[Item], kind: str) -> tuple[list[str], list[str]]:
         if len(idx) < 2:
             continue
         for k in idx:
-            if names[k] != items[k].noisy.name:  # an input's own name is already unique
-                names[k] = items[k].noisy.name + ext
+            own = items[k].where(items[k].noisy.name)  # an input's own name is already unique
+            if names[k] != own:
+                names[k] = own + ext
         notices.append(
             f"{_list_names([items[k].noisy for k in idx])} would share the output name "
             f"{name}; {what} saved as {', '.join(names[k] for k in idx)}"
@@ -554,44 +628,40 @@ ROW_LABELS = {
 
 
 def format_tables(summary: Mapping[str, Any]) -> str:
-    """The Markdown report printed on stdout (also saved as ``summary.md``)."""
+    """The Markdown report printed on stdout (also saved as ``summary.md``): a table per mode, for
+    a folder of test sets one per subset and mode and one over all files, and in ``mode=both``
+    the offline/streaming agreement over all files."""
     lines = []
     n, secs = summary["num_files"], summary["audio_seconds"]
     layout = "clean+noisy pairs" if summary["layout"] == "paired" else "noisy only"
+    subsets = summary.get("subsets") or {}
+    of = f" ({len(subsets)} subsets: {', '.join(subsets)})" if subsets else ""
     lines.append(
-        f"## fsnet evaluation: {n} file(s), {secs:.1f} s ({layout}) from {summary['testset']}"
+        f"## fsnet evaluation: {n} file(s), {secs:.1f} s ({layout}) from {summary['testset']}{of}"
     )
     model = summary["model"]
     lines.append(
         f"model: {summary['checkpoint_label']} ({model['num_parameters'] / 1e6:.2f} M parameters, "
         f"{model['norm']} norm, latency {model['latency_ms']:.1f} ms)"
     )
-    threads = summary["num_threads"]
-    for mode, result in summary["results"].items():
-        rtf = summary["rtf"][mode]
-        how = f"{summary['stream_block_samples']}-sample blocks, " if mode == "streaming" else ""
-        precision = summary.get("precision", "fp32")
-        if mode == "offline" and precision.startswith("onnx"):
-            precision = "fp32"  # the ONNX graphs are the streaming step; offline is PyTorch
-        lines.append("")
-        lines.append(
-            f"### {mode}: RTF {_fmt(rtf)} ({how}{summary['device']}, {precision}, "
-            f"{threads} thread{'s' if threads != 1 else ''})"
+    for name, part in subsets.items():
+        _mode_tables(
+            lines,
+            summary,
+            part,
+            f"{name} ({part['num_files']} file(s), {part['audio_seconds']:.1f} s), ",
         )
-        lines.append("")
-        lines.append("| metric | noisy | enhanced | improvement |")
-        lines.append("|---|---:|---:|---:|")
-        for name, r in result.items():
-            lines.append(
-                f"| {ROW_LABELS[name]} | {_fmt(r['noisy'])} | {_fmt(r['enhanced'])} "
-                f"| {_fmt(r['improvement'], signed=True)} |"
-            )
+    _mode_tables(
+        lines, summary, summary, f"all subsets ({n} file(s), {secs:.1f} s), " if subsets else ""
+    )
     if "max_abs_diff" in summary:
         lines.append("")
         verdict = "agree" if summary["streaming_matches_offline"] else "DISAGREE"
+        where = [k for k, part in subsets.items() if not part["streaming_matches_offline"]]
         lines.append(
-            f"### offline vs streaming: {verdict} (largest per-file difference, tolerance "
-            f"{summary['diff_tolerance']:g}; waveforms differ by at most "
+            f"### offline vs streaming{', all subsets' if subsets else ''}: {verdict}"
+            f"{' in ' + ', '.join(where) if where else ''} (largest per-file difference, "
+            f"tolerance {summary['diff_tolerance']:g}; waveforms differ by at most "
             f"{summary['max_abs_sample_diff']:.1e})"
         )
         lines.append("")
@@ -606,6 +676,33 @@ def format_tables(summary: Mapping[str, Any]) -> str:
     lines.append("")
     lines.append(f"results: {summary['output_dir']}")
     return "\n".join(lines)
+
+
+def _mode_tables(
+    lines: list[str], summary: Mapping[str, Any], part: Mapping[str, Any], label: str
+) -> None:
+    """Append a heading (``### <label><mode>: RTF ...``) and a metric table per mode of ``part``
+    (the summary itself, or one of its subsets) to ``lines``."""
+    threads = summary["num_threads"]
+    for mode, result in part["results"].items():
+        rtf = part["rtf"][mode]
+        how = f"{summary['stream_block_samples']}-sample blocks, " if mode == "streaming" else ""
+        precision = summary.get("precision", "fp32")
+        if mode == "offline" and precision.startswith("onnx"):
+            precision = "fp32"  # the ONNX graphs are the streaming step; offline is PyTorch
+        lines.append("")
+        lines.append(
+            f"### {label}{mode}: RTF {_fmt(rtf)} ({how}{summary['device']}, {precision}, "
+            f"{threads} thread{'s' if threads != 1 else ''})"
+        )
+        lines.append("")
+        lines.append("| metric | noisy | enhanced | improvement |")
+        lines.append("|---|---:|---:|---:|")
+        for name, r in result.items():
+            lines.append(
+                f"| {ROW_LABELS[name]} | {_fmt(r['noisy'])} | {_fmt(r['enhanced'])} "
+                f"| {_fmt(r['improvement'], signed=True)} |"
+            )
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -689,6 +786,60 @@ def _plot(path: Path, title: str, panels: list[tuple[str, np.ndarray]]) -> None:
 def _mean(values: list[float]) -> tuple[float, int]:
     finite = [v for v in values if math.isfinite(v)]
     return (float(np.mean(finite)) if finite else math.nan), len(finite)
+
+
+def _aggregate(
+    files: list[int],
+    results: Mapping[tuple[int, str], Mapping[str, float]],
+    seconds: Mapping[str, list[float]],
+    samples: list[int],
+    sample_diffs: list[float],
+    metric_names: tuple[str, ...],
+    tolerance: float,
+) -> dict[str, Any]:
+    """The summary of the files with these indices: sizes, RTF, the mean metrics per mode and, for
+    two modes, the largest offline/streaming differences."""
+    modes = list(seconds)
+    audio_seconds = sum(samples[i] for i in files) / SAMPLE_RATE
+    enhancement_seconds = {m: sum(seconds[m][i] for i in files) for m in modes}
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for mode in modes:
+        table[mode] = {}
+        for name in metric_names:
+            noisy_vals = [results[(i, "noisy")][name] for i in files]
+            enh_vals = [results[(i, mode)][name] for i in files]
+            noisy_mean, _ = _mean(noisy_vals)
+            enh_mean, n_valid = _mean(enh_vals)
+            gain, _ = _mean([e - nv for e, nv in zip(enh_vals, noisy_vals, strict=True)])
+            table[mode][name] = {
+                "noisy": noisy_mean,
+                "enhanced": enh_mean,
+                "improvement": gain,
+                "num_files": n_valid,
+            }
+    out: dict[str, Any] = {
+        "num_files": len(files),
+        "audio_seconds": audio_seconds,
+        "rtf": {m: enhancement_seconds[m] / max(audio_seconds, 1e-9) for m in modes},
+        "enhancement_seconds": enhancement_seconds,
+        "results": table,
+    }
+    if len(modes) == 2:
+        diffs = {}
+        for name in metric_names:
+            worst = 0.0
+            for i in files:
+                a, b = results[(i, "offline")][name], results[(i, "streaming")][name]
+                if math.isnan(a) and math.isnan(b):
+                    continue
+                d = abs(a - b) if math.isfinite(a) and math.isfinite(b) else math.inf
+                worst = max(worst, d)
+            diffs[name] = worst
+        out["max_abs_diff"] = diffs
+        out["max_abs_sample_diff"] = max((sample_diffs[i] for i in files), default=0.0)
+        out["diff_tolerance"] = tolerance
+        out["streaming_matches_offline"] = all(d < tolerance for d in diffs.values())
+    return out
 
 
 def evaluate(cfg: Any = None) -> dict[str, Any]:
@@ -791,18 +942,18 @@ def evaluate(cfg: Any = None) -> dict[str, Any]:
         clean_sig: list[np.ndarray | None] = []
         enhanced: dict[str, list[np.ndarray]] = {m: [] for m in modes}
         seconds: dict[str, list[float]] = {m: [] for m in modes}
-        sample_diff = 0.0
+        sample_diffs: list[float] = []
         for index, item in enumerate(
             tqdm(items, desc="enhance", unit="file", disable=not opts.progress, file=sys.stderr)
         ):
             x, notes = load_audio(item.noisy, SAMPLE_RATE)
             for note in notes:
-                notice(f"noisy/{note}" if layout == "paired" else note)
+                notice(item.where(f"noisy/{note}" if layout == "paired" else note))
             ref = None
             if item.clean is not None:
                 ref, notes = load_audio(item.clean, SAMPLE_RATE)
                 for note in notes:
-                    notice(f"clean/{note}")
+                    notice(item.where(f"clean/{note}"))
             for mode in modes:
                 t0 = time.perf_counter()
                 if mode == "offline":
@@ -817,15 +968,16 @@ def evaluate(cfg: Any = None) -> dict[str, Any]:
                     path = out_dir / f"enhanced_{mode}" / enhanced_names[index]
                     write_audio(path, y, SAMPLE_RATE)
             if len(modes) == 2:
-                sample_diff = max(
-                    sample_diff,
-                    float(np.abs(enhanced["offline"][-1] - enhanced["streaming"][-1]).max()),
+                sample_diffs.append(
+                    float(np.abs(enhanced["offline"][-1] - enhanced["streaming"][-1]).max())
                 )
             if ref is not None and ref.shape[0] != x.shape[0]:
                 n = min(ref.shape[0], x.shape[0])
                 notice(
-                    f"{item.noisy.name} and {item.clean.name} differ in length ({x.shape[0]} vs "
-                    f"{ref.shape[0]} samples); metrics use the first {n}"
+                    item.where(
+                        f"{item.noisy.name} and {item.clean.name} differ in length ({x.shape[0]} "
+                        f"vs {ref.shape[0]} samples); metrics use the first {n}"
+                    )
                 )
                 ref = ref[:n]
             noisy_sig.append(x)
@@ -854,7 +1006,7 @@ def evaluate(cfg: Any = None) -> dict[str, Any]:
             i, s, values, messages = result
             results[(i, s)] = values
             for msg in messages:
-                line = f"{items[i].name} ({s}): {msg}"
+                line = items[i].where(f"{items[i].name} ({s}): {msg}")
                 warned.append(line)
                 log.warning("warning: %s", line)
             bar.update(1)
@@ -878,43 +1030,36 @@ def evaluate(cfg: Any = None) -> dict[str, Any]:
         bar.close()
 
         # ---- aggregate ----
-        total_seconds = sum(x.shape[0] for x in noisy_sig) / SAMPLE_RATE
+        samples = [x.shape[0] for x in noisy_sig]
+        subsets: dict[str, list[int]] = {}  # subset -> indices of its files (subsets only)
+        for i, item in enumerate(items):
+            if item.subset:
+                subsets.setdefault(item.subset, []).append(i)
         rows = []
         for i, item in enumerate(items):
-            row: dict[str, Any] = {
-                "file": item.name,
-                "clean": item.clean.name if item.clean else "",
-                "duration_s": noisy_sig[i].shape[0] / SAMPLE_RATE,
-            }
+            row: dict[str, Any] = {"subset": item.subset} if subsets else {}
+            row["file"] = item.name
+            row["clean"] = item.clean.name if item.clean else ""
+            row["duration_s"] = samples[i] / SAMPLE_RATE
             for s in signals:
                 for name in metric_names:
                     row[f"{s}_{name}"] = results[(i, s)].get(name, math.nan)
             for mode in modes:
                 row[f"rtf_{mode}"] = seconds[mode][i] / max(row["duration_s"], 1e-9)
             rows.append(row)
-        summary_results: dict[str, dict[str, dict[str, Any]]] = {}
-        for mode in modes:
-            table = {}
-            for name in metric_names:
-                noisy_vals = [results[(i, "noisy")][name] for i in range(len(items))]
-                enh_vals = [results[(i, mode)][name] for i in range(len(items))]
-                noisy_mean, _ = _mean(noisy_vals)
-                enh_mean, n_valid = _mean(enh_vals)
-                gain, _ = _mean([e - nv for e, nv in zip(enh_vals, noisy_vals, strict=True)])
-                table[name] = {
-                    "noisy": noisy_mean,
-                    "enhanced": enh_mean,
-                    "improvement": gain,
-                    "num_files": n_valid,
-                }
-            summary_results[mode] = table
 
+        def aggregate(files: list[int]) -> dict[str, Any]:
+            return _aggregate(
+                files, results, seconds, samples, sample_diffs, metric_names, opts.diff_tolerance
+            )
+
+        overall = aggregate(list(range(len(items))))
         summary: dict[str, Any] = {
             "fsnet_version": fsnet.__version__,
             "testset": str(opts.testset),
             "layout": layout,
-            "num_files": len(items),
-            "audio_seconds": total_seconds,
+            "num_files": overall["num_files"],
+            "audio_seconds": overall["audio_seconds"],
             "checkpoint": opts.checkpoint,
             "checkpoint_label": opts.checkpoint or "bundled pretrained model",
             "model": {
@@ -930,34 +1075,27 @@ def evaluate(cfg: Any = None) -> dict[str, Any]:
             "num_threads_setting": opts.num_threads,
             "stream_block_samples": opts.stream_block_samples,
             "metrics": list(metric_names),
-            "rtf": {m: sum(seconds[m]) / max(total_seconds, 1e-9) for m in modes},
-            "enhancement_seconds": {m: sum(seconds[m]) for m in modes},
-            "results": summary_results,
         }
-        if len(modes) == 2:
-            diffs = {}
-            for name in metric_names:
-                worst = 0.0
-                for i in range(len(items)):
-                    a, b = results[(i, "offline")][name], results[(i, "streaming")][name]
-                    if math.isnan(a) and math.isnan(b):
-                        continue
-                    d = abs(a - b) if math.isfinite(a) and math.isfinite(b) else math.inf
-                    worst = max(worst, d)
-                diffs[name] = worst
-            summary["max_abs_diff"] = diffs
-            summary["max_abs_sample_diff"] = sample_diff
-            summary["diff_tolerance"] = opts.diff_tolerance
-            summary["streaming_matches_offline"] = all(
-                d < opts.diff_tolerance for d in diffs.values()
+        # rtf, enhancement_seconds, results and the offline/streaming differences: of all files.
+        summary.update((k, v) for k, v in overall.items() if k not in summary)
+        if subsets:
+            summary["subsets"] = {
+                name: {"testset": str(opts.testset / name), **aggregate(files)}
+                for name, files in subsets.items()
+            }
+        if len(modes) == 2 and not summary["streaming_matches_offline"]:
+            bad = [n for n, d in summary["max_abs_diff"].items() if not d < opts.diff_tolerance]
+            where = [
+                n
+                for n, r in summary.get("subsets", {}).items()
+                if not r["streaming_matches_offline"]
+            ]
+            log.warning(
+                "warning: offline and streaming metrics differ by more than %g on %s%s",
+                opts.diff_tolerance,
+                ", ".join(bad),
+                f" (in {', '.join(where)})" if where else "",
             )
-            if not summary["streaming_matches_offline"]:
-                bad = [n for n, d in diffs.items() if not d < opts.diff_tolerance]
-                log.warning(
-                    "warning: offline and streaming metrics differ by more than %g on %s",
-                    opts.diff_tolerance,
-                    ", ".join(bad),
-                )
 
         # ---- outputs ----
         files: dict[str, Any] = {
@@ -968,14 +1106,16 @@ def evaluate(cfg: Any = None) -> dict[str, Any]:
         if opts.save_enhanced:
             files["enhanced_dirs"] = {m: str(out_dir / f"enhanced_{m}") for m in modes}
         plots = []
-        for i in range(min(opts.plot, len(items))):
-            panels = [(f"noisy: {items[i].noisy.name}", noisy_sig[i])]
-            panels += [(f"enhanced ({m})", enhanced[m][i]) for m in modes]
-            if clean_sig[i] is not None:
-                panels.append((f"clean: {items[i].clean.name}", clean_sig[i]))
-            path = out_dir / "plots" / plot_names[i]
-            _plot(path, items[i].key, panels)
-            plots.append(str(path))
+        # The first `plot` files of the test set, or of each subset.
+        for group in subsets.values() if subsets else [range(len(items))]:
+            for i in group[: opts.plot]:
+                panels = [(f"noisy: {items[i].noisy.name}", noisy_sig[i])]
+                panels += [(f"enhanced ({m})", enhanced[m][i]) for m in modes]
+                if clean_sig[i] is not None:
+                    panels.append((f"clean: {items[i].clean.name}", clean_sig[i]))
+                path = out_dir / "plots" / plot_names[i]
+                _plot(path, items[i].where(items[i].key), panels)
+                plots.append(str(path))
         if plots:
             files["plots"] = plots
         summary["output_dir"] = str(out_dir)

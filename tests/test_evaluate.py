@@ -151,6 +151,69 @@ def test_scan_errors(tmp_path):
         ev.scan_testset(vb)
 
 
+def test_scan_folder_of_test_sets(tmp_path):
+    # DNS test_set/synthetic: no audio of its own, sub-folders that are test sets (sorted by name,
+    # the same fileids in each); other sub-folders are ignored with a notice, hidden ones silently.
+    root = tmp_path / "synthetic"
+    for sub in ("with_reverb", "no_reverb"):
+        for kind, name in (("clean", "clean_fileid_0.wav"), ("noisy", "n_snr5_fileid_0.wav")):
+            (root / sub / kind).mkdir(parents=True)
+            (root / sub / kind / name).write_bytes(b"")
+    (root / "docs").mkdir()
+    (root / "docs" / "README.txt").write_text("x")
+    (root / ".cache").mkdir()
+    (root / "notes.txt").write_text("x")
+    items, layout, notices = ev.scan_testset(root)
+    assert layout == "paired"
+    assert [(i.subset, i.key, i.clean.name) for i in items] == [
+        ("no_reverb", "fileid_0", "clean_fileid_0.wav"),
+        ("with_reverb", "fileid_0", "clean_fileid_0.wav"),
+    ]
+    assert items[0].noisy == root / "no_reverb" / "noisy" / "n_snr5_fileid_0.wav"
+    assert len(notices) == 1 and "docs/" in notices[0] and "ignored" in notices[0]
+    # Outputs of a subset go to its own folder, so repeated fileids never collide.
+    assert ev.output_names(items, "enhanced") == (
+        ["no_reverb/n_snr5_fileid_0.wav", "with_reverb/n_snr5_fileid_0.wav"],
+        [],
+    )
+    assert ev.output_names(items, "plots")[0][1] == "with_reverb/n_snr5_fileid_0.png"
+    # A broken subset is an error (not skipped), naming its files; allow_unpaired applies to it.
+    (root / "with_reverb" / "noisy" / "n_snr0_fileid_9.wav").write_bytes(b"")
+    with pytest.raises(FsnetError, match="unpaired files in .*with_reverb: 1 noisy file"):
+        ev.scan_testset(root)
+    items, _, notices = ev.scan_testset(root, allow_unpaired=True)
+    assert len(items) == 2 and any("skipped" in n for n in notices)
+    # Subsets of different layouts are not averaged together.
+    (root / "real").mkdir()
+    (root / "real" / "rec.wav").write_bytes(b"")
+    with pytest.raises(FsnetError, match=r"mix clean\+noisy pairs \(no_reverb, with_reverb\) and "):
+        ev.scan_testset(root, allow_unpaired=True)
+    # Noisy-only subsets; only one level of nesting is searched.
+    real = tmp_path / "real_recordings"
+    for sub in ("b", "a"):
+        (real / sub).mkdir(parents=True)
+        (real / sub / "rec.flac").write_bytes(b"")
+    (real / "deeper" / "set" / "noisy").mkdir(parents=True)
+    (real / "deeper" / "set" / "noisy" / "x.wav").write_bytes(b"")
+    items, layout, notices = ev.scan_testset(real)
+    assert layout == "noisy_only" and [i.where(i.name) for i in items] == [
+        "a/rec.flac",
+        "b/rec.flac",
+    ]
+    assert len(notices) == 1 and "deeper/" in notices[0]
+    # Neither audio nor test-set sub-folders: today's error, plus the sub-folders looked at.
+    none = tmp_path / "none"
+    (none / "b" / "noisy").mkdir(parents=True)
+    (none / "a").mkdir()
+    (none / "a" / "notes.txt").write_text("x")
+    with pytest.raises(FsnetError) as info:
+        ev.scan_testset(none)
+    assert str(info.value) == (
+        f"no audio files (.wav/.flac/.ogg/.opus) in {none}, and none of its sub-folders (a, b) "
+        "is a test set"
+    )
+
+
 def test_options_validation():
     with pytest.raises(FsnetError, match="unknown evaluate option"):
         ev.evaluate({"bogus": 1})
@@ -281,6 +344,7 @@ def test_cli_both_modes_agree(tmp_path, tiny_ckpt, dns_set):
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["num_files"] == 3 and summary["layout"] == "paired"
+    assert "subsets" not in summary and "all subsets" not in proc.stdout
     assert summary["device"] == "cpu" and summary["num_threads"] == 1
     assert set(summary["rtf"]) == {"offline", "streaming"} and all(
         v > 0 for v in summary["rtf"].values()
@@ -296,6 +360,7 @@ def test_cli_both_modes_agree(tmp_path, tiny_ckpt, dns_set):
 
     with open(out / "per_file.csv", newline="") as f:
         rows = list(csv.DictReader(f))
+    assert list(rows[0])[:4] == ["file", "clean", "duration_s", "noisy_pesq_wb"]
     assert [r["file"] for r in rows] == [f"noisy_snr{5 * i}_fileid_{i}.wav" for i in range(3)]
     for row in rows:
         for name in fsnet.metrics.ALL_METRICS:
@@ -311,6 +376,89 @@ def test_cli_both_modes_agree(tmp_path, tiny_ckpt, dns_set):
     pngs = list((out / "plots").glob("*.png"))
     assert len(pngs) == 1 and pngs[0].read_bytes()[:4] == b"\x89PNG"
     assert (out / "summary.md").read_text().startswith("## fsnet evaluation")
+
+
+def test_cli_folder_of_test_sets(tmp_path, tiny_ckpt):
+    # testset=.../synthetic holding no_reverb/ and with_reverb/ (same fileids in both).
+    root = tmp_path / "synthetic"
+    make_dns_set(root / "with_reverb", n=3, seconds=1.0)
+    make_dns_set(root / "no_reverb", n=2, seconds=1.0)
+    (root / "no_reverb" / "clean" / "clean_fileid_1.wav").unlink()  # skipped: allow_unpaired
+    (root / "logs").mkdir()
+    out = tmp_path / "run"
+    proc = run_cli(
+        f"checkpoint={tiny_ckpt}",
+        f"testset={root}",
+        "mode=both",
+        "metrics=[si_sdr,stoi]",
+        "num_workers=0",
+        "allow_unpaired=true",
+        "save_enhanced=true",
+        "plot=1",
+        f"output_dir={out}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "notice: sub-folder logs/ is not a test set" in proc.stderr
+    # One table per subset and mode, one over all files per mode, one agreement table.
+    for heading in (
+        "### no_reverb (1 file(s), 1.0 s), offline: RTF",
+        "### no_reverb (1 file(s), 1.0 s), streaming: RTF",
+        "### with_reverb (3 file(s), 3.0 s), offline: RTF",
+        "### all subsets (4 file(s), 4.0 s), streaming: RTF",
+        "### offline vs streaming, all subsets: agree",
+    ):
+        assert heading in proc.stdout, heading
+    assert proc.stdout.count("| metric | noisy | enhanced | improvement |") == 6
+    assert proc.stdout.index("### no_reverb") < proc.stdout.index("### with_reverb")
+    assert "(2 subsets: no_reverb, with_reverb)" in proc.stdout.splitlines()[0]
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_files"] == 4 and summary["layout"] == "paired"
+    assert list(summary["subsets"]) == ["no_reverb", "with_reverb"]
+    parts = summary["subsets"]
+    assert [p["num_files"] for p in parts.values()] == [1, 3]
+    assert parts["with_reverb"]["testset"] == str(root / "with_reverb")
+    assert summary["streaming_matches_offline"] is True
+    assert all(p["streaming_matches_offline"] for p in parts.values())
+    with open(out / "per_file.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[:3] == ["subset", "file", "clean"]
+    assert [(r["subset"], r["file"]) for r in rows] == [
+        ("no_reverb", "noisy_snr0_fileid_0.wav"),
+        *[("with_reverb", f"noisy_snr{5 * i}_fileid_{i}.wav") for i in range(3)],
+    ]
+    # The existing keys are about all files; the subsets' means are over their own files.
+    for mode in ("offline", "streaming"):
+        for name in ("si_sdr", "stoi"):
+            for key, files in (
+                ("", rows),
+                *((k, [r for r in rows if r["subset"] == k]) for k in parts),
+            ):
+                part = parts[key] if key else summary
+                r = part["results"][mode][name]
+                assert r["num_files"] == len(files)
+                assert r["enhanced"] == pytest.approx(
+                    np.mean([float(f[f"{mode}_{name}"]) for f in files]), rel=1e-5, abs=1e-5
+                )
+    assert summary["audio_seconds"] == pytest.approx(
+        sum(p["audio_seconds"] for p in parts.values())
+    )
+    # Enhanced audio and plots per subset: fileid_0 of both subsets is kept.
+    for mode in ("offline", "streaming"):
+        written = (out / f"enhanced_{mode}").rglob("*.wav")
+        assert sorted(str(p.relative_to(out / f"enhanced_{mode}")) for p in written) == sorted(
+            f"{r['subset']}/{r['file']}" for r in rows
+        )
+    assert sorted(str(p.relative_to(out / "plots")) for p in (out / "plots").rglob("*.png")) == [
+        "no_reverb/noisy_snr0_fileid_0.png",
+        "with_reverb/noisy_snr0_fileid_0.png",
+    ]
+    # A disagreement names the subsets it is in.
+    summary["subsets"]["with_reverb"]["streaming_matches_offline"] = False
+    summary["streaming_matches_offline"] = False
+    assert "### offline vs streaming, all subsets: DISAGREE in with_reverb (" in ev.format_tables(
+        summary
+    )
 
 
 def _one_error_line(proc: subprocess.CompletedProcess) -> str:
