@@ -255,8 +255,17 @@ def train(cfg: Any) -> dict[str, Any]:
         output_dir,
     )
 
+    stop_signal = None
     try:
         trainer.fit(system, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except SystemExit as exc:
+        # Lightning ends fit() on Ctrl-C with sys.exit(1) and on SIGTERM with a SystemExit of
+        # status 0; finish the run's summary and release file, then exit 128 + signal below.
+        if not trainer.interrupted:
+            raise
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        stop_signal = "SIGTERM" if isinstance(exc, SIGTERMException) else "SIGINT"
     except RuntimeError as exc:
         if ckpt_path is not None and "state_dict" in str(exc):
             text = " ".join(str(exc).split())
@@ -287,6 +296,7 @@ def train(cfg: Any) -> dict[str, Any]:
         "global_step": int(trainer.global_step),
         "epoch": int(trainer.current_epoch),
         "interrupted": bool(trainer.interrupted),
+        "stopped_by": stop_signal,
         "resumed_from": str(ckpt_path) if ckpt_path else None,
         "best_model_path": best_path or None,
         "monitor": monitor,  # what "best" means: the ranked checkpoint's metric
@@ -318,6 +328,9 @@ def train(cfg: Any) -> dict[str, Any]:
             score,
             best_path or "no checkpoint",
         )
+    if stop_signal is not None:
+        log.info("stopped by %s; resume=true continues from last.ckpt", stop_signal)
+        sys.exit(143 if stop_signal == "SIGTERM" else 130)
     return summary
 
 

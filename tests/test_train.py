@@ -540,16 +540,18 @@ def test_ctrl_c_saves_last_checkpoint_and_resume_continues(fake_dns_tree, tmp_pa
         args, cwd=repo_root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     log_file = run_dir / "train.log"
+    # The CSV logger first writes its file after 100 logged steps: training is under way.
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (
-        not log_file.is_file() or "parameters" not in log_file.read_text()
-    ):
+    while time.monotonic() < deadline and not list(run_dir.glob("csv/*/metrics.csv")):
         time.sleep(0.2)
-    time.sleep(6)  # a few hundred tiny steps
     proc.send_signal(signal.SIGINT)
     output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, output[-3000:]  # 128 + SIGINT, as the other tools
     last = run_dir / "checkpoints" / "last.ckpt"
     assert last.is_file(), output[-3000:]
+    stopped = json.loads((run_dir / "train_summary.json").read_text())
+    assert stopped["stopped_by"] == "SIGINT" and stopped["interrupted"]
+    assert (run_dir / "release.pt").is_file()  # the weights so far, loadable at once
     step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
     assert step > 0
     assert f"interrupted at step {step}" in log_file.read_text()
