@@ -66,6 +66,16 @@ def score_utterance(
     return {m: float(values.get(VALIDATION_METRICS[m], math.nan)) for m in metrics}
 
 
+def _option(name: str, value: Any, kind: type) -> Any:
+    """``kind(value)``, or one clear error naming the ``system.`` key (Hydra passes typos as text)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return kind(value)
+    except (TypeError, ValueError):
+        raise FsnetError(f"system.{name} must be a number, got {value!r}") from None
+
+
 def _init_metric_worker() -> None:
     warnings.simplefilter("ignore")  # NaN cases are counted by the caller, not warned
     set_dnsmos_threads(1)  # one core per worker: the pool itself provides the parallelism
@@ -168,6 +178,14 @@ class EnhancementSystem(pl.LightningModule):
     ):
         super().__init__()
         cfg = as_config(model_config)
+        metric_workers = _option("metric_workers", metric_workers, int)
+        spectral_loss_weight = _option("spectral_loss_weight", spectral_loss_weight, float)
+        spectral_loss_power = _option("spectral_loss_power", spectral_loss_power, float)
+        spectral_loss_complex_share = _option(
+            "spectral_loss_complex_share", spectral_loss_complex_share, float
+        )
+        if not isinstance(cuda_graph, bool):
+            raise FsnetError(f"system.cuda_graph must be true or false, got {cuda_graph!r}")
         metrics = [str(m) for m in metrics]
         unknown = [m for m in metrics if m not in VALIDATION_METRICS]
         if unknown:

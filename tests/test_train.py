@@ -436,6 +436,13 @@ def test_lr_scheduler_steps_every_optimiser_step(tiny_model_config, tmp_path):
     assert trainer.lr_scheduler_configs[0].interval == "step"
 
 
+def test_system_options_typos_are_one_clear_error(tiny_model_config):
+    with pytest.raises(FsnetError, match="system.spectral_loss_weight must be a number"):
+        EnhancementSystem(tiny_model_config, spectral_loss_weight="abc")
+    with pytest.raises(FsnetError, match="system.cuda_graph must be true or false"):
+        EnhancementSystem(tiny_model_config, cuda_graph="maybe")
+
+
 def test_cuda_graph_on_cpu_is_one_clear_error(tiny_model_config):
     noisy = torch.randn(2, 4000) * 0.1
     loader = torch.utils.data.DataLoader(
