@@ -44,7 +44,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from fsnet import metrics as M
-from fsnet.errors import FsnetError
+from fsnet.errors import FsnetError, fsnet_cause
 
 log = logging.getLogger(__name__)
 
@@ -1187,17 +1187,6 @@ def _hydra_task(cfg) -> None:
 _INTERRUPTED = "interrupted; only complete files were written"
 
 
-def _fsnet_cause(exc: BaseException) -> FsnetError | None:
-    """The FsnetError behind a Hydra/OmegaConf error (raised in the hydra.run.dir resolver)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, FsnetError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
-
-
 def main() -> None:
     """Console entry point (``fsnet-evaluate`` / ``python evaluate.py``): Hydra overrides in argv.
 
@@ -1226,7 +1215,7 @@ def main() -> None:
         code = 1
     except (HydraException, OmegaConfBaseException) as exc:
         cause = exc.__cause__
-        fsnet_error = _fsnet_cause(exc)  # e.g. output_dir is a file (hydra.run.dir resolver)
+        fsnet_error = fsnet_cause(exc)  # e.g. output_dir is a file (hydra.run.dir resolver)
         if fsnet_error is not None:
             detail = _one_line(fsnet_error)
         else:

@@ -379,7 +379,7 @@ class ModelEngine:
         self.delay_line.write(np.zeros(self.latency_samples, dtype=np.float32))
 
     def _finish(self, y: Any) -> np.ndarray:
-        y = _to_numpy(y).copy()
+        y = _to_numpy(y).copy()  # owned: the recorder's queue keeps it while the engine runs on
         if self.dry:
             noisy = self.delay_line.read(len(y))
             if len(noisy) < len(y):

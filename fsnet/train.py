@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from fsnet.errors import FsnetError
+from fsnet.errors import FsnetError, fsnet_cause
 
 log = logging.getLogger("fsnet.train")
 
@@ -45,8 +45,8 @@ def _squash(text: str) -> str:
 
 def one_line(exc: BaseException) -> str:
     """A readable single line for an exception (DataLoader worker wrappers and Hydra chains included)."""
-    cause = exc.__cause__
-    if isinstance(cause, FsnetError) and not isinstance(exc, FsnetError):
+    cause = fsnet_cause(exc)
+    if cause is not None and cause is not exc:
         return _squash(str(cause))  # Hydra's "Error in call to target ..." adds nothing
     message = str(exc)
     if (
