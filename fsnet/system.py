@@ -196,7 +196,7 @@ class EnhancementSystem(pl.LightningModule):
         self.save_hyperparameters(
             {
                 "model_config": cfg.to_dict(),
-                "metric_workers": int(metric_workers),
+                "metric_workers": metric_workers,
                 "metrics": metrics,
             }
         )
@@ -204,16 +204,16 @@ class EnhancementSystem(pl.LightningModule):
         self.optimizer_factory = optimizer or default_optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.metric_names = tuple(metrics)
-        self.metric_workers = int(metric_workers)
+        self.metric_workers = metric_workers
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._pending: list[tuple[Any, np.ndarray, np.ndarray]] = []
         self._val_loss = [0.0, 0]  # sum of squared errors, number of elements
         self._last_batch_end: float | None = None
         self._unchecked: tuple | None = None  # the last training loss, not yet checked for NaN/Inf
-        self.cuda_graph = bool(cuda_graph)
-        self.spectral_loss_weight = float(spectral_loss_weight)
-        self.spectral_loss_power = float(spectral_loss_power)
-        self.spectral_loss_complex_share = float(spectral_loss_complex_share)
+        self.cuda_graph = cuda_graph
+        self.spectral_loss_weight = spectral_loss_weight
+        self.spectral_loss_power = spectral_loss_power
+        self.spectral_loss_complex_share = spectral_loss_complex_share
         if self.spectral_loss_weight < 0 or not 0.0 <= self.spectral_loss_complex_share <= 1.0:
             raise FsnetError(
                 "system.spectral_loss_weight must be >= 0 and spectral_loss_complex_share in [0, 1]"
