@@ -216,7 +216,10 @@ def train(cfg: Any) -> dict[str, Any]:
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     if not cfg.trainer.get("enable_progress_bar", True):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-    logged = {"val/loss", "val/num_utterances"} | {f"val/{m}" for m in system.metric_names}
+    # Lightning also ranks checkpoints by its own "epoch" and "step" counters
+    logged = {"val/loss", "val/num_utterances", "epoch", "step"} | {
+        f"val/{m}" for m in system.metric_names
+    }
     for c in callbacks:
         if isinstance(c, ModelCheckpoint) and c.monitor and c.monitor not in logged:
             raise FsnetError(

@@ -574,3 +574,33 @@ def test_ctrl_c_saves_last_checkpoint_and_resume_continues(fake_dns_tree, tmp_pa
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     summary = json.loads((run_dir / "train_summary.json").read_text())
     assert summary["resumed_from"] == str(last) and summary["global_step"] == step + 2
+
+
+def test_resume_state_names_the_best_file_that_exists(fake_dns_tree, tmp_path, run_cli):
+    # last_checkpoint's every_n_train_steps save at the step of a validation runs before that
+    # validation; a best found there must still reach last.ckpt, or a resumed run ranks against a
+    # deleted file. monitor=step improves at every validation, so the case always happens here.
+    tree = fake_dns_tree(n_val=1, n_rir=0)
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        [
+            *TINY_RUN,
+            f"recipe.root={tree.root}",
+            f"hydra.run.dir={run_dir}",
+            "trainer.max_steps=4",
+            "data.num_workers=0",
+            "system.metric_workers=0",
+            "system.metrics=[stoi]",
+            "callbacks.model_checkpoint.monitor=step",
+            "callbacks.model_checkpoint.filename='best-step{step:03d}'",
+            "callbacks.last_checkpoint.every_n_train_steps=2",
+        ]
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    (ranked,) = [v for k, v in ckpt["callbacks"].items() if "'monitor': 'step'" in k]
+    assert Path(ranked["best_model_path"]).is_file()
+    assert ranked["best_model_path"] == summary["best_model_path"]
+    assert [p.name for p in (run_dir / "checkpoints").glob("best-*.ckpt")] == ["best-step004.ckpt"]
+    assert not list((run_dir / "checkpoints").glob("last-v*.ckpt"))
