@@ -13,5 +13,7 @@ python3 train.py recipe=debian_audio recipe.root=$DATA_ROOT trainer=gpu \
     callbacks.progress_bar.refresh_rate=200 "$@" 2>&1 | grep -v -e "it/s" -e Warning | tail -40
 best=$(ls -t $RUN_DIR/checkpoints/best-*.ckpt 2>/dev/null | head -1)
 python3 -m fsnet.checkpoint "${best:-$RUN_DIR/checkpoints/last.ckpt}" "$OUT/release_fp16.pt" --half
-cp $RUN_DIR/csv/*/metrics.csv "$OUT/" 2>/dev/null || find $RUN_DIR -name metrics.csv -exec cp {} "$OUT/" \;
+# this chunk's log: a resumed run logs to the next csv/version_N
+csv_dir=$(ls -d "$RUN_DIR"/csv/version_* 2>/dev/null | sort -V | tail -1)
+[ -z "$csv_dir" ] || cp "$csv_dir/metrics.csv" "$OUT/"
 ls -la $RUN_DIR/checkpoints
