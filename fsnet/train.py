@@ -317,6 +317,12 @@ def train(cfg: Any) -> dict[str, Any]:
                 model = load_model(best_path)
                 source = best_path
             else:
+                if best_path:  # e.g. a run folder whose last.ckpt predates its newest best
+                    log.warning(
+                        "best checkpoint %s no longer exists; release.pt holds the final weights "
+                        "(export another checkpoint with python -m fsnet.checkpoint CKPT OUT.pt)",
+                        best_path,
+                    )
                 model = system.model.float().cpu().eval()
                 source = "final weights"
             release = save_release(model, output_dir / "release.pt")

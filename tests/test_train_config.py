@@ -84,7 +84,9 @@ def test_callbacks_loggers_optimizer_instantiate(tmp_path):
     cfg = compose_cfg([], tmp_path)
     callbacks = {name: instantiate(node) for name, node in cfg.callbacks.items()}
     best = callbacks["model_checkpoint"]
-    assert best.monitor == "val/wb_pesq" and best.mode == "max" and not best.save_last
+    assert best.monitor == "val/wb_pesq" and best.mode == "max"
+    # a new best also refreshes last_checkpoint's file (not a last-v1.ckpt of its own)
+    assert best.save_last is True and not best._enable_version_counter
     last = callbacks["last_checkpoint"]
     assert last.monitor is None and last.filename == "last" and not last._enable_version_counter
     loggers = [instantiate(node) for node in cfg.logger.values()]
