@@ -436,13 +436,16 @@ def mix_at_snr(
     snr_db: float,
     level_dbfs: float,
     peak_limit: float = 0.999,
+    dtype: type = np.float32,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mix ``clean`` (the target) and ``noise`` at ``snr_db``, then set the mixture RMS to ``level_dbfs``.
 
-    The target is scaled with the mixture, so the SNR is exact. If the mixture or the target would
-    exceed ``peak_limit`` both are scaled down together (the level then ends up lower than asked).
-    A silent noise leaves the mixture equal to the target. ``clean``, ``noise``: 1-D ``[N]`` of
-    equal length, same rate. Returns float32 ``(noisy [N], target [N])``.
+    The one mixing rule of the project: training examples and the recipes' fixed test pairs both
+    come from here. The target is scaled with the mixture, so the SNR is exact. If the mixture or
+    the target would exceed ``peak_limit`` both are scaled down together (the level then ends up
+    lower than asked). A silent noise leaves the mixture equal to the target. ``clean``, ``noise``:
+    1-D ``[N]`` of equal length, same rate. Computed in float64; returns ``(noisy [N], target [N])``
+    as ``dtype`` (float32 for training; float64 keeps the precision for 16-bit files).
     """
     clean = np.asarray(clean, dtype=np.float64)
     noise = np.asarray(noise, dtype=np.float64)
@@ -462,7 +465,7 @@ def mix_at_snr(
     peak = max(float(np.max(np.abs(noisy), initial=0.0)), float(np.max(np.abs(clean), initial=0.0)))
     if peak > peak_limit:
         noisy, clean = noisy * (peak_limit / peak), clean * (peak_limit / peak)
-    return noisy.astype(np.float32), clean.astype(np.float32)
+    return noisy.astype(dtype), clean.astype(dtype)
 
 
 @dataclass

@@ -172,13 +172,6 @@ def test_mix_rejects_silence_and_shape_mismatch():
         prep.mix_at_snr(np.ones(100), np.ones(99), 0.0, -25.0)
 
 
-def test_scale_noise_to_snr():
-    rng = np.random.default_rng(2)
-    c = rng.standard_normal(4000)
-    z = prep.scale_noise_to_snr(c, rng.standard_normal(4000) * 3, 12.5)
-    assert prep.snr_db(c, z) == pytest.approx(12.5, abs=1e-9)
-
-
 def test_to_pcm16():
     x = np.array([0.0, 0.5, -0.5, -1.0, 32767 / 32768])
     y = prep.to_pcm16(x)

@@ -215,41 +215,28 @@ def snr_db(clean, noise) -> float:
     )
 
 
-def scale_noise_to_snr(clean, noise, snr: float) -> np.ndarray:
-    """Return ``noise`` scaled so that 10*log10(P_clean/P_noise) == snr."""
-    clean = np.asarray(clean, dtype=np.float64)
-    noise = np.asarray(noise, dtype=np.float64)
-    pc = float(np.mean(clean**2))
-    pn = float(np.mean(noise**2))
-    if pc <= EPS:
-        raise ValueError("clean signal is silent")
-    if pn <= EPS:
-        raise ValueError("noise signal is silent")
-    return noise * math.sqrt(pc / (pn * 10.0 ** (snr / 10.0)))
-
-
 def mix_at_snr(
     clean, noise, snr: float, target_level_db: float, peak_limit: float = MIX_PEAK_LIMIT
 ):
-    """DNS-style fixed mixture.
+    """DNS-style fixed mixture: ``fsnet.data.mix_at_snr``, the rule training mixes with.
 
-    The noise is scaled to the requested SNR (full-signal energy ratio), the
-    mixture is brought to ``target_level_db`` dBFS RMS and the same gain is
-    applied to the clean reference.  If either signal would exceed
-    ``peak_limit`` all three are scaled down together (the SNR is kept; the
-    level ends up lower).  Returns (noisy, clean, noise, level_db).
+    Fixed pairs refuse silent inputs (a pair without speech or without noise is a build bug).
+    16 kHz 1-D float arrays of equal length ``[N]``; returns float64 ``(noisy, clean, noise,
+    level_db)``, where ``noise`` is the scaled noise actually in ``noisy`` and ``level_db`` the
+    mixture's RMS level (below ``target_level_db`` where ``peak_limit`` scaled the pair down).
     """
+    from fsnet.data import mix_at_snr as mix  # fsnet pulls in torch: only when mixing is needed
+
     clean = np.asarray(clean, dtype=np.float64)
     noise = np.asarray(noise, dtype=np.float64)
     if clean.shape != noise.shape:
         raise ValueError("clean and noise must have the same shape")
-    noise = scale_noise_to_snr(clean, noise, snr)
-    noisy = clean + noise
-    g = db_to_gain(target_level_db) / (rms(noisy) + EPS)
-    peak = max(float(np.max(np.abs(noisy))), float(np.max(np.abs(clean)))) * g
-    if peak > peak_limit:
-        g *= peak_limit / peak
-    return noisy * g, clean * g, noise * g, rms_db(noisy * g)
+    if np.mean(clean**2) <= EPS:
+        raise ValueError("clean signal is silent")
+    if np.mean(noise**2) <= EPS:
+        raise ValueError("noise signal is silent")
+    noisy, clean = mix(clean, noise, snr, target_level_db, peak_limit, dtype=np.float64)
+    return noisy, clean, noisy - clean, rms_db(noisy)
 
 
 def to_pcm16(x) -> np.ndarray:
