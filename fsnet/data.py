@@ -487,6 +487,10 @@ class MixingConfig:
     clean_speed_probability: float = 0.0  # chance the clean speech of an example is perturbed
     noise_speed_probability: float = 0.0  # chance the noise of an example is perturbed
     speed_factor_range: tuple[float, float] = (0.9, 1.1)  # factor drawn uniformly (2 % grid)
+    # file: every noise file equally likely. folder: every folder of noise files equally likely,
+    # then a file in it, so a source with few files (short effects) is heard as often as one with
+    # many (long music cut into segments).
+    noise_balance: str = "file"
 
     def __post_init__(self) -> None:
         self.snr_range_db = tuple(float(v) for v in self.snr_range_db)  # type: ignore[assignment]
@@ -510,6 +514,8 @@ class MixingConfig:
             )
         if self.short_clean not in ("pad", "loop"):
             problems.append(f"short_clean must be pad or loop, got {self.short_clean!r}")
+        if self.noise_balance not in ("file", "folder"):
+            problems.append(f"noise_balance must be file or folder, got {self.noise_balance!r}")
         if (
             self.segment_seconds <= 0
             or self.target_level_jitter_db < 0
@@ -593,6 +599,10 @@ class TrainingMixtures(Dataset):
         self.epoch = 0
         self._bad: set[str] = set()
         self._rir_cache: dict[str, np.ndarray] = {}
+        folders: dict[str, list[AudioEntry]] = {}
+        for entry in self.noise:
+            folders.setdefault(os.path.dirname(entry.path), []).append(entry)
+        self.noise_folders = [folders[name] for name in sorted(folders)]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -712,6 +722,18 @@ class TrainingMixtures(Dataset):
             f"could not find a readable {kind} file in {MAX_ATTEMPTS} draws (see the warnings above)"
         )
 
+    def _pick_noise(self, rng: np.random.Generator) -> AudioEntry:
+        if self.mixing.noise_balance == "file":  # one draw, as before the option existed
+            return self._pick(rng, self.noise, "noise")
+        for _ in range(MAX_ATTEMPTS):
+            folder = self.noise_folders[int(rng.integers(len(self.noise_folders)))]
+            entry = folder[int(rng.integers(len(folder)))]
+            if entry.path not in self._bad:
+                return entry
+        raise FsnetError(
+            f"could not find a readable noise file in {MAX_ATTEMPTS} draws (see the warnings above)"
+        )
+
     def _draw_clean(
         self, rng: np.random.Generator, seg: int, pre_roll: int
     ) -> tuple[str, np.ndarray, int]:
@@ -754,7 +776,7 @@ class TrainingMixtures(Dataset):
             remaining = seg
             failures = 0
             while remaining > 0:
-                entry = self._pick(rng, self.noise, "noise")
+                entry = self._pick_noise(rng)
                 length = entry.length_at(m.sample_rate)
                 start = int(rng.integers(0, length)) if not parts else 0
                 count = min(length - start, remaining)
@@ -896,6 +918,7 @@ class DnsDataModule(pl.LightningDataModule):
         clean_speed_probability: float = 0.0,
         noise_speed_probability: float = 0.0,
         speed_factor_range: Sequence[float] = (0.9, 1.1),
+        noise_balance: str = "file",
         samples_per_epoch: int = 360000,
         batch_size: int = 72,
         val_batch_size: int = 8,
@@ -929,6 +952,7 @@ class DnsDataModule(pl.LightningDataModule):
             clean_speed_probability=float(clean_speed_probability),
             noise_speed_probability=float(noise_speed_probability),
             speed_factor_range=tuple(speed_factor_range),  # type: ignore[arg-type]
+            noise_balance=noise_balance,
         )
         if on_bad_file not in ("skip", "error"):
             raise FsnetError(f"data.on_bad_file must be skip or error, got {on_bad_file!r}")

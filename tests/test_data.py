@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 
 from fsnet.data import (
+    AudioEntry,
     DnsDataModule,
     MixingConfig,
     TrainingMixtures,
@@ -156,6 +157,33 @@ def test_speed_perturbation_in_mixtures(corpus):
         MixingConfig(speed_factor_range=(1.2, 0.9))
     with pytest.raises(FsnetError, match="noise_speed_probability"):
         MixingConfig(noise_speed_probability=2)
+
+
+def test_noise_balance_file_or_folder(tmp_path):
+    # 9 files of one noise source, 1 of another: per file the lone source is heard in ~1 of 10
+    # examples, per folder in ~1 of 2.
+    def entries(folder: str, count: int) -> list[AudioEntry]:
+        (tmp_path / folder).mkdir(parents=True)
+        rng = np.random.default_rng(count)
+        for i in range(count):
+            sf.write(tmp_path / folder / f"{i}.wav", rng.standard_normal(16000) * 0.1, 16000)
+        return [
+            AudioEntry(str(tmp_path / folder / f"{i}.wav"), 16000, 16000, 1) for i in range(count)
+        ]
+
+    clean = entries("clean", 1)
+    noise = entries("noise/music", 9) + entries("noise/effects", 1)
+
+    def effects_share(balance: str) -> float:
+        mixing = MixingConfig(segment_seconds=0.25, noise_balance=balance)
+        ds = TrainingMixtures(clean, noise, (), mixing, samples_per_epoch=300, seed=1)
+        picks = [ds.generate(i)[2]["noise"][0] for i in range(300)]
+        return sum("/effects/" in Path(p).as_posix() for p in picks) / len(picks)
+
+    assert effects_share("file") < 0.2
+    assert 0.4 < effects_share("folder") < 0.6
+    with pytest.raises(FsnetError, match="noise_balance"):
+        MixingConfig(noise_balance="source")
 
 
 def test_no_rirs_means_no_reverb(corpus):
