@@ -227,6 +227,12 @@ def train(cfg: Any) -> dict[str, Any]:
                 "add it to system.metrics or set callbacks.model_checkpoint.monitor=val/loss "
                 "callbacks.model_checkpoint.mode=min"
             )
+    if cfg.trainer.get("fast_dev_run"):
+        # a smoke run writes no checkpoints; Lightning's train-end save_last would still write
+        # last.ckpt, over the real one when the smoke run shares a run folder
+        for c in callbacks:
+            if isinstance(c, ModelCheckpoint):
+                c.save_last = False
     trainer = instantiate(
         cfg.trainer,
         callbacks=callbacks,

@@ -604,3 +604,22 @@ def test_resume_state_names_the_best_file_that_exists(fake_dns_tree, tmp_path, r
     assert ranked["best_model_path"] == summary["best_model_path"]
     assert [p.name for p in (run_dir / "checkpoints").glob("best-*.ckpt")] == ["best-step004.ckpt"]
     assert not list((run_dir / "checkpoints").glob("last-v*.ckpt"))
+
+
+def test_fast_dev_run_writes_no_checkpoint(fake_dns_tree, tmp_path, run_cli):
+    # Lightning's train-end save_last ignores fast_dev_run; a smoke run in a real run folder must
+    # not replace its last.ckpt
+    tree = fake_dns_tree(n_val=1, n_rir=0)
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        [
+            *TINY_RUN,
+            f"recipe.root={tree.root}",
+            f"hydra.run.dir={run_dir}",
+            "trainer.fast_dev_run=true",
+            "data.num_workers=0",
+            "system.metric_workers=0",
+        ]
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert not list(run_dir.glob("**/*.ckpt")) and not (run_dir / "release.pt").exists()

@@ -1782,7 +1782,8 @@ def check_requirements():
         ("dpkg-deb", "unpacks .deb files"),
     ):
         need_tool(tool, why)
-    check_python_modules(["soundfile", "scipy", "pyroomacoustics"])
+    # fsnet (pip install -e . from the repository root) mixes the fixed test pairs
+    check_python_modules(["soundfile", "scipy", "pyroomacoustics", "fsnet"])
 
 
 def build_demo(args):
