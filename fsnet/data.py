@@ -599,10 +599,13 @@ class TrainingMixtures(Dataset):
         self.epoch = 0
         self._bad: set[str] = set()
         self._rir_cache: dict[str, np.ndarray] = {}
-        folders: dict[str, list[AudioEntry]] = {}
-        for entry in self.noise:
-            folders.setdefault(os.path.dirname(entry.path), []).append(entry)
-        self.noise_folders = [folders[name] for name in sorted(folders)]
+        # the lists a noise file is drawn from: one group (all files) or one per folder
+        self.noise_groups: list[list[AudioEntry]] = [self.noise]
+        if self.mixing.noise_balance == "folder":
+            folders: dict[str, list[AudioEntry]] = {}
+            for entry in self.noise:
+                folders.setdefault(os.path.dirname(entry.path), []).append(entry)
+            self.noise_groups = [folders[name] for name in sorted(folders)]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -712,26 +715,16 @@ class TrainingMixtures(Dataset):
             raise _SkipFile from None
 
     def _pick(
-        self, rng: np.random.Generator, entries: Sequence[AudioEntry], kind: str
+        self, rng: np.random.Generator, groups: Sequence[Sequence[AudioEntry]], kind: str
     ) -> AudioEntry:
+        """A readable file: a group drawn uniformly (no draw when there is one), then a file in it."""
         for _ in range(MAX_ATTEMPTS):
-            entry = entries[int(rng.integers(len(entries)))]
+            group = groups[int(rng.integers(len(groups)))] if len(groups) > 1 else groups[0]
+            entry = group[int(rng.integers(len(group)))]
             if entry.path not in self._bad:
                 return entry
         raise FsnetError(
             f"could not find a readable {kind} file in {MAX_ATTEMPTS} draws (see the warnings above)"
-        )
-
-    def _pick_noise(self, rng: np.random.Generator) -> AudioEntry:
-        if self.mixing.noise_balance == "file":  # one draw, as before the option existed
-            return self._pick(rng, self.noise, "noise")
-        for _ in range(MAX_ATTEMPTS):
-            folder = self.noise_folders[int(rng.integers(len(self.noise_folders)))]
-            entry = folder[int(rng.integers(len(folder)))]
-            if entry.path not in self._bad:
-                return entry
-        raise FsnetError(
-            f"could not find a readable noise file in {MAX_ATTEMPTS} draws (see the warnings above)"
         )
 
     def _draw_clean(
@@ -740,7 +733,7 @@ class TrainingMixtures(Dataset):
         """``(path, samples, lead)``: ``lead`` samples of context before the segment, then ``seg``."""
         m = self.mixing
         for _attempt in range(MAX_ATTEMPTS):
-            entry = self._pick(rng, self.clean, "clean")
+            entry = self._pick(rng, (self.clean,), "clean")
             length = entry.length_at(m.sample_rate)
             try:
                 if length >= seg:
@@ -776,7 +769,7 @@ class TrainingMixtures(Dataset):
             remaining = seg
             failures = 0
             while remaining > 0:
-                entry = self._pick_noise(rng)
+                entry = self._pick(rng, self.noise_groups, "noise")
                 length = entry.length_at(m.sample_rate)
                 start = int(rng.integers(0, length)) if not parts else 0
                 count = min(length - start, remaining)
@@ -802,7 +795,7 @@ class TrainingMixtures(Dataset):
 
     def _draw_rir(self, rng: np.random.Generator) -> tuple[str, np.ndarray]:
         for _attempt in range(MAX_ATTEMPTS):
-            entry = self._pick(rng, self.rir, "RIR")
+            entry = self._pick(rng, (self.rir,), "RIR")
             rir = self._rir_cache.get(entry.path)
             if rir is None:
                 try:
