@@ -576,25 +576,34 @@ def test_ctrl_c_saves_last_checkpoint_and_resume_continues(fake_dns_tree, tmp_pa
     assert summary["resumed_from"] == str(last) and summary["global_step"] == step + 2
 
 
-def test_resume_state_names_the_best_file_that_exists(fake_dns_tree, tmp_path, run_cli):
-    # last_checkpoint's every_n_train_steps save at the step of a validation runs before that
-    # validation; a best found there must still reach last.ckpt, or a resumed run ranks against a
-    # deleted file. monitor=step improves at every validation, so the case always happens here.
-    tree = fake_dns_tree(n_val=1, n_rir=0)
-    run_dir = tmp_path / "run"
-    result = run_cli(
+def run_tiny_inline(run_cli, tree, run_dir: Path, *overrides: str):
+    """TINY_RUN on ``tree`` into ``run_dir`` with data loading and metrics in the main process."""
+    return run_cli(
         [
             *TINY_RUN,
             f"recipe.root={tree.root}",
             f"hydra.run.dir={run_dir}",
-            "trainer.max_steps=4",
             "data.num_workers=0",
             "system.metric_workers=0",
-            "system.metrics=[stoi]",
-            "callbacks.model_checkpoint.monitor=step",
-            "callbacks.model_checkpoint.filename='best-step{step:03d}'",
-            "callbacks.last_checkpoint.every_n_train_steps=2",
+            *overrides,
         ]
+    )
+
+
+def test_resume_state_names_the_best_file_that_exists(fake_dns_tree, tmp_path, run_cli):
+    # last_checkpoint's every_n_train_steps save at the step of a validation runs before that
+    # validation; a best found there must still reach last.ckpt, or a resumed run ranks against a
+    # deleted file. monitor=step improves at every validation, so the case always happens here.
+    run_dir = tmp_path / "run"
+    result = run_tiny_inline(
+        run_cli,
+        fake_dns_tree(n_val=1, n_rir=0),
+        run_dir,
+        "trainer.max_steps=4",
+        "system.metrics=[stoi]",
+        "callbacks.model_checkpoint.monitor=step",
+        "callbacks.model_checkpoint.filename='best-step{step:03d}'",
+        "callbacks.last_checkpoint.every_n_train_steps=2",
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((run_dir / "train_summary.json").read_text())
@@ -609,17 +618,9 @@ def test_resume_state_names_the_best_file_that_exists(fake_dns_tree, tmp_path, r
 def test_fast_dev_run_writes_no_checkpoint(fake_dns_tree, tmp_path, run_cli):
     # Lightning's train-end save_last ignores fast_dev_run; a smoke run in a real run folder must
     # not replace its last.ckpt
-    tree = fake_dns_tree(n_val=1, n_rir=0)
     run_dir = tmp_path / "run"
-    result = run_cli(
-        [
-            *TINY_RUN,
-            f"recipe.root={tree.root}",
-            f"hydra.run.dir={run_dir}",
-            "trainer.fast_dev_run=true",
-            "data.num_workers=0",
-            "system.metric_workers=0",
-        ]
+    result = run_tiny_inline(
+        run_cli, fake_dns_tree(n_val=1, n_rir=0), run_dir, "trainer.fast_dev_run=true"
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert not list(run_dir.glob("**/*.ckpt")) and not (run_dir / "release.pt").exists()
