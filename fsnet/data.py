@@ -491,6 +491,10 @@ class MixingConfig:
     # then a file in it, so a source with few files (short effects) is heard as often as one with
     # many (long music cut into segments).
     noise_balance: str = "file"
+    # folder mode only: relative weight of a noise folder, by its name (the last path component);
+    # folders not named weigh 1, 0 leaves a folder out. Names that match no folder are an error
+    # (raised by TrainingMixtures, which sees the files).
+    noise_folder_weights: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.snr_range_db = tuple(float(v) for v in self.snr_range_db)  # type: ignore[assignment]
@@ -516,6 +520,13 @@ class MixingConfig:
             problems.append(f"short_clean must be pad or loop, got {self.short_clean!r}")
         if self.noise_balance not in ("file", "folder"):
             problems.append(f"noise_balance must be file or folder, got {self.noise_balance!r}")
+        self.noise_folder_weights = {
+            str(k): float(v) for k, v in dict(self.noise_folder_weights or {}).items()
+        }
+        if self.noise_folder_weights and self.noise_balance != "folder":
+            problems.append("noise_folder_weights needs noise_balance=folder")
+        if any(w < 0 for w in self.noise_folder_weights.values()):
+            problems.append("noise_folder_weights must be >= 0")
         if (
             self.segment_seconds <= 0
             or self.target_level_jitter_db < 0
@@ -599,13 +610,33 @@ class TrainingMixtures(Dataset):
         self.epoch = 0
         self._bad: set[str] = set()
         self._rir_cache: dict[str, np.ndarray] = {}
-        # the lists a noise file is drawn from: one group (all files) or one per folder
+        # the lists a noise file is drawn from: one group (all files) or one per folder, with the
+        # probability of each group (None: uniform)
         self.noise_groups: list[list[AudioEntry]] = [self.noise]
+        self.noise_group_probs: np.ndarray | None = None
         if self.mixing.noise_balance == "folder":
-            folders: dict[str, list[AudioEntry]] = {}
-            for entry in self.noise:
-                folders.setdefault(os.path.dirname(entry.path), []).append(entry)
-            self.noise_groups = [folders[name] for name in sorted(folders)]
+            self._group_noise_by_folder(self.mixing.noise_folder_weights)
+
+    def _group_noise_by_folder(self, weights: dict[str, float]) -> None:
+        folders: dict[str, list[AudioEntry]] = {}
+        for entry in self.noise:
+            folders.setdefault(os.path.dirname(entry.path), []).append(entry)
+        names = sorted(folders)
+        unknown = set(weights) - {os.path.basename(name) for name in names}
+        if unknown:
+            raise FsnetError(
+                f"data.noise_folder_weights names no noise folder: {', '.join(sorted(unknown))}"
+            )
+        if not weights:
+            self.noise_groups = [folders[name] for name in names]
+            return
+        kept = [(n, weights.get(os.path.basename(n), 1.0)) for n in names]
+        kept = [(n, w) for n, w in kept if w > 0]
+        if not kept:
+            raise FsnetError("data.noise_folder_weights leaves no noise folder with weight > 0")
+        self.noise_groups = [folders[n] for n, _ in kept]
+        total = sum(w for _, w in kept)
+        self.noise_group_probs = np.array([w / total for _, w in kept])
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -715,11 +746,21 @@ class TrainingMixtures(Dataset):
             raise _SkipFile from None
 
     def _pick(
-        self, rng: np.random.Generator, groups: Sequence[Sequence[AudioEntry]], kind: str
+        self,
+        rng: np.random.Generator,
+        groups: Sequence[Sequence[AudioEntry]],
+        kind: str,
+        group_probs: np.ndarray | None = None,
     ) -> AudioEntry:
-        """A readable file: a group drawn uniformly (no draw when there is one), then a file in it."""
+        """A readable file: a group drawn (uniformly unless ``group_probs``; no draw when there is
+        one), then a file in it, uniformly."""
         for _ in range(MAX_ATTEMPTS):
-            group = groups[int(rng.integers(len(groups)))] if len(groups) > 1 else groups[0]
+            if len(groups) == 1:
+                group = groups[0]
+            elif group_probs is None:
+                group = groups[int(rng.integers(len(groups)))]
+            else:
+                group = groups[int(rng.choice(len(groups), p=group_probs))]
             entry = group[int(rng.integers(len(group)))]
             if entry.path not in self._bad:
                 return entry
@@ -769,7 +810,7 @@ class TrainingMixtures(Dataset):
             remaining = seg
             failures = 0
             while remaining > 0:
-                entry = self._pick(rng, self.noise_groups, "noise")
+                entry = self._pick(rng, self.noise_groups, "noise", self.noise_group_probs)
                 length = entry.length_at(m.sample_rate)
                 start = int(rng.integers(0, length)) if not parts else 0
                 count = min(length - start, remaining)
@@ -912,6 +953,7 @@ class DnsDataModule(pl.LightningDataModule):
         noise_speed_probability: float = 0.0,
         speed_factor_range: Sequence[float] = (0.9, 1.1),
         noise_balance: str = "file",
+        noise_folder_weights: dict | None = None,
         samples_per_epoch: int = 360000,
         batch_size: int = 72,
         val_batch_size: int = 8,
@@ -946,6 +988,7 @@ class DnsDataModule(pl.LightningDataModule):
             noise_speed_probability=float(noise_speed_probability),
             speed_factor_range=tuple(speed_factor_range),  # type: ignore[arg-type]
             noise_balance=noise_balance,
+            noise_folder_weights=dict(noise_folder_weights or {}),
         )
         if on_bad_file not in ("skip", "error"):
             raise FsnetError(f"data.on_bad_file must be skip or error, got {on_bad_file!r}")

@@ -174,16 +174,24 @@ def test_noise_balance_file_or_folder(tmp_path):
     clean = entries("clean", 1)
     noise = entries("noise/music", 9) + entries("noise/effects", 1)
 
-    def effects_share(balance: str) -> float:
-        mixing = MixingConfig(segment_seconds=0.25, noise_balance=balance)
+    def effects_share(balance: str, weights: dict | None = None) -> float:
+        mixing = MixingConfig(
+            segment_seconds=0.25, noise_balance=balance, noise_folder_weights=weights or {}
+        )
         ds = TrainingMixtures(clean, noise, (), mixing, samples_per_epoch=300, seed=1)
         picks = [ds.generate(i)[2]["noise"][0] for i in range(300)]
         return sum("/effects/" in Path(p).as_posix() for p in picks) / len(picks)
 
     assert effects_share("file") < 0.2
     assert 0.4 < effects_share("folder") < 0.6
+    assert 0.68 < effects_share("folder", {"effects": 3}) < 0.82  # 3 of 4
+    assert effects_share("folder", {"music": 0}) == 1.0
     with pytest.raises(FsnetError, match="noise_balance"):
         MixingConfig(noise_balance="source")
+    with pytest.raises(FsnetError, match="needs noise_balance=folder"):
+        MixingConfig(noise_folder_weights={"effects": 2})
+    with pytest.raises(FsnetError, match="names no noise folder: efects"):
+        effects_share("folder", {"efects": 2})
 
 
 def test_no_rirs_means_no_reverb(corpus):
