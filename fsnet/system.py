@@ -168,7 +168,7 @@ class EnhancementSystem(pl.LightningModule):
         self,
         model_config: Mapping[str, Any] | ModelConfig | None = None,
         optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer] | None = None,
-        metric_workers: int = 4,
+        metric_workers: int = 8,
         metrics: Sequence[str] = DEFAULT_METRICS,
         lr_scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
         cuda_graph: bool = False,
