@@ -35,7 +35,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -491,9 +491,9 @@ class MixingConfig:
     # then a file in it, so a source with few files (short effects) is heard as often as one with
     # many (long music cut into segments).
     noise_balance: str = "file"
-    # folder mode only: relative weight of a noise folder, by its name (the last path component);
-    # folders not named weigh 1, 0 leaves a folder out. Names that match no folder are an error
-    # (raised by TrainingMixtures, which sees the files).
+    # folder mode only: relative weight of a noise folder, by its name (the last path component:
+    # recipes keep one flat folder per source); folders not named weigh 1, 0 leaves a folder out.
+    # A name that matches no folder, or several, is an error (see group_noise_files).
     noise_folder_weights: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -520,13 +520,18 @@ class MixingConfig:
             problems.append(f"short_clean must be pad or loop, got {self.short_clean!r}")
         if self.noise_balance not in ("file", "folder"):
             problems.append(f"noise_balance must be file or folder, got {self.noise_balance!r}")
-        self.noise_folder_weights = {
-            str(k): float(v) for k, v in dict(self.noise_folder_weights or {}).items()
-        }
-        if self.noise_folder_weights and self.noise_balance != "folder":
+        try:
+            weights = {str(k): float(v) for k, v in dict(self.noise_folder_weights or {}).items()}
+        except (TypeError, ValueError):
+            weights = {"": -1.0}  # reported just below
+        if not all(math.isfinite(w) and w >= 0 for w in weights.values()):
+            problems.append(
+                "noise_folder_weights must map folder names to finite numbers >= 0,"
+                f" got {self.noise_folder_weights!r}"
+            )
+        self.noise_folder_weights = weights
+        if weights and self.noise_balance != "folder":
             problems.append("noise_folder_weights needs noise_balance=folder")
-        if any(w < 0 for w in self.noise_folder_weights.values()):
-            problems.append("noise_folder_weights must be >= 0")
         if (
             self.segment_seconds <= 0
             or self.target_level_jitter_db < 0
@@ -574,6 +579,48 @@ class _SkipFile(Exception):
     """A file could not be read and was reported; draw another one."""
 
 
+def group_noise_files(
+    noise: Sequence[AudioEntry], mixing: MixingConfig
+) -> tuple[list[list[AudioEntry]], np.ndarray | None]:
+    """The lists a noise file is drawn from, and each list's probability (None: uniform).
+
+    ``noise_balance=file``: one list of every file. ``folder``: one list per folder, weighted by
+    ``noise_folder_weights`` (folders with weight 0 left out). FsnetError when a weight names no
+    folder or several, or leaves none.
+    """
+    if mixing.noise_balance != "folder":
+        return [list(noise)], None
+    folders: dict[str, list[AudioEntry]] = {}
+    for entry in noise:
+        folders.setdefault(os.path.dirname(entry.path), []).append(entry)
+    dirs = sorted(folders)
+    weights = mixing.noise_folder_weights
+    by_name: dict[str, list[str]] = {}
+    for d in dirs:
+        by_name.setdefault(os.path.basename(d), []).append(d)
+    unknown = sorted(set(weights) - set(by_name))
+    if unknown:
+        raise FsnetError(
+            f"data.noise_folder_weights names no noise folder: {', '.join(unknown)}"
+            f" (noise folders: {', '.join(sorted(by_name))})"
+        )
+    ambiguous = sorted(name for name in weights if len(by_name[name]) > 1)
+    if ambiguous:
+        raise FsnetError(
+            f"data.noise_folder_weights: {', '.join(ambiguous)} names several noise folders"
+            f" ({', '.join(d for name in ambiguous for d in by_name[name])}); rename one"
+        )
+    kept = [(d, weights.get(os.path.basename(d), 1.0)) for d in dirs]
+    kept = [(d, w) for d, w in kept if w > 0]
+    if not kept:
+        raise FsnetError("data.noise_folder_weights leaves no noise folder with weight > 0")
+    groups = [folders[d] for d, _ in kept]
+    if len({w for _, w in kept}) == 1:
+        return groups, None  # equal weights draw exactly as no weights
+    total = sum(w for _, w in kept)
+    return groups, np.array([w / total for _, w in kept])
+
+
 def _seed_words(*values: int) -> list[int]:
     return [int(v) & 0xFFFFFFFFFFFFFFFF for v in values]
 
@@ -610,33 +657,7 @@ class TrainingMixtures(Dataset):
         self.epoch = 0
         self._bad: set[str] = set()
         self._rir_cache: dict[str, np.ndarray] = {}
-        # the lists a noise file is drawn from: one group (all files) or one per folder, with the
-        # probability of each group (None: uniform)
-        self.noise_groups: list[list[AudioEntry]] = [self.noise]
-        self.noise_group_probs: np.ndarray | None = None
-        if self.mixing.noise_balance == "folder":
-            self._group_noise_by_folder(self.mixing.noise_folder_weights)
-
-    def _group_noise_by_folder(self, weights: dict[str, float]) -> None:
-        folders: dict[str, list[AudioEntry]] = {}
-        for entry in self.noise:
-            folders.setdefault(os.path.dirname(entry.path), []).append(entry)
-        names = sorted(folders)
-        unknown = set(weights) - {os.path.basename(name) for name in names}
-        if unknown:
-            raise FsnetError(
-                f"data.noise_folder_weights names no noise folder: {', '.join(sorted(unknown))}"
-            )
-        if not weights:
-            self.noise_groups = [folders[name] for name in names]
-            return
-        kept = [(n, weights.get(os.path.basename(n), 1.0)) for n in names]
-        kept = [(n, w) for n, w in kept if w > 0]
-        if not kept:
-            raise FsnetError("data.noise_folder_weights leaves no noise folder with weight > 0")
-        self.noise_groups = [folders[n] for n, _ in kept]
-        total = sum(w for _, w in kept)
-        self.noise_group_probs = np.array([w / total for _, w in kept])
+        self.noise_groups, self.noise_group_probs = group_noise_files(self.noise, self.mixing)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -953,7 +974,7 @@ class DnsDataModule(pl.LightningDataModule):
         noise_speed_probability: float = 0.0,
         speed_factor_range: Sequence[float] = (0.9, 1.1),
         noise_balance: str = "file",
-        noise_folder_weights: dict | None = None,
+        noise_folder_weights: Mapping[str, float] | None = None,
         samples_per_epoch: int = 360000,
         batch_size: int = 72,
         val_batch_size: int = 8,
@@ -988,7 +1009,7 @@ class DnsDataModule(pl.LightningDataModule):
             noise_speed_probability=float(noise_speed_probability),
             speed_factor_range=tuple(speed_factor_range),  # type: ignore[arg-type]
             noise_balance=noise_balance,
-            noise_folder_weights=dict(noise_folder_weights or {}),
+            noise_folder_weights=noise_folder_weights or {},
         )
         if on_bad_file not in ("skip", "error"):
             raise FsnetError(f"data.on_bad_file must be skip or error, got {on_bad_file!r}")
@@ -1040,6 +1061,7 @@ class DnsDataModule(pl.LightningDataModule):
                     )
                 for notice in rate_notices(lists, self.mixing.sample_rate):
                     log.info("%s", notice)
+            group_noise_files(self.lists.noise, self.mixing)  # a misnamed weight stops here
         return self.lists
 
     def prepare_data(self) -> None:  # local rank 0 only: write the cached lists

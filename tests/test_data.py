@@ -20,6 +20,7 @@ from fsnet.data import (
     UnpaddedDistributedSampler,
     ValidationPairs,
     collate_validation,
+    group_noise_files,
     mix_at_snr,
     rms_dbfs,
     scan_corpus,
@@ -190,8 +191,36 @@ def test_noise_balance_file_or_folder(tmp_path):
         MixingConfig(noise_balance="source")
     with pytest.raises(FsnetError, match="needs noise_balance=folder"):
         MixingConfig(noise_folder_weights={"effects": 2})
-    with pytest.raises(FsnetError, match="names no noise folder: efects"):
+    with pytest.raises(
+        FsnetError, match="names no noise folder: efects .noise folders: effects, music"
+    ):
         effects_share("folder", {"efects": 2})
+    with pytest.raises(FsnetError, match="leaves no noise folder"):
+        effects_share("folder", {"effects": 0, "music": 0})
+    for bad in (
+        {"effects": -1},
+        {"effects": float("inf")},
+        {"effects": float("nan")},
+        {"a": "x"},
+        "effects",
+    ):
+        with pytest.raises(FsnetError, match="finite numbers >= 0"):
+            MixingConfig(noise_balance="folder", noise_folder_weights=bad)
+    # a weight by name must say which folder: two folders called "effects" are refused
+    noise_twice = noise + entries("more/effects", 1)
+    with pytest.raises(FsnetError, match="effects names several noise folders"):
+        group_noise_files(
+            noise_twice, MixingConfig(noise_balance="folder", noise_folder_weights={"effects": 2})
+        )
+    # equal weights draw exactly as none
+    plain = group_noise_files(noise, MixingConfig(noise_balance="folder"))
+    assert (
+        group_noise_files(
+            noise, MixingConfig(noise_balance="folder", noise_folder_weights={"effects": 1})
+        )[1]
+        is None
+    )
+    assert plain[1] is None and len(plain[0]) == 2
 
 
 def test_no_rirs_means_no_reverb(corpus):

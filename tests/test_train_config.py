@@ -180,3 +180,13 @@ def test_resume_checkpoint(tmp_path):
     assert resume_checkpoint(str(last), tmp_path) == last
     with pytest.raises(FsnetError, match="does not exist"):
         resume_checkpoint(str(tmp_path / "nope.ckpt"), tmp_path)
+
+
+def test_noise_folder_weights_override_reaches_the_data_module(tmp_path):
+    # the override as recipes/debian_audio/README.md writes it: folder names may start with a digit
+    cfg = compose_cfg(
+        ["data.noise_balance=folder", "data.noise_folder_weights={0ad_effects: 2, music: 0.25}"],
+        tmp_path,
+    )
+    datamodule = instantiate(cfg.data)
+    assert datamodule.mixing.noise_folder_weights == {"0ad_effects": 2.0, "music": 0.25}
