@@ -37,7 +37,13 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        yield Path(tmp)
+        try:
+            yield Path(tmp)
+        except Exception as exc:
+            reason = write_failure(exc, path.parent)
+            if reason is None:
+                raise
+            raise FsnetError(f"cannot write {path}: {reason}") from exc
         # mkstemp makes the file private (0600); give it the permissions a plain open() would.
         umask = os.umask(0)
         os.umask(umask)
@@ -46,6 +52,30 @@ def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_failure(exc: BaseException, folder: str | os.PathLike) -> str | None:
+    """Why writing into ``folder`` failed, if ``exc`` is a failed write; else None.
+
+    A full disk surfaces as whatever the writer makes of a short write (torch.save: "unexpected
+    pos", libsndfile: "System error"), so the free space is checked while the partial file still
+    holds what was written.
+    """
+    import errno
+    import shutil
+
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return "no space left on device"
+    if isinstance(exc, OSError):
+        return None  # permissions, missing folders, ...: the caller's own message is clearer
+    try:
+        if shutil.disk_usage(folder).free < 1 << 20:
+            return "no space left on device"
+    except OSError:
+        pass
+    if type(exc).__name__ == "LibsndfileError":
+        return str(getattr(exc, "error_string", exc)).strip()
+    return None
 
 
 def _versions() -> dict[str, str]:
@@ -299,6 +329,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if Path(args.destination).is_dir():
             raise FsnetError(f"destination {args.destination} is a directory; give a file name")
+        if Path(args.destination).exists() and (
+            Path(args.destination).suffix == ".ckpt"
+            or (Path(args.source).exists() and os.path.samefile(args.source, args.destination))
+        ):
+            # a release file has no optimiser state: writing it over a training checkpoint would
+            # make that run impossible to resume
+            raise FsnetError(
+                f"{args.destination} exists and is a checkpoint; write the release file to a new name"
+            )
         model = load_model(args.source, **overrides)
         save_release(model, args.destination, half=args.half)
     except FsnetError as exc:

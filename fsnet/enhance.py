@@ -26,6 +26,8 @@ def enhance(model: FastFullSubNet, x: np.ndarray | torch.Tensor) -> np.ndarray |
     wave = torch.as_tensor(np.asarray(x) if is_numpy else x, dtype=torch.float32)
     if wave.dim() != 1:
         raise ValueError(f"enhance takes a 1-D signal, got shape {tuple(wave.shape)}")
+    if not bool(torch.isfinite(wave).all()):
+        raise ValueError("input contains NaN or infinite samples")
     device = model.stft.window.device
     if wave.numel() == 0:
         out = wave.clone()

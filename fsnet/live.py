@@ -371,6 +371,7 @@ class ModelEngine:
         self.hop_samples = int(self.enhancer.hop_samples)
         self.dry = float(dry)
         self.name = "model"
+        self.nonfinite_samples = 0  # NaN/inf captured samples played as silence
         self.reset()
 
     def reset(self) -> None:
@@ -390,9 +391,14 @@ class ModelEngine:
     def process(self, x: np.ndarray) -> np.ndarray:
         """Mono ``x [n]`` at 16 kHz -> the enhanced samples ready so far ``[m]`` (whole hops), with
         the ``--dry`` mix; the first ``latency_samples`` of the stream are silence."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        bad = ~np.isfinite(x)
+        if bad.any():  # a faulty driver or client: the engine refuses these, so the stream goes on
+            self.nonfinite_samples += int(bad.sum())
+            x = np.where(bad, np.float32(0.0), x)
         if self.dry:
             self.delay_line.write(x)
-        return self._finish(self.enhancer.process(np.ascontiguousarray(x, dtype=np.float32)))
+        return self._finish(self.enhancer.process(x))
 
     def flush(self) -> np.ndarray:
         return self._finish(self.enhancer.flush())
@@ -529,6 +535,11 @@ def _keep_up_warnings(summary: dict[str, Any]) -> list[str]:
         warnings.append(
             f"audio was dropped: {summary.get('input_overflows', 0)} input overflows, "
             f"{summary.get('output_underflows', 0)} output underflows, {summary.get('late_blocks', 0)} late blocks"
+        )
+    if summary.get("nonfinite_input_samples"):
+        warnings.append(
+            f"{summary['nonfinite_input_samples']} captured samples were NaN or infinite and were "
+            "enhanced as silence"
         )
     return warnings
 
@@ -741,7 +752,10 @@ class Recorder:
 
 # --------------------------------------------------------------------------------------- file mode
 def run_file(args: argparse.Namespace, stopper: Stopper) -> int:
+    import soundfile as sf
+
     from fsnet.audio import load_audio, output_format
+    from fsnet.checkpoint import write_failure
 
     out_path = Path(args.output)
     output_format(args.output, args.subtype, MODEL_RATE)  # refuse a bad name/subtype early
@@ -812,6 +826,9 @@ def run_file(args: argparse.Namespace, stopper: Stopper) -> int:
         writer.close()
         os.replace(tmp, out_path)
         ok = True
+    except (sf.LibsndfileError, OSError) as exc:  # only the writes do I/O in this loop
+        reason = write_failure(exc, out_path.parent) or _write_error(exc)
+        raise FsnetError(f"cannot write {args.output}: {reason}") from None
     finally:
         status.end()
         if not ok:
@@ -1359,6 +1376,7 @@ def run_mic(args: argparse.Namespace, stopper: Stopper) -> int:
         "output_overflows": stats.output_overflows,
         "late_blocks": stats.late_blocks,
         "slow_blocks": stats.slow_blocks,
+        "nonfinite_input_samples": getattr(engine, "nonfinite_samples", 0),
         "late_samples_dropped": pipe.fifo.dropped,
         "drop_callbacks": stats.drop_callbacks,
         "algorithmic_latency_samples": engine.latency_samples,

@@ -220,6 +220,10 @@ class StreamingEnhancer:
             raise ValueError(
                 f"expected input for {self.num_streams} stream(s), got shape {tuple(x.shape)}"
             )
+        # One NaN would reach the LSTM states and the cumulative norm and make every later output
+        # NaN; refuse it before any state moves (the live tool zeroes such samples itself).
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("input contains NaN or infinite samples")
         self._numpy_out = not is_tensor
         x = x.to(self.device)
         pending = torch.cat((self._pending, x), dim=1) if self._pending.shape[1] else x

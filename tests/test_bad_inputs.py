@@ -128,3 +128,42 @@ def test_bad_checkpoints_give_one_line(tmp_path, tiny_release):
     for ckpt in (truncated, wrong):
         result = run(["--input", source, "--output", tmp_path / "o.wav", "--checkpoint", ckpt])
         assert_one_line_error(result)
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_file(tmp_path, monkeypatch):
+    # A full disk reaches the writers as their own errors (torch.save: RuntimeError "unexpected
+    # pos"); atomic_write names it from the free space and removes the partial file.
+    import shutil
+
+    from fsnet.checkpoint import atomic_write
+    from fsnet.errors import FsnetError
+
+    def short_write(tmp):
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 266432")
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=4096))
+    with pytest.raises(FsnetError, match=r"cannot write .*x\.pt: no space left on device"):
+        with atomic_write(tmp_path / "x.pt") as tmp:
+            short_write(tmp)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(shutil, "disk_usage", real)
+    with pytest.raises(RuntimeError, match="unexpected pos"):  # other failures pass unchanged
+        with atomic_write(tmp_path / "x.pt") as tmp:
+            short_write(tmp)
+
+
+def test_release_cli_will_not_overwrite_a_checkpoint(tmp_path, tiny_release):
+    ckpt = tmp_path / "last.ckpt"
+    ckpt.write_bytes(tiny_release.read_bytes())
+    for source, destination in ((tiny_release, ckpt), (ckpt, ckpt)):
+        proc = subprocess.run(
+            [sys.executable, "-m", "fsnet.checkpoint", str(source), str(destination)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr
+        assert "exists and is a checkpoint" in proc.stderr
+    assert ckpt.read_bytes() == tiny_release.read_bytes()

@@ -221,6 +221,33 @@ def test_reset_starts_a_fresh_stream():
     np.testing.assert_array_equal(first, second)
 
 
+def test_non_finite_input_is_refused_and_zeroed_live():
+    from fsnet.live import ModelEngine
+
+    model = tiny_model()
+    x = np.random.default_rng(8).uniform(-1, 1, 3000).astype(np.float32)
+    bad = x.copy()
+    bad[1000] = np.nan
+    bad[2000] = np.inf
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        fsnet.enhance(model, bad)
+    # the engine refuses the chunk before any state moves: the stream goes on as if it never came
+    engine = fsnet.StreamingEnhancer(model)
+    out = [engine.process(x[:1500])]
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        engine.process(bad[1500:])
+    out += [engine.process(x[1500:]), engine.flush()]
+    np.testing.assert_array_equal(np.concatenate(out), stream(model, x, [1500])[0])
+    # live: the faulty samples are played as silence and counted, the output stays finite
+    live = ModelEngine(model)
+    y = np.concatenate([live.process(bad[i : i + 256]) for i in range(0, 3000, 256)])
+    zeroed = np.where(np.isfinite(bad), bad, 0.0).astype(np.float32)
+    reference = ModelEngine(model)
+    expected = np.concatenate([reference.process(zeroed[i : i + 256]) for i in range(0, 3000, 256)])
+    assert np.isfinite(y).all() and live.nonfinite_samples == 2
+    np.testing.assert_array_equal(y, expected)
+
+
 # ------------------------------------------------------------------------------------ checkpoints
 def test_release_round_trip(tmp_path):
     model = tiny_model(look_ahead=1, shrink_size=3)
