@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,11 +64,18 @@ class ModelConfig:
         return 1000.0 * self.latency_samples / self.sample_rate
 
     def __post_init__(self) -> None:
-        self.encoder_hidden_sizes = tuple(int(h) for h in self.encoder_hidden_sizes)
-        self.decoder_hidden_sizes = tuple(int(h) for h in self.decoder_hidden_sizes)
-        problems = []
+        # Values come from the command line and from files: check their types first, so that a
+        # typo is one clear line rather than an arithmetic error further down.
+        problems = self._coerce_types()
+        if problems:
+            raise FsnetError("invalid model config: " + "; ".join(problems))
         if self.rnn_type not in ("LSTM", "GRU"):
             problems.append(f"rnn_type must be LSTM or GRU, got {self.rnn_type!r}")
+        for name in ("sample_rate", "n_fft", "hop_samples"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1")
+        if problems:
+            raise FsnetError("invalid model config: " + "; ".join(problems))
         if self.n_fft % self.hop_samples:
             problems.append(
                 f"n_fft ({self.n_fft}) must be a multiple of hop_samples ({self.hop_samples})"
@@ -90,6 +98,34 @@ class ModelConfig:
         if problems:
             raise FsnetError("invalid model config: " + "; ".join(problems))
 
+    def _coerce_types(self) -> list[str]:
+        """Turn each field into its declared type in place; the fields that cannot be, as text."""
+        problems = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+            try:
+                if kind.startswith("tuple"):
+                    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+                        raise TypeError
+                    value = tuple(_whole(h) for h in value)
+                elif kind == "int":
+                    value = _whole(value)
+                elif kind == "float":
+                    value = float(value)
+                    if not math.isfinite(value):
+                        raise ValueError
+                elif kind == "str" and not isinstance(value, str):
+                    raise TypeError
+            except (TypeError, ValueError):
+                want = {"int": "a whole number", "float": "a finite number", "str": "text"}.get(
+                    kind, "a list of whole numbers"
+                )
+                problems.append(f"{f.name} must be {want}, got {value!r}")
+                continue
+            setattr(self, f.name, value)
+        return problems
+
     @classmethod
     def from_dict(cls, values: Mapping[str, Any] | None) -> ModelConfig:
         values = dict(values or {})
@@ -104,6 +140,16 @@ class ModelConfig:
         d["encoder_hidden_sizes"] = list(self.encoder_hidden_sizes)
         d["decoder_hidden_sizes"] = list(self.decoder_hidden_sizes)
         return d
+
+
+def _whole(value: Any) -> int:
+    """``value`` as an int if it is a whole number (3, 3.0, "3"); TypeError/ValueError otherwise."""
+    if isinstance(value, bool):
+        raise TypeError
+    number = float(value)
+    if not number.is_integer():
+        raise ValueError
+    return int(number)
 
 
 def as_config(cfg: ModelConfig | Mapping[str, Any] | None) -> ModelConfig:

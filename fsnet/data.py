@@ -1033,6 +1033,14 @@ class DnsDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.seed = int(seed)
         self.on_bad_file = on_bad_file
+        if val_max_files is not None and (
+            isinstance(val_max_files, bool)
+            or not isinstance(val_max_files, int)
+            or val_max_files < 1
+        ):
+            raise FsnetError(
+                f"data.val_max_files must be null (all pairs) or a whole number >= 1, got {val_max_files!r}"
+            )
         self.val_max_files = val_max_files
         self.lists: CorpusLists | None = None
         self.train_set: TrainingMixtures | None = None

@@ -154,6 +154,30 @@ def _check_scalars(cfg: Any) -> None:
     lr = cfg.get("optimizer", {}).get("lr")
     if lr is not None and (isinstance(lr, (bool, str)) or not float(lr) > 0):
         raise FsnetError(f"optimizer.lr must be a number > 0, got {lr!r}")
+    trainer = cfg.get("trainer") or {}
+    # Lightning checks these with bare asserts or compares them with ints deep inside fit()
+    for key in ("max_epochs", "max_steps", "min_epochs", "min_steps", "log_every_n_steps"):
+        value = trainer.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise FsnetError(f"trainer.{key} must be a whole number, got {value!r}")
+    for key in ("val_check_interval", "limit_train_batches", "limit_val_batches"):
+        value = trainer.get(key)
+        if value is not None and (
+            isinstance(value, (bool, str)) or not isinstance(value, (int, float)) or value < 0
+        ):
+            raise FsnetError(
+                f"trainer.{key} must be a number >= 0 (a fraction, or a count of batches), got {value!r}"
+            )
+    if trainer.get("limit_val_batches") == 0:
+        raise FsnetError(
+            "trainer.limit_val_batches=0 turns validation off, and with it the best checkpoint and"
+            " release file; use a small number of batches instead"
+        )
+    workers = (cfg.get("system") or {}).get("metric_workers")
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 0
+    ):
+        raise FsnetError(f"system.metric_workers must be a whole number >= 0, got {workers!r}")
 
 
 def _instantiate_group(group: Any) -> list[Any]:

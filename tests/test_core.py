@@ -314,3 +314,20 @@ def test_overrides_cannot_change_a_trained_config(tmp_path, capsys):
 def test_config_rejects_typos():
     with pytest.raises(fsnet.FsnetError, match="num_mel"):
         fsnet.build_model({"num_mel": 32})
+
+
+@pytest.mark.parametrize(
+    "values,message",
+    [
+        ({"hop_samples": 0}, "hop_samples must be >= 1"),
+        ({"n_fft": "abc"}, "n_fft must be a whole number, got 'abc'"),
+        ({"look_ahead": 1.5}, "look_ahead must be a whole number"),
+        ({"encoder_hidden_sizes": 5}, "encoder_hidden_sizes must be a list of whole numbers"),
+        ({"norm_eps": "x"}, "norm_eps must be a finite number"),
+    ],
+)
+def test_config_rejects_wrong_types_in_one_line(values, message):
+    # command-line values arrive as text or the wrong type: one FsnetError, not an arithmetic error
+    with pytest.raises(fsnet.FsnetError, match=message):
+        fsnet.build_model(values)
+    assert fsnet.build_model({**TINY, "n_fft": "512", "look_ahead": 2.0}).config.n_fft == 512

@@ -158,6 +158,9 @@ def test_ddp_two_cpu_processes(fake_dns_tree, tmp_path, run_cli):
         "bad_seed",
         "bad_lr",
         "bad_workers",
+        "bad_max_epochs",
+        "bad_hop",
+        "bad_val_max_files",
     ],
 )
 def test_cli_errors_are_one_line(problem, fake_dns_tree, tmp_path, run_cli, tiny_model_config):
@@ -203,6 +206,15 @@ def test_cli_errors_are_one_line(problem, fake_dns_tree, tmp_path, run_cli, tiny
         elif problem == "bad_lr":
             args.append("optimizer.lr=-1")
             expected = "optimizer.lr must be a number > 0"
+        elif problem == "bad_max_epochs":  # Lightning: a bare AssertionError deep in fit()
+            args.append("trainer.max_epochs=abc")
+            expected = "trainer.max_epochs must be a whole number, got 'abc'"
+        elif problem == "bad_hop":  # was ZeroDivisionError in the config check itself
+            args.append("model.hop_samples=0")
+            expected = "hop_samples must be >= 1"
+        elif problem == "bad_val_max_files":
+            args.append("data.val_max_files=-5")
+            expected = "data.val_max_files must be null (all pairs) or a whole number >= 1"
         else:
             expected = "data.num_workers and data.val_num_workers must be >= 0"
     out = run_cli(args, timeout=120)
