@@ -3,7 +3,11 @@
 
 import sys
 
-from fsnet.live import main
+try:
+    from fsnet.live import main
+except KeyboardInterrupt:  # Ctrl-C while torch loads: nothing started, nothing to write
+    print("error: interrupted before start", file=sys.stderr)
+    sys.exit(130)
 
 if __name__ == "__main__":
     sys.exit(main())

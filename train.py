@@ -4,7 +4,13 @@
 Configuration lives in configs/ (Hydra); see recipes/dns/README.md.
 """
 
-from fsnet.train import main
+import sys
+
+try:
+    from fsnet.train import main
+except KeyboardInterrupt:  # Ctrl-C while torch loads: nothing started, nothing to write
+    print("error: interrupted before start", file=sys.stderr)
+    sys.exit(130)
 
 if __name__ == "__main__":
     main()

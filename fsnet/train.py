@@ -390,15 +390,20 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:]
     # Hydra's own flags (--cfg, --help, -m, ...) go straight to Hydra; plain overrides are checked
     # first so that a typo gives one line instead of Hydra's multi-line report.
-    if not any(a.startswith("-") for a in args) and os.environ.get("HYDRA_FULL_ERROR") != "1":
-        problem = preflight(args)
-        if problem:
-            print(f"error: {problem}", file=sys.stderr, flush=True)
-            sys.exit(1)
-    entry = hydra.main(config_path=str(CONFIG_DIR), config_name=CONFIG_NAME, version_base="1.3")(
-        _hydra_entry
-    )
-    entry()
+    try:
+        if not any(a.startswith("-") for a in args) and os.environ.get("HYDRA_FULL_ERROR") != "1":
+            problem = preflight(args)
+            if problem:
+                print(f"error: {problem}", file=sys.stderr, flush=True)
+                sys.exit(1)
+        entry = hydra.main(
+            config_path=str(CONFIG_DIR), config_name=CONFIG_NAME, version_base="1.3"
+        )(_hydra_entry)
+        entry()
+    except KeyboardInterrupt:
+        # Ctrl-C before fit() takes over its own interrupts (it saves last.ckpt and exits 130)
+        print("error: interrupted before training started", file=sys.stderr, flush=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -167,3 +167,25 @@ def test_release_cli_will_not_overwrite_a_checkpoint(tmp_path, tiny_release):
         assert proc.returncode == 1 and "Traceback" not in proc.stderr
         assert "exists and is a checkpoint" in proc.stderr
     assert ckpt.read_bytes() == tiny_release.read_bytes()
+
+
+@pytest.mark.parametrize("script", ["stream_infer.py", "train.py", "evaluate.py"])
+def test_ctrl_c_while_loading_is_one_line(script, tmp_path):
+    # 0.4 s in, the script is still importing torch; later interrupts are the engines' own tests
+    import signal
+    import time
+
+    args = {"stream_infer.py": ["--input", "x.wav", "--output", str(tmp_path / "y.wav")]}
+    proc = subprocess.Popen(
+        [sys.executable, script, *args.get(script, [])],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    time.sleep(0.4)
+    proc.send_signal(signal.SIGINT)
+    stderr = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1].startswith("error: interrupted")
+    assert list(tmp_path.iterdir()) == []
