@@ -554,6 +554,12 @@ def _load_model(opts: Options):
         raise FsnetError(f"device={opts.device} but CUDA is not available here; use device=cpu")
     overrides = {"norm": opts.norm} if opts.norm else {}
     model = load_model(opts.checkpoint, device=opts.device, **overrides)
+    if model.config.sample_rate != SAMPLE_RATE:
+        # the test set is read, and PESQ/STOI/DNSMOS scored, at 16 kHz
+        raise FsnetError(
+            f"{opts.checkpoint} is a {model.config.sample_rate} Hz model; evaluate.py scores "
+            f"{SAMPLE_RATE} Hz models"
+        )
     model.num_parameters = sum(
         p.numel() for p in model.parameters()
     )  # before quantization hides them

@@ -221,6 +221,12 @@ def train(cfg: Any) -> dict[str, Any]:
         torch.set_float32_matmul_precision("high")  # TF32 for the float32 parts on Ampere+
 
     datamodule = instantiate(cfg.data)
+    if datamodule.mixing.sample_rate != model_config.sample_rate:
+        # the release file would be labelled with the model's rate but trained on the data's
+        raise FsnetError(
+            f"data.sample_rate ({datamodule.mixing.sample_rate}) and model.sample_rate "
+            f"({model_config.sample_rate}) differ; set both"
+        )
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         datamodule.scan()  # stops here with one line if the corpus is missing or malformed
     optimizer = instantiate(cfg.optimizer)

@@ -488,6 +488,11 @@ def test_cli_errors_are_one_line(tmp_path, tiny_ckpt, dns_set):
     line = _one_error_line(run_cli(f"testset={dns_set}", f"checkpoint={bad}", run_dir))
     assert "broken.pt" in line
 
+    # an 8 kHz model would be fed the 16 kHz test set and scored as if nothing were wrong
+    rate8k = save_release(fsnet.build_model({**TINY, "sample_rate": 8000}), tmp_path / "8k.pt")
+    line = _one_error_line(run_cli(f"testset={dns_set}", f"checkpoint={rate8k}", run_dir))
+    assert "is a 8000 Hz model; evaluate.py scores 16000 Hz models" in line
+
     # Hydra's own errors (unknown key, bad override syntax) are one line too.
     assert "nosuchkey" in _one_error_line(run_cli("nosuchkey=1", run_dir))
     _one_error_line(run_cli("metrics=[si_sdr", run_dir))

@@ -161,6 +161,7 @@ def test_ddp_two_cpu_processes(fake_dns_tree, tmp_path, run_cli):
         "bad_max_epochs",
         "bad_hop",
         "bad_val_max_files",
+        "rate_mismatch",
     ],
 )
 def test_cli_errors_are_one_line(problem, fake_dns_tree, tmp_path, run_cli, tiny_model_config):
@@ -212,6 +213,9 @@ def test_cli_errors_are_one_line(problem, fake_dns_tree, tmp_path, run_cli, tiny
         elif problem == "bad_hop":  # was ZeroDivisionError in the config check itself
             args.append("model.hop_samples=0")
             expected = "hop_samples must be >= 1"
+        elif problem == "rate_mismatch":
+            args.append("data.sample_rate=8000")
+            expected = "data.sample_rate (8000) and model.sample_rate (16000) differ"
         elif problem == "bad_val_max_files":
             args.append("data.val_max_files=-5")
             expected = "data.val_max_files must be null (all pairs) or a whole number >= 1"
