@@ -7,6 +7,7 @@ pickled, so renaming a module never breaks an old file.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import pickle
 import re
@@ -243,6 +244,9 @@ def _fixed_config(path: Path, stored: dict[str, Any], overrides: dict[str, Any])
     without complaint and give a different, worse model. Original FullSubNet checkpoints store no
     config, which is what the overrides are for.
     """
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(ModelConfig)})
+    if unknown:
+        raise FsnetError(f"unknown model config key(s) {unknown}")
     changed = {k: v for k, v in overrides.items() if stored.get(k, v) != v or k not in stored}
     if changed:
         key, value = next(iter(changed.items()))
@@ -298,7 +302,13 @@ def load_model(
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:300]
         raise FsnetError(f"{path} does not match the model architecture: {detail}") from None
-    return model.to(device).eval()
+    try:
+        return model.to(device).eval()
+    except (
+        RuntimeError,
+        AssertionError,
+    ) as exc:  # unknown name, or CUDA absent from this build/machine
+        raise FsnetError(f"cannot use device {device!r}: {str(exc).splitlines()[0]}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

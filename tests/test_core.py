@@ -314,6 +314,10 @@ def test_overrides_cannot_change_a_trained_config(tmp_path, capsys):
 def test_config_rejects_typos():
     with pytest.raises(fsnet.FsnetError, match="num_mel"):
         fsnet.build_model({"num_mel": 32})
+    with pytest.raises(fsnet.FsnetError, match=r"unknown model config key\(s\) \['lookahead'\]"):
+        fsnet.load_model(lookahead=5)
+    with pytest.raises(fsnet.FsnetError, match="cannot use device 'foo'"):
+        fsnet.load_model(device="foo")
 
 
 @pytest.mark.parametrize(
