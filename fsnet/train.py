@@ -173,6 +173,13 @@ def _check_scalars(cfg: Any) -> None:
             "trainer.limit_val_batches=0 turns validation off, and with it the best checkpoint and"
             " release file; use a small number of batches instead"
         )
+    total_iters = (cfg.get("lr_scheduler") or {}).get("total_iters")
+    if total_iters is not None and (
+        isinstance(total_iters, bool) or not isinstance(total_iters, int) or total_iters < 1
+    ):
+        raise FsnetError(
+            f"lr_scheduler.total_iters must be a whole number >= 1, got {total_iters!r}"
+        )
     workers = (cfg.get("system") or {}).get("metric_workers")
     if workers is not None and (
         isinstance(workers, bool) or not isinstance(workers, int) or workers < 0
