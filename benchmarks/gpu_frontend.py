@@ -91,7 +91,10 @@ def run_librosa(streams: int, out_dir: Path) -> dict:
         )  # [B, F, 1]
         reference = np.einsum("mf,bf->bm", fb, np.abs(spec[:, :, 0]))
         times.append(1e3 * (time.perf_counter() - t0))
-    ours = np.load(out_dir / f"gpu_mel_{streams}.npy")
+    frames = out_dir / f"gpu_mel_{streams}.npy"
+    if not frames.exists():
+        raise SystemExit(f"error: {frames} not found; run the gpu step with --out {out_dir} first")
+    ours = np.load(frames)
     diff = float(np.abs(ours - reference).max())
     return {
         "streams": streams,
@@ -108,6 +111,8 @@ def main() -> None:
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 1024, 10240])
     parser.add_argument("--out", type=Path, required=True, help="folder for the GPU mel frames")
     args = parser.parse_args()
+    if args.step == "gpu" and not torch.cuda.is_available():
+        raise SystemExit("error: the gpu step needs a CUDA GPU (none found)")
     args.out.mkdir(parents=True, exist_ok=True)
     for streams in args.streams:
         result = (

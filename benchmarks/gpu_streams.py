@@ -109,6 +109,8 @@ def main() -> None:
         "--check", action="store_true", help="first check graphs == eager on 8 streams"
     )
     args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("error: this benchmark needs a CUDA GPU (none found)")
     torch.backends.cudnn.benchmark = True
     model = (
         (fsnet.load_model(args.checkpoint) if args.checkpoint else fsnet.build_model())

@@ -174,6 +174,8 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--json", default=None, help="append the result as a JSON line here")
     args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("error: this benchmark needs a CUDA GPU (none found)")
     torch.backends.cudnn.benchmark = True
     result = bench_train(args) if args.what == "train" else bench_infer(args)
     result["device"] = torch.cuda.get_device_name()
