@@ -210,7 +210,9 @@ class StreamingEnhancer:
     # ------------------------------------------------------------------ public API
     @torch.inference_mode()
     def process(self, chunk: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-        """Feed samples (1-D, or ``[B, n]``) and get the ready output (same shape convention)."""
+        """Feed samples (1-D, or ``[B, n]``) and get the ready output (same shape convention).
+
+        ValueError for host (numpy or CPU) input holding NaN or infinite samples."""
         is_tensor = isinstance(chunk, torch.Tensor)
         x = torch.as_tensor(chunk if is_tensor else np.asarray(chunk), dtype=torch.float32)
         batch_dims = x.dim() == 2
@@ -221,8 +223,10 @@ class StreamingEnhancer:
                 f"expected input for {self.num_streams} stream(s), got shape {tuple(x.shape)}"
             )
         # One NaN would reach the LSTM states and the cumulative norm and make every later output
-        # NaN; refuse it before any state moves (the live tool zeroes such samples itself).
-        if not bool(torch.isfinite(x).all()):
+        # NaN; refuse it before any state moves (the live tool zeroes such samples itself). Only
+        # for host input: on a GPU the check would stall every hop on a device-to-host sync, and
+        # callers batching device streams own their input.
+        if x.device.type == "cpu" and not bool(torch.isfinite(x).all()):
             raise ValueError("input contains NaN or infinite samples")
         self._numpy_out = not is_tensor
         x = x.to(self.device)
