@@ -304,10 +304,7 @@ def load_model(
         raise FsnetError(f"{path} does not match the model architecture: {detail}") from None
     try:
         return model.to(device).eval()
-    except (
-        RuntimeError,
-        AssertionError,
-    ) as exc:  # unknown name, or CUDA absent from this build/machine
+    except (RuntimeError, AssertionError) as exc:  # unknown device, or no CUDA here
         raise FsnetError(f"cannot use device {device!r}: {str(exc).splitlines()[0]}") from None
 
 

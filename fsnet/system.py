@@ -179,6 +179,10 @@ class EnhancementSystem(pl.LightningModule):
         super().__init__()
         cfg = as_config(model_config)
         metric_workers = _option("metric_workers", metric_workers, int)
+        if metric_workers < 0:
+            raise FsnetError(
+                f"system.metric_workers must be >= 0 (0 = inline), got {metric_workers}"
+            )
         spectral_loss_weight = _option("spectral_loss_weight", spectral_loss_weight, float)
         spectral_loss_power = _option("spectral_loss_power", spectral_loss_power, float)
         spectral_loss_complex_share = _option(

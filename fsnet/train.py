@@ -157,9 +157,8 @@ def _check_scalars(cfg: Any) -> None:
     trainer = cfg.get("trainer") or {}
     # Lightning checks these with bare asserts or compares them with ints deep inside fit()
     for key in ("max_epochs", "max_steps", "min_epochs", "min_steps", "log_every_n_steps"):
-        value = trainer.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise FsnetError(f"trainer.{key} must be a whole number, got {value!r}")
+        if not _whole_or_none(trainer.get(key)):
+            raise FsnetError(f"trainer.{key} must be a whole number, got {trainer.get(key)!r}")
     for key in ("val_check_interval", "limit_train_batches", "limit_val_batches"):
         value = trainer.get(key)
         if value is not None and (
@@ -174,17 +173,19 @@ def _check_scalars(cfg: Any) -> None:
             " release file; use a small number of batches instead"
         )
     total_iters = (cfg.get("lr_scheduler") or {}).get("total_iters")
-    if total_iters is not None and (
-        isinstance(total_iters, bool) or not isinstance(total_iters, int) or total_iters < 1
-    ):
+    if not _whole_or_none(total_iters, minimum=1):
         raise FsnetError(
             f"lr_scheduler.total_iters must be a whole number >= 1, got {total_iters!r}"
         )
-    workers = (cfg.get("system") or {}).get("metric_workers")
-    if workers is not None and (
-        isinstance(workers, bool) or not isinstance(workers, int) or workers < 0
-    ):
-        raise FsnetError(f"system.metric_workers must be a whole number >= 0, got {workers!r}")
+
+
+def _whole_or_none(value: Any, minimum: int | None = None) -> bool:
+    """Whether a config value is unset or an int (not a bool) of at least ``minimum``."""
+    if value is None:
+        return True
+    if isinstance(value, bool) or not isinstance(value, int):
+        return False
+    return minimum is None or value >= minimum
 
 
 def _instantiate_group(group: Any) -> list[Any]:

@@ -145,6 +145,29 @@ def test_ddp_two_cpu_processes(fake_dns_tree, tmp_path, run_cli):
     assert log_text.count("training without reverberation") == 1  # said once
 
 
+# one bad override each, on a valid corpus: (override, what the error line must say)
+OVERRIDE_PROBLEMS = {
+    "bad_seed": ("seed=abc", "seed must be an integer"),
+    "bad_lr": ("optimizer.lr=-1", "optimizer.lr must be a number > 0"),
+    # Lightning: a bare AssertionError deep in fit()
+    "bad_max_epochs": (
+        "trainer.max_epochs=abc",
+        "trainer.max_epochs must be a whole number, got 'abc'",
+    ),
+    # was ZeroDivisionError in the config check itself
+    "bad_hop": ("model.hop_samples=0", "hop_samples must be >= 1"),
+    "rate_mismatch": (
+        "data.sample_rate=8000",
+        "data.sample_rate (8000) and model.sample_rate (16000) differ",
+    ),
+    "bad_val_max_files": (
+        "data.val_max_files=-5",
+        "data.val_max_files must be null (all pairs) or a whole number >= 1",
+    ),
+    "bad_metric_workers": ("system.metric_workers=-2", "system.metric_workers must be >= 0"),
+}
+
+
 @pytest.mark.parametrize(
     "problem",
     [
@@ -155,13 +178,8 @@ def test_ddp_two_cpu_processes(fake_dns_tree, tmp_path, run_cli):
         "numeric_root",
         "corrupt_last",
         "release_as_resume",
-        "bad_seed",
-        "bad_lr",
         "bad_workers",
-        "bad_max_epochs",
-        "bad_hop",
-        "bad_val_max_files",
-        "rate_mismatch",
+        *OVERRIDE_PROBLEMS,
     ],
 )
 def test_cli_errors_are_one_line(problem, fake_dns_tree, tmp_path, run_cli, tiny_model_config):
@@ -201,24 +219,9 @@ def test_cli_errors_are_one_line(problem, fake_dns_tree, tmp_path, run_cli, tiny
             release = fsnet.save_release(fsnet.build_model(tiny_model_config), tmp_path / "r.pt")
             args.append(f"resume={release}")
             expected = "not a Lightning training checkpoint"
-        elif problem == "bad_seed":
-            args.append("seed=abc")
-            expected = "seed must be an integer"
-        elif problem == "bad_lr":
-            args.append("optimizer.lr=-1")
-            expected = "optimizer.lr must be a number > 0"
-        elif problem == "bad_max_epochs":  # Lightning: a bare AssertionError deep in fit()
-            args.append("trainer.max_epochs=abc")
-            expected = "trainer.max_epochs must be a whole number, got 'abc'"
-        elif problem == "bad_hop":  # was ZeroDivisionError in the config check itself
-            args.append("model.hop_samples=0")
-            expected = "hop_samples must be >= 1"
-        elif problem == "rate_mismatch":
-            args.append("data.sample_rate=8000")
-            expected = "data.sample_rate (8000) and model.sample_rate (16000) differ"
-        elif problem == "bad_val_max_files":
-            args.append("data.val_max_files=-5")
-            expected = "data.val_max_files must be null (all pairs) or a whole number >= 1"
+        elif problem in OVERRIDE_PROBLEMS:
+            override, expected = OVERRIDE_PROBLEMS[problem]
+            args.append(override)
         else:
             expected = "data.num_workers and data.val_num_workers must be >= 0"
     out = run_cli(args, timeout=120)
