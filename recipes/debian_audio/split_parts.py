@@ -2,9 +2,9 @@
 
     python recipes/debian_audio/split_parts.py data/debian_audio_large .devdata/parts --part-mib 33
 
-Writes ``OUT/p1/debian_audio ... OUT/pN/debian_audio``: the clean speech spread over parts of at
-most ``--part-mib``, and in the last part the noise, the RIRs, the manifest and a validation set
-of ``--val-pairs`` pairs per condition from ``test_set/synthetic`` as 16-bit FLAC. Copying every
+Writes ``OUT/p1/debian_audio ... OUT/pN/debian_audio``, each part at most ``--part-mib``: the
+clean speech, noise, RIRs and manifest file by file, then a validation set of ``--val-pairs``
+pairs per condition from ``test_set/synthetic`` as 16-bit FLAC. Copying every
 part into one folder (``recipes/debian_audio/gpu_copy_part.sh``) gives a corpus ``train.py``
 reads with ``recipe=debian_audio recipe.root=<that folder>``.
 """
@@ -12,6 +12,7 @@ reads with ``recipe=debian_audio recipe.root=<that folder>``.
 from __future__ import annotations
 
 import argparse
+import io
 import shutil
 import sys
 from pathlib import Path
@@ -27,33 +28,41 @@ def split(src: Path, out: Path, part_bytes: int, val_pairs: int) -> list[Path]:
     clean = sorted(p for p in (src / "clean").rglob("*") if p.is_file())
     if not clean:
         raise SystemExit(f"split_parts.py: error: no clean speech under {src / 'clean'}")
-    if out.exists():
-        shutil.rmtree(out)
-    part, used = 1, 0
-    for path in clean:
-        size = path.stat().st_size
-        if used and used + size > part_bytes:
-            part, used = part + 1, 0
-        target = out / f"p{part}" / "debian_audio" / path.relative_to(src)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, target)
-        used += size
-    rest = sum(
-        p.stat().st_size for d in ("noise", "rir") for p in (src / d).rglob("*") if p.is_file()
-    )
-    last = out / (f"p{part}" if used + rest <= part_bytes else f"p{part + 1}") / "debian_audio"
-    for name in ("noise", "rir"):
-        shutil.copytree(src / name, last / name)
-    shutil.copy2(src / "manifest.json", last / "manifest.json")
+    # the validation pairs travel as 16-bit FLAC (test_set/ itself stays behind)
+    val_flac = {}
     for condition in ("no_reverb", "with_reverb"):
         folder = src / "test_set" / "synthetic" / condition
         for noisy in sorted((folder / "noisy").glob("*.wav"), key=fileid)[:val_pairs]:
             clean_ref = folder / "clean" / f"clean_fileid_{fileid(noisy)}.wav"
             for path, kind in ((noisy, "noisy"), (clean_ref, "clean")):
                 audio, rate = sf.read(path, dtype="int16")
-                target = last / "test_set" / "synthetic" / condition / kind / f"{path.stem}.flac"
-                target.parent.mkdir(parents=True, exist_ok=True)
-                sf.write(target, audio, rate, subtype="PCM_16")
+                buffer = io.BytesIO()
+                sf.write(buffer, audio, rate, format="FLAC", subtype="PCM_16")
+                rel = Path("test_set/synthetic", condition, kind, f"{path.stem}.flac")
+                val_flac[rel] = buffer.getvalue()
+    files = [(p.relative_to(src), p.stat().st_size) for p in clean]
+    files += [
+        (p.relative_to(src), p.stat().st_size)
+        for d in ("noise", "rir")
+        for p in sorted((src / d).rglob("*"))
+        if p.is_file()
+    ]
+    files += [(Path("manifest.json"), (src / "manifest.json").stat().st_size)]
+    files += [(rel, len(data)) for rel, data in val_flac.items()]
+    if out.exists():
+        shutil.rmtree(out)
+    # file by file in order, so a part holds whole folders where it can and never passes the limit
+    part, used = 1, 0
+    for rel, size in files:
+        if used and used + size > part_bytes:
+            part, used = part + 1, 0
+        target = out / f"p{part}" / "debian_audio" / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if rel in val_flac:
+            target.write_bytes(val_flac[rel])
+        else:
+            shutil.copy2(src / rel, target)
+        used += size
     return sorted(out.glob("p*"))
 
 
