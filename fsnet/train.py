@@ -305,6 +305,17 @@ def train(cfg: Any) -> dict[str, Any]:
     stop_signal = None
     try:
         trainer.fit(system, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except ValueError as exc:
+        # Lightning checks val_check_interval against the epoch's batches only once fit() has
+        # built the loader; its message already names both numbers.
+        if "val_check_interval" not in str(exc):
+            raise
+        detail = " ".join(str(exc).split()).split(". ")[0]
+        raise FsnetError(
+            f"trainer.val_check_interval: {detail.replace('`', '')}; lower it (one epoch is"
+            " data.samples_per_epoch / data.batch_size batches) or set"
+            " trainer.check_val_every_n_epoch=null"
+        ) from None
     except SystemExit as exc:
         # Lightning ends fit() on Ctrl-C with sys.exit(1) and on SIGTERM with a SystemExit of
         # status 0; finish the run's summary and release file, then exit 128 + signal below.

@@ -165,6 +165,11 @@ OVERRIDE_PROBLEMS = {
         "data.val_max_files must be null (all pairs) or a whole number >= 1",
     ),
     "bad_metric_workers": ("system.metric_workers=-2", "system.metric_workers must be >= 0"),
+    # Lightning: a ValueError traceback once fit() had built the loader (2 batches an epoch)
+    "val_check_beyond_epoch": (
+        "trainer.val_check_interval=50",
+        "val_check_interval (50) must be less than or equal to the number of the training batches (2)",
+    ),
 }
 
 
