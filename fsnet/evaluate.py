@@ -421,7 +421,12 @@ def _options(cfg: Any) -> Options:
 
     def path(key: str) -> str | None:
         v = values[key]
-        if v is None or v == "":
+        if v is None:
+            return None
+        if isinstance(v, str) and not v.strip():
+            # most often an unset shell variable (testset=$DIR): scoring the default instead
+            # would look like an answer about the folder the user meant
+            problems.append(f"{key}= is empty; give a path, or leave {key} out for its default")
             return None
         if isinstance(v, (str, bool, int, float)):
             return str(v)

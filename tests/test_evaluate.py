@@ -493,6 +493,10 @@ def test_cli_errors_are_one_line(tmp_path, tiny_ckpt, dns_set):
     line = _one_error_line(run_cli(f"testset={dns_set}", f"checkpoint={rate8k}", run_dir))
     assert "is a 8000 Hz model; evaluate.py scores 16000 Hz models" in line
 
+    # testset=$UNSET_VARIABLE used to score the demo set as if it were the folder meant
+    line = _one_error_line(run_cli("testset=", f"checkpoint={tiny_ckpt}", run_dir))
+    assert "testset= is empty" in line
+
     # Hydra's own errors (unknown key, bad override syntax) are one line too.
     assert "nosuchkey" in _one_error_line(run_cli("nosuchkey=1", run_dir))
     _one_error_line(run_cli("metrics=[si_sdr", run_dir))
