@@ -256,3 +256,67 @@ def test_synth_stationary_spectral_slopes():
         hi = p[(f > 3200) & (f < 6400)].mean()
         slopes[kind] = 10 * np.log10(hi / lo)
     assert slopes["white"] > slopes["pink"] > slopes["brown"]
+
+
+def _utterance_metrics(snr_db: float, clip: float) -> dict:
+    """Analysis numbers of a clean, full-band 3 s utterance, with the given floor and clipping."""
+    return dict(
+        sr=44100, dur=3.0, clip=clip, active=2.5, trimmed=2.8, level=-30.0,
+        floor=-30.0 - snr_db, hf=-20.0, bw=-25.0,
+    )  # fmt: skip
+
+
+def test_relaxed_train_qc_reaches_training_speakers_only():
+    train, held_out = prep.TRAIN_SPEAKERS[0], prep.VAL_SPEAKERS[0]
+    db = {
+        "floor27": _utterance_metrics(27.0, 0.0),  # floor 27 dB down: strict rejects (30)
+        "clip5e-4": _utterance_metrics(40.0, 5e-4),  # 0.05 % clipped: strict rejects (1e-4)
+        "floor20": _utterance_metrics(20.0, 0.0),  # too noisy for either
+        "clean": _utterance_metrics(40.0, 0.0),
+    }
+    files = {spk: sorted(db) for spk in (train, held_out)}
+    strict, _ = prep.qc_speakers(files, db, seed=1)
+    relaxed, report = prep.qc_speakers(files, db, seed=1, train_qc="relaxed")
+    assert sorted(strict[train]) == sorted(strict[held_out]) == ["clean"]
+    assert sorted(relaxed[train]) == ["clean", "clip5e-4", "floor27"]
+    assert relaxed[held_out] == ["clean"]  # validation and test speech keep the strict QC
+    assert report[train]["rejected"] == {"noisy": 1}
+    assert prep.parse_args(["--train-qc", "relaxed"]).train_qc == "relaxed"
+    assert prep.parse_args([]).train_qc == "strict"
+
+
+def test_split_parts_stay_under_the_limit_and_keep_every_file(tmp_path):
+    spec = importlib.util.spec_from_file_location("split_parts", RECIPE.parent / "split_parts.py")
+    split_parts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(split_parts)
+    src = tmp_path / "corpus"
+    rng = np.random.default_rng(0)
+    for i in range(6):  # incompressible bytes, so the sizes are what the limit sees
+        for folder in ("clean/a", "noise/n"):
+            (src / folder).mkdir(parents=True, exist_ok=True)
+            (src / folder / f"f{i}.flac").write_bytes(rng.bytes(30_000))
+    (src / "rir").mkdir()
+    (src / "rir" / "r.flac").write_bytes(rng.bytes(5_000))
+    (src / "manifest.json").write_text("{}")
+    for condition in ("no_reverb", "with_reverb"):
+        for kind, name in (("noisy", "noisy_snr5_fileid_0.wav"), ("clean", "clean_fileid_0.wav")):
+            path = src / "test_set" / "synthetic" / condition / kind / name
+            path.parent.mkdir(parents=True)
+            sf.write(path, (rng.standard_normal(1600) * 3000).astype(np.int16), SR)
+    limit = 70_000  # two files a part: the noise (a third of the corpus) must spread too
+    parts = split_parts.split(src, tmp_path / "parts", limit, val_pairs=1)
+    sizes = [sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in parts]
+    assert len(parts) >= 6 and max(sizes) <= limit, sizes
+    merged = {
+        f.relative_to(p / "debian_audio").as_posix()
+        for p in parts
+        for f in p.rglob("*")
+        if f.is_file()
+    }
+    expected = {
+        f.relative_to(src).as_posix()
+        for f in src.rglob("*")
+        if f.is_file() and not f.as_posix().endswith(".wav")
+    }
+    flac_pairs = {m for m in merged if m.startswith("test_set/")}
+    assert merged - flac_pairs == expected and len(flac_pairs) == 4
