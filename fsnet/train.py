@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -403,7 +404,28 @@ def _hydra_entry(cfg: Any) -> None:
     try:
         train(cfg)
     except _user_errors() as exc:
+        _remove_empty_run_folder()
         _fail(exc)
+
+
+def _remove_empty_run_folder() -> None:
+    """A run refused before training wrote anything leaves Hydra's config snapshot and a log of
+    start-up lines (the error itself goes to stderr); remove that folder so failed attempts do not
+    pile up beside real runs. A folder with anything else (checkpoints, metrics) is kept."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:  # not under hydra.main (the API)
+        return
+    for path in run_dir.iterdir():
+        if path.name == ".hydra" and path.is_dir():
+            continue
+        if path.suffix == ".log" and path.is_file():
+            continue
+        return
+    logging.shutdown()  # closes the empty log file before it is removed
+    shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -233,6 +233,12 @@ def test_cli_errors_are_one_line(problem, fake_dns_tree, tmp_path, run_cli, tiny
     assert out.returncode == 1
     lines = error_lines(out.stderr)
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], out.stderr
+    # refused before anything was written: no run folder left behind (a resumable one is kept)
+    run_dir = tmp_path / "run"
+    if problem == "corrupt_last":
+        assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    elif problem != "val_check_beyond_epoch":  # fit() had started and logged
+        assert not run_dir.exists(), sorted(p.name for p in run_dir.rglob("*"))
 
 
 # ------------------------------------------------------------------------------------ in-process
