@@ -220,10 +220,16 @@ def _read(path: Path) -> Any:
         if "Weights only load failed" not in str(exc):
             raise FsnetError(f"{path} is not a torch checkpoint (or it is truncated)") from None
     except Exception as exc:  # noqa: BLE001 - a damaged file can fail anywhere in the unpickler
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0][:160]
-        raise FsnetError(
-            f"{path} is not a readable torch checkpoint (truncated or corrupt?): {reason}"
-        ) from None
+        # torch's own text names its internals (PytorchStreamReader, a bare KeyError '101'):
+        # say what it means for the file instead
+        text = str(exc)
+        if "central directory" in text:
+            reason = "it is cut short (an interrupted copy or download?)"
+        elif "not a ZIP archive" in text:
+            reason = "it is not the zip archive torch.save writes"
+        else:
+            reason = "it is damaged or another kind of file"
+        raise FsnetError(f"{path} is not a readable torch checkpoint: {reason}") from None
     # Lightning checkpoints may hold callback state that is not plain data; they are the
     # user's own training output, so read them the way Lightning itself does.
     if path.suffix != ".ckpt":
