@@ -214,8 +214,12 @@ def _read(path: Path) -> Any:
         raise FsnetError(f"checkpoint {path} is a directory, not a file")
     if not path.is_file():
         raise FsnetError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise FsnetError(f"{path} is not a readable torch checkpoint: it is empty")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:  # permissions, I/O: the file itself may be fine
+        raise FsnetError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" not in str(exc):
             raise FsnetError(f"{path} is not a torch checkpoint (or it is truncated)") from None
@@ -225,8 +229,8 @@ def _read(path: Path) -> Any:
         text = str(exc)
         if "central directory" in text:
             reason = "it is cut short (an interrupted copy or download?)"
-        elif "not a ZIP archive" in text:
-            reason = "it is not the zip archive torch.save writes"
+        elif "not a ZIP archive" in text:  # torch's zip header, but bytes missing or changed
+            reason = "it is damaged (bytes missing or changed)"
         else:
             reason = "it is damaged or another kind of file"
         raise FsnetError(f"{path} is not a readable torch checkpoint: {reason}") from None

@@ -90,7 +90,7 @@ def _check_output_dir(path: Path) -> None:
 
 def _first_set(value: Any, default: Any, *, _root_: Any = None) -> Any:
     """hydra.run.dir: ``output_dir`` (as typed, ``~`` expanded) when given, else ``default``."""
-    if value is None or value == "" or not isinstance(value, (str, bool, int, float)):
+    if value is None or not isinstance(value, (str, bool, int, float)) or not str(value).strip():
         return default  # a list/dict output_dir is rejected with a one-line error by _options
     overrides = OmegaConf.select(_root_, "hydra.overrides.task") if _root_ is not None else None
     path = Path(str(_path_text("output_dir", value, _raw_overrides(overrides)))).expanduser()

@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import re
-import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -304,6 +303,9 @@ def train(cfg: Any) -> dict[str, Any]:
     )
 
     stop_signal = None
+    _RUN_STATE["fit_started"] = (
+        True  # from here on the run folder may hold its logs and checkpoints
+    )
     try:
         trainer.fit(system, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     except ValueError as exc:
@@ -313,8 +315,7 @@ def train(cfg: Any) -> dict[str, Any]:
             raise
         detail = " ".join(str(exc).split()).split(". ")[0]
         raise FsnetError(
-            f"trainer.val_check_interval: {detail.replace('`', '')}; lower it (one epoch is"
-            " data.samples_per_epoch / data.batch_size batches) or set"
+            f"trainer.val_check_interval: {detail.replace('`', '')} (per GPU); lower it or set"
             " trainer.check_val_every_n_epoch=null"
         ) from None
     except SystemExit as exc:
@@ -400,6 +401,10 @@ def train(cfg: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ CLI
+# Whether train() reached fit(): before that, a refused run has written nothing worth keeping.
+_RUN_STATE = {"fit_started": False}
+
+
 def _hydra_entry(cfg: Any) -> None:
     try:
         train(cfg)
@@ -409,23 +414,38 @@ def _hydra_entry(cfg: Any) -> None:
 
 
 def _remove_empty_run_folder() -> None:
-    """A run refused before training wrote anything leaves Hydra's config snapshot and a log of
-    start-up lines (the error itself goes to stderr); remove that folder so failed attempts do not
-    pile up beside real runs. A folder with anything else (checkpoints, metrics) is kept."""
+    """A run refused before fit() leaves only what Hydra wrote: its config snapshot and a log of
+    start-up lines (the error itself goes to stderr). Remove those files, then the folders if they
+    are empty, so failed attempts do not pile up beside real runs; anything else in the folder
+    (the user's own files, a redirected console log) keeps it."""
     from hydra.core.hydra_config import HydraConfig
 
+    if (
+        _RUN_STATE["fit_started"]
+        or int(os.environ.get("LOCAL_RANK", "0")) > 0
+        or os.environ.get("HYDRA_FULL_ERROR") == "1"  # debugging: keep everything
+    ):
+        return
     try:
-        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        hydra_cfg = HydraConfig.get()
     except ValueError:  # not under hydra.main (the API)
         return
-    for path in run_dir.iterdir():
-        if path.name == ".hydra" and path.is_dir():
-            continue
-        if path.suffix == ".log" and path.is_file():
-            continue
+    run_dir = Path(hydra_cfg.runtime.output_dir).resolve()
+    if run_dir == Path.cwd().resolve():
         return
-    logging.shutdown()  # closes the empty log file before it is removed
-    shutil.rmtree(run_dir, ignore_errors=True)
+    logging.shutdown()  # closes the log file before it is removed
+    snapshot = run_dir / hydra_cfg.output_subdir if hydra_cfg.output_subdir else None
+    written = [run_dir / f"{hydra_cfg.job.name}.log"]
+    if snapshot is not None:
+        written += [snapshot / f"{name}.yaml" for name in ("config", "hydra", "overrides")]
+    for path in written:
+        path.unlink(missing_ok=True)
+    for folder in (snapshot, run_dir):
+        if folder is not None:
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: something else lives there
+                return
 
 
 def main(argv: list[str] | None = None) -> None:

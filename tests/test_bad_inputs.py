@@ -127,7 +127,10 @@ def test_bad_checkpoints_give_one_line(tmp_path, tiny_release):
     torch.save(payload, wrong)
     text = tmp_path / "notes.pt"
     text.write_text("hello\n")  # torch's own error is a bare KeyError '101'
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
     expected = {
+        empty: "is not a readable torch checkpoint: it is empty",
         truncated: "is not a readable torch checkpoint: it is cut short",
         wrong: "does not match the model architecture",
         text: "is not a readable torch checkpoint: it is damaged or another kind of file",
@@ -136,6 +139,20 @@ def test_bad_checkpoints_give_one_line(tmp_path, tiny_release):
         result = run(["--input", source, "--output", tmp_path / "o.wav", "--checkpoint", ckpt])
         assert_one_line_error(result)
         assert message in result.stderr and "PytorchStreamReader" not in result.stderr
+
+
+def test_an_unreadable_checkpoint_keeps_the_system_reason(tmp_path, tiny_release, monkeypatch):
+    import torch
+
+    from fsnet.checkpoint import load_model
+    from fsnet.errors import FsnetError
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(torch, "load", denied)
+    with pytest.raises(FsnetError, match=r"cannot read checkpoint .*: Permission denied$"):
+        load_model(tiny_release)
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_file(tmp_path, monkeypatch):

@@ -303,10 +303,11 @@ def test_split_parts_stay_under_the_limit_and_keep_every_file(tmp_path):
             path = src / "test_set" / "synthetic" / condition / kind / name
             path.parent.mkdir(parents=True)
             sf.write(path, (rng.standard_normal(1600) * 3000).astype(np.int16), SR)
-    limit = 70_000  # two files a part: the noise (a third of the corpus) must spread too
-    parts = split_parts.split(src, tmp_path / "parts", limit, val_pairs=1)
+    limit_bytes = 70_000  # two files a part: the noise (a third of the corpus) must spread too
+    parts = split_parts.split(src, tmp_path / "parts", limit_bytes, val_pairs=1)
     sizes = [sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in parts]
-    assert len(parts) >= 6 and max(sizes) <= limit, sizes
+    assert len(parts) >= 6 and max(sizes) <= limit_bytes, sizes
+    assert [p.name for p in parts] == [f"p{n}" for n in range(1, len(parts) + 1)]
     merged = {
         f.relative_to(p / "debian_audio").as_posix()
         for p in parts
@@ -320,3 +321,5 @@ def test_split_parts_stay_under_the_limit_and_keep_every_file(tmp_path):
     }
     flac_pairs = {m for m in merged if m.startswith("test_set/")}
     assert merged - flac_pairs == expected and len(flac_pairs) == 4
+    with pytest.raises(SystemExit, match=r"clean/a/f0.flac \(0.0 MiB\) is larger than"):
+        split_parts.split(src, tmp_path / "parts", 10_000, val_pairs=1)

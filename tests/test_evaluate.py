@@ -496,6 +496,7 @@ def test_cli_errors_are_one_line(tmp_path, tiny_ckpt, dns_set):
     # testset=$UNSET_VARIABLE used to score the demo set as if it were the folder meant
     line = _one_error_line(run_cli("testset=", f"checkpoint={tiny_ckpt}", run_dir))
     assert "testset= is empty" in line
+    assert "checkpoint= is empty" in _one_error_line(run_cli(f"testset={dns_set}", "checkpoint="))
 
     # Hydra's own errors (unknown key, bad override syntax) are one line too.
     assert "nosuchkey" in _one_error_line(run_cli("nosuchkey=1", run_dir))

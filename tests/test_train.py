@@ -237,8 +237,21 @@ def test_cli_errors_are_one_line(problem, fake_dns_tree, tmp_path, run_cli, tiny
     run_dir = tmp_path / "run"
     if problem == "corrupt_last":
         assert (run_dir / "checkpoints" / "last.ckpt").is_file()
-    elif problem != "val_check_beyond_epoch":  # fit() had started and logged
+    elif problem == "val_check_beyond_epoch":  # fit() had started: its folder is the run's record
+        assert (run_dir / "train.log").is_file()
+    else:
         assert not run_dir.exists(), sorted(p.name for p in run_dir.rglob("*"))
+
+
+def test_refused_run_keeps_a_folder_with_other_files(tmp_path, run_cli):
+    # hydra.run.dir at a folder of the user's own: only Hydra's snapshot and log go
+    run_dir = tmp_path / "mine"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("mine")
+    args = [*TINY_RUN, f"hydra.run.dir={run_dir}", f"recipe.root={tmp_path / 'absent'}"]
+    out = run_cli(args, timeout=120)
+    assert out.returncode == 1 and "does not exist" in out.stderr
+    assert sorted(p.name for p in run_dir.rglob("*")) == ["notes.txt"]
 
 
 # ------------------------------------------------------------------------------------ in-process

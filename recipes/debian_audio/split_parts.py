@@ -51,19 +51,25 @@ def split(src: Path, out: Path, part_bytes: int, val_pairs: int) -> list[Path]:
     files += [(rel, len(data)) for rel, data in val_flac.items()]
     if out.exists():
         shutil.rmtree(out)
+    too_big = [(rel, size) for rel, size in files if size > part_bytes]
+    if too_big:
+        rel, size = too_big[0]
+        raise SystemExit(
+            f"split_parts.py: error: {rel} ({size / 2**20:.1f} MiB) is larger than --part-mib"
+        )
     # file by file in order, so a part holds whole folders where it can and never passes the limit
-    part, used = 1, 0
+    part, used_bytes = 1, 0
     for rel, size in files:
-        if used and used + size > part_bytes:
-            part, used = part + 1, 0
+        if used_bytes and used_bytes + size > part_bytes:
+            part, used_bytes = part + 1, 0
         target = out / f"p{part}" / "debian_audio" / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         if rel in val_flac:
             target.write_bytes(val_flac[rel])
         else:
             shutil.copy2(src / rel, target)
-        used += size
-    return sorted(out.glob("p*"))
+        used_bytes += size
+    return [out / f"p{n}" for n in range(1, part + 1)]
 
 
 def main(argv: list[str] | None = None) -> int:
