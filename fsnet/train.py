@@ -221,6 +221,7 @@ def train(cfg: Any) -> dict[str, Any]:
     from fsnet.config import as_config
     from fsnet.system import AtomicCheckpointIO, EnhancementSystem
 
+    _RUN_STATE["fit_started"] = False  # this call's own state, also when train() runs again
     output_dir = Path(cfg.paths.output_dir).resolve()
     model_config = as_config(_to_plain(cfg.model))
     _check_scalars(cfg)
@@ -303,9 +304,8 @@ def train(cfg: Any) -> dict[str, Any]:
     )
 
     stop_signal = None
-    _RUN_STATE["fit_started"] = (
-        True  # from here on the run folder may hold its logs and checkpoints
-    )
+    # from here on the run folder may hold its logs and checkpoints
+    _RUN_STATE["fit_started"] = True
     try:
         trainer.fit(system, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     except ValueError as exc:

@@ -545,6 +545,11 @@ PREFERRED_SNR_DB = 35.0  # utterances at least this clean are used first
 QC_TRAIN_RELAXED = {**QC, "min_snr_db": 25.0, "max_clip_frac": 1e-3}
 
 
+def train_qc_thresholds(train_qc: str) -> dict:
+    """The QC thresholds of the training speakers for ``--train-qc``."""
+    return QC_TRAIN_RELAXED if train_qc == "relaxed" else QC
+
+
 def speech_files(ext: Path) -> dict:
     """speaker -> sorted list of source paths (relative to the extract dir)."""
     out: dict[str, list[str]] = {}
@@ -1001,7 +1006,7 @@ def qc_speakers(files: dict, db: dict, seed: int, train_qc: str = "strict"):
     QC_TRAIN_RELAXED to the training speakers."""
     passed, report = {}, {}
     for spk, rels in files.items():
-        qc = QC_TRAIN_RELAXED if train_qc == "relaxed" and spk in TRAIN_SPEAKERS else QC
+        qc = train_qc_thresholds(train_qc) if spk in TRAIN_SPEAKERS else QC
         reasons: dict[str, int] = {}
         ok = []
         for r in rels:
@@ -1747,7 +1752,7 @@ def build_corpus(args):
         ),
         qc=dict(
             thresholds=QC,
-            train_thresholds=QC_TRAIN_RELAXED if args.train_qc == "relaxed" else QC,
+            train_thresholds=train_qc_thresholds(args.train_qc),
             speakers=qc_report,
         ),
         provenance={
