@@ -5,11 +5,11 @@ Thin wrapper around :func:`fsnet.evaluate.main`; options are in ``configs/evalua
 
 import sys
 
-try:
-    from fsnet.evaluate import main
-except KeyboardInterrupt:  # Ctrl-C while torch loads: nothing started, nothing to write
-    print("error: interrupted before start", file=sys.stderr)
-    sys.exit(130)
-
 if __name__ == "__main__":
-    main()
+    try:
+        from fsnet.evaluate import main
+
+        main()
+    except KeyboardInterrupt:  # one the job does not handle itself: while torch loads, say
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -3,11 +3,11 @@
 
 import sys
 
-try:
-    from fsnet.live import main
-except KeyboardInterrupt:  # Ctrl-C while torch loads: nothing started, nothing to write
-    print("error: interrupted before start", file=sys.stderr)
-    sys.exit(130)
-
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        from fsnet.live import main
+
+        sys.exit(main())
+    except KeyboardInterrupt:  # one the job does not handle itself: while torch loads, say
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -6,11 +6,11 @@ Configuration lives in configs/ (Hydra); see recipes/dns/README.md.
 
 import sys
 
-try:
-    from fsnet.train import main
-except KeyboardInterrupt:  # Ctrl-C while torch loads: nothing started, nothing to write
-    print("error: interrupted before start", file=sys.stderr)
-    sys.exit(130)
-
 if __name__ == "__main__":
-    main()
+    try:
+        from fsnet.train import main
+
+        main()
+    except KeyboardInterrupt:  # one the job does not handle itself: while torch loads, say
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,10 +1,13 @@
 """fsnet: train Fast FullSubNet speech enhancement and run it frame by frame in real time."""
 
-from fsnet.config import ModelConfig
-from fsnet.enhance import enhance
-from fsnet.errors import FsnetError
-from fsnet.model import FastFullSubNet, build_model
-from fsnet.streaming import StreamingEnhancer
+from fsnet.interrupts import sigint_held
+
+with sigint_held():  # importing torch: a Ctrl-C meanwhile is raised after it (see fsnet.interrupts)
+    from fsnet.config import ModelConfig
+    from fsnet.enhance import enhance
+    from fsnet.errors import FsnetError
+    from fsnet.model import FastFullSubNet, build_model
+    from fsnet.streaming import StreamingEnhancer
 
 __version__ = "0.1.0"
 

@@ -40,8 +40,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import hydra
 import numpy as np
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from fsnet import metrics as M
 from fsnet.errors import FsnetError, fsnet_cause
@@ -1204,10 +1207,6 @@ def main() -> None:
     Every user-fixable problem (FsnetError, a bad Hydra override, an unreadable file) ends as a
     single ``error: ...`` line on stderr and exit status 1; Ctrl-C / SIGTERM exit with 130.
     """
-    import hydra
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     task = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=CONFIG_NAME)(
         _hydra_task
     )

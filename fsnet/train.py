@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fsnet.errors import FsnetError, fsnet_cause
+from fsnet.interrupts import sigint_held
 
 log = logging.getLogger("fsnet.train")
 
@@ -210,12 +211,21 @@ def train(cfg: Any) -> dict[str, Any]:
     # Lightning 2.6 calls a torch.utils._pytree API that torch 2.11 deprecates, twice per run;
     # nothing for the user to act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    try:
-        import pytorch_lightning as pl
-        from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
-    except ImportError:  # pragma: no cover
-        import lightning.pytorch as pl  # type: ignore[no-redef]
-        from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
+    with sigint_held():  # Lightning loads more of torch's C++ side (see fsnet.interrupts)
+        try:
+            import pytorch_lightning as pl
+            from pytorch_lightning.callbacks import (
+                LearningRateMonitor,
+                ModelCheckpoint,
+                ProgressBar,
+            )
+        except ImportError:  # pragma: no cover
+            import lightning.pytorch as pl  # type: ignore[no-redef]
+            from lightning.pytorch.callbacks import (  # type: ignore[no-redef]
+                LearningRateMonitor,
+                ModelCheckpoint,
+                ProgressBar,
+            )
 
     from fsnet.checkpoint import load_model, save_release
     from fsnet.config import as_config
@@ -450,14 +460,14 @@ def _remove_empty_run_folder() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line: ``python train.py [group=option] [key=value] ...`` (Hydra syntax)."""
-    import hydra
-
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
     args = sys.argv[1:]
     # Hydra's own flags (--cfg, --help, -m, ...) go straight to Hydra; plain overrides are checked
     # first so that a typo gives one line instead of Hydra's multi-line report.
     try:
+        import hydra
+
         if not any(a.startswith("-") for a in args) and os.environ.get("HYDRA_FULL_ERROR") != "1":
             problem = preflight(args)
             if problem:
