@@ -189,13 +189,21 @@ def _whole_or_none(value: Any, minimum: int | None = None) -> bool:
     return minimum is None or value >= minimum
 
 
-def _instantiate_group(group: Any) -> list[Any]:
+def _instantiate(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` with Ctrl-C held until it returns: OmegaConf interrupted while
+    it sets a node's flags leaves the node broken, and the interrupt then surfaces as an internal
+    error ("'NoneType' object has no attribute '_invalidate_flags_cache'", exit 1)."""
     from hydra.utils import instantiate
 
+    with sigint_held():
+        return instantiate(node, **kwargs)
+
+
+def _instantiate_group(group: Any) -> list[Any]:
     if not group:
         return []
     return [
-        instantiate(node) for node in group.values() if node is not None and node.get("_target_")
+        _instantiate(node) for node in group.values() if node is not None and node.get("_target_")
     ]
 
 
@@ -206,7 +214,6 @@ def train(cfg: Any) -> dict[str, Any]:
     file ``<output_dir>/release.pt`` made from the best checkpoint (or the final weights).
     """
     import torch
-    from hydra.utils import instantiate
 
     # Lightning 2.6 calls a torch.utils._pytree API that torch 2.11 deprecates, twice per run;
     # nothing for the user to act on.
@@ -239,7 +246,7 @@ def train(cfg: Any) -> dict[str, Any]:
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 for the float32 parts on Ampere+
 
-    datamodule = instantiate(cfg.data)
+    datamodule = _instantiate(cfg.data)
     if datamodule.mixing.sample_rate != model_config.sample_rate:
         # the release file would be labelled with the model's rate but trained on the data's
         raise FsnetError(
@@ -248,13 +255,13 @@ def train(cfg: Any) -> dict[str, Any]:
         )
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:
         datamodule.scan()  # stops here with one line if the corpus is missing or malformed
-    optimizer = instantiate(cfg.optimizer)
+    optimizer = _instantiate(cfg.optimizer)
     system_options = _to_plain(cfg.get("system")) or {}
     if system_options.get("cuda_graph"):
         # The loader's pin-memory thread calls into CUDA while the graphs are being captured,
         # which invalidates the capture; without pinning, batches copy from pageable memory.
         datamodule.pin_memory = False
-    lr_scheduler = instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None
+    lr_scheduler = _instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None
     system = EnhancementSystem(
         model_config.to_dict(), optimizer=optimizer, lr_scheduler=lr_scheduler, **system_options
     )
@@ -282,7 +289,7 @@ def train(cfg: Any) -> dict[str, Any]:
         for c in callbacks:
             if isinstance(c, ModelCheckpoint):
                 c.save_last = False
-    trainer = instantiate(
+    trainer = _instantiate(
         cfg.trainer,
         callbacks=callbacks,
         logger=loggers if loggers else False,
@@ -376,36 +383,45 @@ def train(cfg: Any) -> dict[str, Any]:
         "release_path": None,
         "parameters": model_params,
     }
-    if trainer.is_global_zero:
-        if (
-            cfg.get("export_release", True) and not trainer.fast_dev_run
-        ):  # a smoke run exports nothing
-            if best_path and Path(best_path).is_file():
-                model = load_model(best_path)
-                source = best_path
-            else:
-                if best_path:  # e.g. a run folder whose last.ckpt predates its newest best
-                    log.warning(
-                        "best checkpoint %s no longer exists; release.pt holds the final weights "
-                        "(export another checkpoint with python -m fsnet.checkpoint CKPT OUT.pt)",
-                        best_path,
-                    )
-                model = system.model.float().cpu().eval()
-                source = "final weights"
-            release = save_release(model, output_dir / "release.pt")
-            summary["release_path"] = str(release)
-            log.info("release file %s written from %s", release, source)
-        (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        log.info(
-            "done: step %d, epoch %d, best %s %s (%s)",
-            summary["global_step"],
-            summary["epoch"],
-            monitor,
-            score,
-            best_path or "no checkpoint",
-        )
+    # An interrupt while the results are written would leave a run with checkpoints but no release
+    # file or summary; it waits until they are complete (then main() reports it).
+    nothing_trained = stop_signal is not None and trainer.global_step == 0
+    with sigint_held():
+        if trainer.is_global_zero:
+            if nothing_trained:
+                log.info("interrupted before the first training step: no release.pt written")
+            elif (
+                cfg.get("export_release", True) and not trainer.fast_dev_run
+            ):  # a smoke run exports nothing
+                if best_path and Path(best_path).is_file():
+                    model = load_model(best_path)
+                    source = best_path
+                else:
+                    if best_path:  # e.g. a run folder whose last.ckpt predates its newest best
+                        log.warning(
+                            "best checkpoint %s no longer exists; release.pt holds the final weights "
+                            "(export another checkpoint with python -m fsnet.checkpoint CKPT OUT.pt)",
+                            best_path,
+                        )
+                    model = system.model.float().cpu().eval()
+                    source = "final weights"
+                release = save_release(model, output_dir / "release.pt")
+                summary["release_path"] = str(release)
+                log.info("release file %s written from %s", release, source)
+            (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            log.info(
+                "done: step %d, epoch %d, best %s %s (%s)",
+                summary["global_step"],
+                summary["epoch"],
+                monitor,
+                score,
+                best_path or "no checkpoint",
+            )
     if stop_signal is not None:
-        log.info("stopped by %s; resume=true continues from last.ckpt", stop_signal)
+        if nothing_trained:
+            log.info("stopped by %s before the first training step; nothing to resume", stop_signal)
+        else:
+            log.info("stopped by %s; resume=true continues from last.ckpt", stop_signal)
         sys.exit(143 if stop_signal == "SIGTERM" else 130)
     return summary
 
@@ -421,6 +437,9 @@ def _hydra_entry(cfg: Any) -> None:
     except _user_errors() as exc:
         _remove_empty_run_folder()
         _fail(exc)
+    except KeyboardInterrupt:  # Ctrl-C before fit(): nothing of the run to keep either
+        _remove_empty_run_folder()
+        raise
 
 
 def _remove_empty_run_folder() -> None:
@@ -478,8 +497,14 @@ def main(argv: list[str] | None = None) -> None:
         )(_hydra_entry)
         entry()
     except KeyboardInterrupt:
-        # Ctrl-C before fit() takes over its own interrupts (it saves last.ckpt and exits 130)
-        print("error: interrupted before training started", file=sys.stderr, flush=True)
+        # fit() takes over its own interrupts (it saves last.ckpt and exits 130); one that
+        # arrives while the results are written is held until they are complete.
+        when = (
+            "after training; its files were written first"
+            if _RUN_STATE["fit_started"]
+            else "before training started"
+        )
+        print(f"error: interrupted {when}", file=sys.stderr, flush=True)
         sys.exit(130)
 
 

@@ -619,7 +619,7 @@ def test_ctrl_c_saves_last_checkpoint_and_resume_continues(fake_dns_tree, tmp_pa
     assert summary["resumed_from"] == str(last) and summary["global_step"] == step + 2
 
 
-def run_tiny_inline(run_cli, tree, run_dir: Path, *overrides: str):
+def run_tiny_inline(run_cli, tree, run_dir: Path, *overrides: str, env: dict | None = None):
     """TINY_RUN on ``tree`` into ``run_dir`` with data loading and metrics in the main process."""
     return run_cli(
         [
@@ -629,7 +629,8 @@ def run_tiny_inline(run_cli, tree, run_dir: Path, *overrides: str):
             "data.num_workers=0",
             "system.metric_workers=0",
             *overrides,
-        ]
+        ],
+        env=env,
     )
 
 
@@ -667,3 +668,42 @@ def test_fast_dev_run_writes_no_checkpoint(fake_dns_tree, tmp_path, run_cli):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert not list(run_dir.glob("**/*.ckpt")) and not (run_dir / "release.pt").exists()
+
+
+def test_ctrl_c_while_building_the_trainer_is_one_line_and_leaves_no_folder(
+    fake_dns_tree, tmp_path, run_cli
+):
+    # A real SIGINT from inside hydra's instantiate (held there: OmegaConf stopped half-way
+    # through once surfaced as "error: 'NoneType' object has no attribute ...", exit 1; that
+    # timing cannot be forced, the hold itself is test_bad_inputs.py's). Before this, the run
+    # folder with Hydra's start-up files was left behind.
+    run_dir = tmp_path / "run"
+    result = run_tiny_inline(
+        run_cli,
+        fake_dns_tree(n_val=1, n_rir=0),
+        run_dir,
+        "+callbacks.ctrl_c._target_=signal.raise_signal",
+        "+callbacks.ctrl_c._args_=[2]",  # SIGINT
+    )
+    assert result.returncode == 130, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == "error: interrupted before training started"
+    assert "Traceback" not in result.stderr
+    assert not run_dir.exists()  # only Hydra's start-up files were there
+
+
+def test_ctrl_c_before_the_first_step_writes_no_release(fake_dns_tree, tmp_path, run_cli):
+    # Nothing was trained: a release.pt would hold the initial weights under a trained name.
+    run_dir = tmp_path / "run"
+    result = run_tiny_inline(
+        run_cli,
+        fake_dns_tree(n_val=1, n_rir=0),
+        run_dir,
+        "+callbacks.ctrl_c._target_=train_hooks.CtrlCAtTrainStart",
+        env={"PYTHONPATH": str(Path(__file__).parent)},
+    )
+    assert result.returncode == 130, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "nothing to resume" in result.stdout + result.stderr
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert summary["interrupted"] and summary["global_step"] == 0
+    assert summary["release_path"] is None and not (run_dir / "release.pt").exists()
+    assert not list(run_dir.glob("**/*.ckpt"))
