@@ -1,12 +1,16 @@
-"""Ctrl-C during imports of C++ extensions.
+"""Ctrl-C held back over short sections that must not be cut in the middle.
 
-A SIGINT that arrives while torch (or another pybind11 extension) is being imported can make
-Python's handler raise KeyboardInterrupt inside C++ code that cannot pass it on, and the process
-aborts with ``terminate called after throwing an instance of 'pybind11::error_already_set'``
-(exit -6, no cleanup, no one-line message). While an import runs under :func:`sigint_held`, the
-handler only records the signal; it is raised again, as an ordinary KeyboardInterrupt, right after.
+- Imports of C++ extensions: a SIGINT while torch (or another pybind11 extension) is being
+  imported can make Python's handler raise KeyboardInterrupt inside C++ code that cannot pass it
+  on, and the process aborts with ``terminate called after throwing an instance of
+  'pybind11::error_already_set'`` (exit -6, no cleanup, no one-line message).
+- Hydra's ``instantiate``: OmegaConf stopped while it sets a node's flags leaves the node broken,
+  and the interrupt surfaces as an unrelated internal error.
+- Writing a run's release file and summary (``fsnet.train``).
 
-Standard library only: ``fsnet/__init__.py`` imports this before anything heavy.
+Under :func:`sigint_held` the handler only records the signal; it is raised again, as an ordinary
+KeyboardInterrupt, right after the section. Standard library only: ``fsnet/__init__.py`` imports
+this before anything heavy.
 """
 
 from __future__ import annotations
