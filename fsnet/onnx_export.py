@@ -55,6 +55,7 @@ from torch import nn
 
 from fsnet.config import ModelConfig
 from fsnet.errors import FsnetError
+from fsnet.interrupts import sigint_held
 from fsnet.model import FastFullSubNet
 from fsnet.streaming import StreamingEnhancer
 
@@ -200,8 +201,10 @@ def export_graph(model: FastFullSubNet, runs_subband: bool, path: str | os.PathL
     )
     names = [name for name, _ in flatten_state(example_state)]
     # Grad mode on: the layers then take their portable cell-kernel path (torch.lstm_cell)
-    # rather than the CPU-only oneDNN packed-weight kernels of inference mode.
-    with _quiet_exporter(), torch.enable_grad():
+    # rather than the CPU-only oneDNN packed-weight kernels of inference mode. Ctrl-C waits the
+    # few seconds of the export: one inside its lazy import of torch._dynamo leaves that module
+    # half-initialised, and the exporter reports it as a failed export with a long traceback.
+    with _quiet_exporter(), torch.enable_grad(), sigint_held():
         program = torch.onnx.export(
             _HopGraph(model, runs_subband),
             args,
