@@ -418,7 +418,13 @@ def train(cfg: Any) -> dict[str, Any]:
                 best_path or "no checkpoint",
             )
     if stop_signal is not None:
-        if nothing_trained:
+        if nothing_trained and ckpt_path is not None:  # stopped before the checkpoint was restored
+            log.info(
+                "stopped by %s before training resumed; the same command resumes from %s",
+                stop_signal,
+                ckpt_path,
+            )
+        elif nothing_trained:
             log.info("stopped by %s before the first training step; nothing to resume", stop_signal)
         else:
             log.info("stopped by %s; resume=true continues from last.ckpt", stop_signal)
