@@ -1,8 +1,9 @@
 """fsnet: train Fast FullSubNet speech enhancement and run it frame by frame in real time."""
 
-from fsnet.interrupts import sigint_held
+from fsnet.interrupts import interrupts_held
 
-with sigint_held():  # importing torch: a Ctrl-C meanwhile is raised after it (see fsnet.interrupts)
+# importing torch: a Ctrl-C (or SIGTERM) meanwhile is raised after it (see fsnet.interrupts)
+with interrupts_held():
     from fsnet.config import ModelConfig
     from fsnet.enhance import enhance
     from fsnet.errors import FsnetError

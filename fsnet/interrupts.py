@@ -1,16 +1,18 @@
-"""Ctrl-C held back over short sections that must not be cut in the middle.
+"""Ctrl-C and SIGTERM held back over short sections that must not be cut in the middle.
 
-- Imports of C++ extensions: a SIGINT while torch (or another pybind11 extension) is being
-  imported can make Python's handler raise KeyboardInterrupt inside C++ code that cannot pass it
-  on, and the process aborts with ``terminate called after throwing an instance of
-  'pybind11::error_already_set'`` (exit -6, no cleanup, no one-line message).
+- Imports of C++ extensions: a signal whose Python handler raises (KeyboardInterrupt, or the
+  SIGTERM handlers of evaluate.py and Lightning) while torch or another pybind11 extension is
+  being imported can raise inside C++ code that cannot pass it on, and the process aborts with
+  ``terminate called after throwing an instance of 'pybind11::error_already_set'`` (exit -6, no
+  cleanup, no one-line message).
 - Hydra's ``instantiate``: OmegaConf stopped while it sets a node's flags leaves the node broken,
   and the interrupt surfaces as an unrelated internal error.
-- Writing a run's release file and summary (``fsnet.train``).
+- Writing a run's release file and summary (``fsnet.train``), so a stopped run has both.
 
-Under :func:`sigint_held` the handler only records the signal; it is raised again, as an ordinary
-KeyboardInterrupt, right after the section. Standard library only: ``fsnet/__init__.py`` imports
-this before anything heavy.
+Under :func:`interrupts_held` the handlers only record the signals; each is raised again, to the
+handler that was there before (KeyboardInterrupt, a tool's own handler, or the default action),
+right after the section. Standard library only: ``fsnet/__init__.py`` imports this before
+anything heavy.
 """
 
 from __future__ import annotations
@@ -20,26 +22,31 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+HELD_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name)
+)
+
 
 @contextmanager
-def sigint_held() -> Iterator[None]:
-    """Inside the block a Ctrl-C is only noted; on leaving, it is delivered to the previous handler.
+def interrupts_held() -> Iterator[None]:
+    """Inside the block SIGINT/SIGTERM are only noted; on leaving, each goes to its old handler.
 
     Python runs signal handlers on the main thread only (whichever thread the OS picked), so this
-    holds the signal whatever threads exist. Off the main thread, or when SIGINT's handler was not
-    installed from Python (so it could not be put back), it does nothing.
+    holds the signals whatever threads exist. Off the main thread it does nothing; a signal whose
+    handler was not installed from Python (so could not be put back) is left alone.
     """
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is None
-    ):
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
     held: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    previous = {}
+    for signum in HELD_SIGNALS:
+        if signal.getsignal(signum) is not None:
+            previous[signum] = signal.signal(signum, lambda s, frame: held.append(s))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        if held:
-            signal.raise_signal(signal.SIGINT)  # now handled as it would have been
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(held):  # once each, in arrival order
+            signal.raise_signal(signum)  # now handled as it would have been

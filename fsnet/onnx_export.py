@@ -55,7 +55,7 @@ from torch import nn
 
 from fsnet.config import ModelConfig
 from fsnet.errors import FsnetError
-from fsnet.interrupts import sigint_held
+from fsnet.interrupts import interrupts_held
 from fsnet.model import FastFullSubNet
 from fsnet.streaming import StreamingEnhancer
 
@@ -204,7 +204,7 @@ def export_graph(model: FastFullSubNet, runs_subband: bool, path: str | os.PathL
     # rather than the CPU-only oneDNN packed-weight kernels of inference mode. Ctrl-C waits the
     # few seconds of the export: one inside its lazy import of torch._dynamo leaves that module
     # half-initialised, and the exporter reports it as a failed export with a long traceback.
-    with _quiet_exporter(), torch.enable_grad(), sigint_held():
+    with _quiet_exporter(), torch.enable_grad(), interrupts_held():
         program = torch.onnx.export(
             _HopGraph(model, runs_subband),
             args,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fsnet.errors import FsnetError, fsnet_cause
-from fsnet.interrupts import sigint_held
+from fsnet.interrupts import interrupts_held
 
 log = logging.getLogger("fsnet.train")
 
@@ -195,7 +195,7 @@ def _instantiate(node: Any, **kwargs: Any) -> Any:
     error ("'NoneType' object has no attribute '_invalidate_flags_cache'", exit 1)."""
     from hydra.utils import instantiate
 
-    with sigint_held():
+    with interrupts_held():
         return instantiate(node, **kwargs)
 
 
@@ -218,7 +218,7 @@ def train(cfg: Any) -> dict[str, Any]:
     # Lightning 2.6 calls a torch.utils._pytree API that torch 2.11 deprecates, twice per run;
     # nothing for the user to act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    with sigint_held():  # Lightning loads more of torch's C++ side (see fsnet.interrupts)
+    with interrupts_held():  # Lightning loads more of torch's C++ side (see fsnet.interrupts)
         try:
             import pytorch_lightning as pl
             from pytorch_lightning.callbacks import (
@@ -386,7 +386,7 @@ def train(cfg: Any) -> dict[str, Any]:
     # An interrupt while the results are written would leave a run with checkpoints but no release
     # file or summary; it waits until they are complete (then main() reports it).
     nothing_trained = stop_signal is not None and trainer.global_step == 0
-    with sigint_held():
+    with interrupts_held():
         if trainer.is_global_zero:
             if nothing_trained:
                 log.info("interrupted before the first training step: no release.pt written")
