@@ -13,6 +13,9 @@ python3 train.py recipe=debian_audio recipe.root=$DATA_ROOT trainer=gpu \
     callbacks.progress_bar.refresh_rate=200 "$@" 2>&1 | grep -v -e "it/s" -e Warning | tail -40
 best=$(ls -t $RUN_DIR/checkpoints/best-*.ckpt 2>/dev/null | head -1)
 python3 -m fsnet.checkpoint "${best:-$RUN_DIR/checkpoints/last.ckpt}" "$OUT/release_fp16.pt" --half
+# the last step's weights too: the machine (and its run folder) is gone once the lease ends, and a
+# later stage may want them (stage 9 kept only its best, so they were lost)
+[ -f "$RUN_DIR/checkpoints/last.ckpt" ] && python3 -m fsnet.checkpoint "$RUN_DIR/checkpoints/last.ckpt" "$OUT/release_last_fp16.pt" --half
 # this chunk's log: a resumed run logs to the next csv/version_N
 csv_dir=$(ls -d "$RUN_DIR"/csv/version_* 2>/dev/null | sort -V | tail -1)
 [ -z "$csv_dir" ] || cp "$csv_dir/metrics.csv" "$OUT/"
