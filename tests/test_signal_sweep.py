@@ -44,14 +44,8 @@ def sweep(
     found = re.search(r"signal-sweep calls: (\d+)", first.stderr)
     assert first.returncode == 0 and found, first.stderr[-3000:]
     total = int(found.group(1))
-    return [
-        (
-            fraction,
-            run(int(total * fraction), root / f"at{fraction}"),
-            root / f"at{fraction}",
-        )
-        for fraction in FRACTIONS
-    ]
+    points = [(fraction, root / f"at{fraction}") for fraction in FRACTIONS]
+    return [(fraction, run(int(total * fraction), folder), folder) for fraction, folder in points]
 
 
 def check_clean(
