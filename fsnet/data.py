@@ -19,7 +19,10 @@ reverberation; ``reverb_target: early`` keeps only the direct path and 50 ms of 
 in the target instead), mixture level -25 dBFS +- 10 dB, and both signals scaled down together if
 either would exceed 0.999. Optionally (off by default; the small ``debian_audio`` recipe turns it on)
 the speech and/or the noise is played faster or slower by a random factor, which moves pitch and
-formants: more voices and sounds from a corpus of few speakers. Every random choice of example ``index`` in epoch ``epoch`` comes from
+formants: more voices and sounds from a corpus of few speakers; and the speech and/or the noise
+is coloured by a random second-order filter (RNNoise's augmentation: new microphones and rooms for
+the same recordings; the target keeps the speech's colouring, so the network learns to leave it
+alone). Every random choice of example ``index`` in epoch ``epoch`` comes from
 ``numpy.random.default_rng([seed, epoch, index])``: indices are unique across DataLoader workers
 and DDP ranks, so workers draw different examples, and the data do not depend on the number of
 workers.
@@ -43,7 +46,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import torch
-from scipy.signal import fftconvolve, resample_poly
+from scipy.signal import fftconvolve, lfilter, resample_poly
 from torch.utils.data import DataLoader, Dataset
 
 from fsnet.audio import AUDIO_EXTENSIONS  # the formats load_audio reads
@@ -487,6 +490,12 @@ class MixingConfig:
     clean_speed_probability: float = 0.0  # chance the clean speech of an example is perturbed
     noise_speed_probability: float = 0.0  # chance the noise of an example is perturbed
     speed_factor_range: tuple[float, float] = (0.9, 1.1)  # factor drawn uniformly (2 % grid)
+    # Random colouring: a biquad whose four feedforward/feedback coefficients are drawn uniformly
+    # in [-limit, limit]; below 0.5 both its poles and zeros stay inside the unit circle (stable,
+    # no deep notch). 0.375 (RNNoise's) tilts a band by at most about +-17 dB.
+    clean_eq_probability: float = 0.0  # chance the speech (and so the target) is coloured
+    noise_eq_probability: float = 0.0  # chance the noise is coloured (its own filter)
+    eq_coefficient_limit: float = 0.375
     # file: every noise file equally likely. folder: every folder of noise files equally likely,
     # then a file in it, so a source with few files (short effects) is heard as often as one with
     # many (long music cut into segments).
@@ -500,13 +509,22 @@ class MixingConfig:
         self.snr_range_db = tuple(float(v) for v in self.snr_range_db)  # type: ignore[assignment]
         self.speed_factor_range = tuple(float(v) for v in self.speed_factor_range)  # type: ignore[assignment]
         problems = []
-        for name in ("clean_speed_probability", "noise_speed_probability"):
+        for name in (
+            "clean_speed_probability",
+            "noise_speed_probability",
+            "clean_eq_probability",
+            "noise_eq_probability",
+        ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be in [0, 1]")
         low, high = (self.speed_factor_range + (0.0, 0.0))[:2]
         if len(self.speed_factor_range) != 2 or not 0.5 <= low <= high <= 2.0:
             problems.append(
                 f"speed_factor_range must be [low, high] within [0.5, 2], got {list(self.speed_factor_range)}"
+            )
+        if not 0.0 <= self.eq_coefficient_limit < 0.5:
+            problems.append(
+                f"eq_coefficient_limit must be in [0, 0.5) (stable filters), got {self.eq_coefficient_limit}"
             )
         if len(self.snr_range_db) != 2 or self.snr_range_db[0] > self.snr_range_db[1]:
             problems.append(f"snr_range_db must be [low, high], got {list(self.snr_range_db)}")
@@ -573,6 +591,13 @@ def change_speed(x: np.ndarray, factor_steps: int, length: int) -> np.ndarray:
     if y.shape[0] < length:
         y = np.pad(y, (0, length - y.shape[0]))
     return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def random_eq(rng: np.random.Generator, limit: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(b, a)`` of a random biquad ``(1 + b1 z^-1 + b2 z^-2) / (1 + a1 z^-1 + a2 z^-2)``, the four
+    coefficients uniform in ``[-limit, limit]`` (stable and minimum-phase for ``limit < 0.5``)."""
+    b1, b2, a1, a2 = rng.uniform(-limit, limit, 4)
+    return np.array([1.0, b1, b2]), np.array([1.0, a1, a2])
 
 
 class _SkipFile(Exception):
@@ -721,6 +746,21 @@ class TrainingMixtures(Dataset):
                 m.target_level_dbfs + m.target_level_jitter_db,
             )
         )
+        # Drawn after everything else, so switching the colouring on keeps each example's files,
+        # speeds, SNR and level. Filtering the reverberant target equals filtering the dry speech
+        # before the room (both are linear and time-invariant).
+        clean_eq = self._draw_eq(rng, m.clean_eq_probability)
+        noise_eq = self._draw_eq(rng, m.noise_eq_probability)
+        if clean_eq is not None:
+            coloured = lfilter(*clean_eq, target).astype(np.float32)
+            reverberant = (
+                coloured
+                if reverberant is target
+                else lfilter(*clean_eq, reverberant).astype(np.float32)
+            )
+            target = coloured
+        if noise_eq is not None:
+            noise = lfilter(*noise_eq, noise).astype(np.float32)
         if target is reverberant:
             noisy, target = mix_at_snr(target, noise, snr, level, m.peak_limit)
         else:  # early-reflection target: mix the full reverberant speech, scale the target alike
@@ -740,6 +780,8 @@ class TrainingMixtures(Dataset):
             "level_dbfs": level,
             "clean_speed": 1.0 + clean_steps / SPEED_GRID_STEPS,
             "noise_speed": 1.0 + noise_steps / SPEED_GRID_STEPS,
+            "clean_eq": None if clean_eq is None else [c.tolist() for c in clean_eq],
+            "noise_eq": None if noise_eq is None else [c.tolist() for c in noise_eq],
             "epoch": epoch,
             "index": index,
         }
@@ -753,6 +795,14 @@ class TrainingMixtures(Dataset):
             return 0
         k_low, k_high = self.mixing.speed_steps()
         return int(rng.integers(k_low, k_high + 1))
+
+    def _draw_eq(
+        self, rng: np.random.Generator, probability: float
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """A random colouring filter ``(b, a)`` or None; draws nothing when probability is 0."""
+        if probability <= 0.0 or rng.random() >= probability:
+            return None
+        return random_eq(rng, self.mixing.eq_coefficient_limit)
 
     def _read(self, kind: str, entry: AudioEntry, start: int, length: int) -> np.ndarray:
         try:
@@ -973,6 +1023,9 @@ class DnsDataModule(pl.LightningDataModule):
         clean_speed_probability: float = 0.0,
         noise_speed_probability: float = 0.0,
         speed_factor_range: Sequence[float] = (0.9, 1.1),
+        clean_eq_probability: float = 0.0,
+        noise_eq_probability: float = 0.0,
+        eq_coefficient_limit: float = 0.375,
         noise_balance: str = "file",
         noise_folder_weights: Mapping[str, float] | None = None,
         samples_per_epoch: int = 360000,
@@ -1008,6 +1061,9 @@ class DnsDataModule(pl.LightningDataModule):
             clean_speed_probability=float(clean_speed_probability),
             noise_speed_probability=float(noise_speed_probability),
             speed_factor_range=tuple(speed_factor_range),  # type: ignore[arg-type]
+            clean_eq_probability=float(clean_eq_probability),
+            noise_eq_probability=float(noise_eq_probability),
+            eq_coefficient_limit=float(eq_coefficient_limit),
             noise_balance=noise_balance,
             noise_folder_weights=noise_folder_weights or {},
         )

@@ -160,6 +160,52 @@ def test_speed_perturbation_in_mixtures(corpus):
         MixingConfig(noise_speed_probability=2)
 
 
+def test_random_eq_colours_speech_and_noise_with_the_recorded_filters(corpus):
+    from scipy.signal import freqz, lfilter
+
+    from fsnet.data import random_eq
+
+    _, lists = corpus
+    base = dict(reverb_probability=0.0, snr_range_db=(5, 5))
+    plain = TrainingMixtures(lists.clean, lists.noise, (), MixingConfig(**base), 6, seed=9)
+    eq = MixingConfig(**base, clean_eq_probability=1.0, noise_eq_probability=1.0)
+    coloured = TrainingMixtures(lists.clean, lists.noise, (), eq, 6, seed=9)
+    for i in range(6):
+        noisy0, target0, info0 = plain.generate(i)
+        noisy1, target1, info1 = coloured.generate(i)
+        assert info0["clean_eq"] is None and info0["noise_eq"] is None  # off by default
+        # the colouring is drawn last: same files, SNR and level as without it
+        assert (info1["clean"], info1["noise"], info1["snr_db"]) == (
+            info0["clean"],
+            info0["noise"],
+            info0["snr_db"],
+        )
+        assert abs(snr_db(noisy1, target1) - info1["snr_db"]) < 0.1
+        # the target is the plain target through the recorded speech filter (up to the level),
+        # and the added noise the plain noise through the recorded noise filter
+        for got, plain_part, (b, a) in (
+            (target1, target0, info1["clean_eq"]),
+            (noisy1 - target1, noisy0 - target0, info1["noise_eq"]),
+        ):
+            expected = lfilter(b, a, plain_part.astype(np.float64))
+            gain = np.dot(got, expected) / np.dot(expected, expected)
+            assert np.abs(got - gain * expected).max() < 1e-3 * np.abs(got).max()
+            assert not np.allclose(
+                got / np.abs(got).max(), plain_part / np.abs(plain_part).max(), atol=1e-2
+            )
+    # every drawn filter is stable and within +-17 dB of flat at the default limit
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        b, a = random_eq(rng, 0.375)
+        assert np.all(np.abs(np.roots(a)) < 1) and np.all(np.abs(np.roots(b)) < 1)
+        gain_db = 20 * np.log10(np.abs(freqz(b, a, worN=256)[1]))
+        assert np.abs(gain_db).max() <= 17.0
+    with pytest.raises(FsnetError, match="eq_coefficient_limit"):
+        MixingConfig(eq_coefficient_limit=0.5)
+    with pytest.raises(FsnetError, match="clean_eq_probability"):
+        MixingConfig(clean_eq_probability=-0.1)
+
+
 def test_noise_balance_file_or_folder(tmp_path):
     # 9 files of one noise source, 1 of another: per file the lone source is heard in ~1 of 10
     # examples, per folder in ~1 of 2.

@@ -190,3 +190,12 @@ def test_noise_folder_weights_override_reaches_the_data_module(tmp_path):
     )
     datamodule = instantiate(cfg.data)
     assert datamodule.mixing.noise_folder_weights == {"0ad_effects": 2.0, "music": 0.25}
+
+
+def test_eq_overrides_reach_the_mixing_config(tmp_path):
+    cfg = compose_cfg(["data.clean_eq_probability=0.5", "data.noise_eq_probability=0.25"], tmp_path)
+    mixing = instantiate(cfg.data).mixing
+    assert (mixing.clean_eq_probability, mixing.noise_eq_probability) == (0.5, 0.25)
+    assert mixing.eq_coefficient_limit == 0.375
+    with pytest.raises(Exception, match="eq_coefficient_limit must be in"):  # Hydra wraps it
+        instantiate(compose_cfg(["data.eq_coefficient_limit=0.6"], tmp_path).data)
