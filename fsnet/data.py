@@ -22,7 +22,8 @@ the speech and/or the noise is played faster or slower by a random factor, which
 formants: more voices and sounds from a corpus of few speakers; and the speech and/or the noise
 is coloured by a random second-order filter (RNNoise's augmentation: new microphones and rooms for
 the same recordings; the target keeps the speech's colouring, so the network learns to leave it
-alone). Every random choice of example ``index`` in epoch ``epoch`` comes from
+alone); and the noise gets busier: a random gain per joined noise file and, sometimes, a second
+noise track laid over the first. Every random choice of example ``index`` in epoch ``epoch`` comes from
 ``numpy.random.default_rng([seed, epoch, index])``: indices are unique across DataLoader workers
 and DDP ranks, so workers draw different examples, and the data do not depend on the number of
 workers.
@@ -496,6 +497,12 @@ class MixingConfig:
     clean_eq_probability: float = 0.0  # chance the speech (and so the target) is coloured
     noise_eq_probability: float = 0.0  # chance the noise is coloured (its own filter)
     eq_coefficient_limit: float = 0.375
+    # Busier noise: each noise file joined into a segment gets its own gain (uniform in +-jitter dB,
+    # so a run of effects is not one loudness), and with some probability a second, independent
+    # noise track (drawn like the first) is laid over it at a level relative to the first.
+    noise_gain_jitter_db: float = 0.0
+    noise_overlay_probability: float = 0.0
+    noise_overlay_level_range_db: tuple[float, float] = (-10.0, 0.0)
     # file: every noise file equally likely. folder: every folder of noise files equally likely,
     # then a file in it, so a source with few files (short effects) is heard as often as one with
     # many (long music cut into segments).
@@ -508,12 +515,16 @@ class MixingConfig:
     def __post_init__(self) -> None:
         self.snr_range_db = tuple(float(v) for v in self.snr_range_db)  # type: ignore[assignment]
         self.speed_factor_range = tuple(float(v) for v in self.speed_factor_range)  # type: ignore[assignment]
+        self.noise_overlay_level_range_db = tuple(  # type: ignore[assignment]
+            float(v) for v in self.noise_overlay_level_range_db
+        )
         problems = []
         for name in (
             "clean_speed_probability",
             "noise_speed_probability",
             "clean_eq_probability",
             "noise_eq_probability",
+            "noise_overlay_probability",
         ):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be in [0, 1]")
@@ -525,6 +536,11 @@ class MixingConfig:
         if not 0.0 <= self.eq_coefficient_limit < 0.5:
             problems.append(
                 f"eq_coefficient_limit must be in [0, 0.5) (stable filters), got {self.eq_coefficient_limit}"
+            )
+        overlay = self.noise_overlay_level_range_db
+        if len(overlay) != 2 or overlay[0] > overlay[1]:
+            problems.append(
+                f"noise_overlay_level_range_db must be [low, high], got {list(overlay)}"
             )
         if len(self.snr_range_db) != 2 or self.snr_range_db[0] > self.snr_range_db[1]:
             problems.append(f"snr_range_db must be [low, high], got {list(self.snr_range_db)}")
@@ -554,9 +570,11 @@ class MixingConfig:
             self.segment_seconds <= 0
             or self.target_level_jitter_db < 0
             or self.silence_between_noises_seconds < 0
+            or self.noise_gain_jitter_db < 0
         ):
             problems.append(
-                "segment_seconds must be > 0, target_level_jitter_db and silence_between_noises_seconds >= 0"
+                "segment_seconds must be > 0; target_level_jitter_db, noise_gain_jitter_db and"
+                " silence_between_noises_seconds >= 0"
             )
         if problems:
             raise FsnetError("invalid data config: " + "; ".join(problems))
@@ -598,6 +616,19 @@ def random_eq(rng: np.random.Generator, limit: float) -> tuple[np.ndarray, np.nd
     coefficients uniform in ``[-limit, limit]`` (stable and minimum-phase for ``limit < 0.5``)."""
     b1, b2, a1, a2 = rng.uniform(-limit, limit, 4)
     return np.array([1.0, b1, b2]), np.array([1.0, a1, a2])
+
+
+def overlay_noise(noise: np.ndarray, extra: np.ndarray, level_db: float) -> np.ndarray:
+    """``noise + extra`` with ``extra`` scaled to ``level_db`` relative to ``noise``'s RMS (both
+    ``[N]``, same rate); a silent ``noise`` takes ``extra`` as it is, a silent ``extra`` adds nothing."""
+    noise_power = float(np.mean(np.square(noise, dtype=np.float64)))
+    extra_power = float(np.mean(np.square(extra, dtype=np.float64)))
+    if extra_power == 0.0:
+        return noise
+    gain = (
+        math.sqrt(noise_power / extra_power) * 10.0 ** (level_db / 20.0) if noise_power > 0 else 1.0
+    )
+    return (noise + gain * extra).astype(np.float32)
 
 
 class _SkipFile(Exception):
@@ -759,6 +790,12 @@ class TrainingMixtures(Dataset):
                 else lfilter(*clean_eq, reverberant).astype(np.float32)
             )
             target = coloured
+        overlay_paths: list[str] = []
+        overlay_db = None
+        if m.noise_overlay_probability > 0.0 and rng.random() < m.noise_overlay_probability:
+            overlay_paths, extra = self._draw_noise(rng, seg)
+            overlay_db = float(rng.uniform(*m.noise_overlay_level_range_db))
+            noise = overlay_noise(noise, extra, overlay_db)
         if noise_eq is not None:
             noise = lfilter(*noise_eq, noise).astype(np.float32)
         if target is reverberant:
@@ -782,6 +819,8 @@ class TrainingMixtures(Dataset):
             "noise_speed": 1.0 + noise_steps / SPEED_GRID_STEPS,
             "clean_eq": None if clean_eq is None else [c.tolist() for c in clean_eq],
             "noise_eq": None if noise_eq is None else [c.tolist() for c in noise_eq],
+            "noise_overlay": overlay_paths,
+            "noise_overlay_db": overlay_db,
             "epoch": epoch,
             "index": index,
         }
@@ -886,7 +925,7 @@ class TrainingMixtures(Dataset):
                 start = int(rng.integers(0, length)) if not parts else 0
                 count = min(length - start, remaining)
                 try:
-                    parts.append(self._read("noise", entry, start, count))
+                    part = self._read("noise", entry, start, count)
                 except _SkipFile:
                     failures += 1
                     if failures > MAX_ATTEMPTS:
@@ -894,6 +933,10 @@ class TrainingMixtures(Dataset):
                             f"too many unreadable noise files (last: {entry.path})"
                         ) from None
                     continue
+                if m.noise_gain_jitter_db > 0.0:
+                    jitter = m.noise_gain_jitter_db
+                    part = part * np.float32(10.0 ** (rng.uniform(-jitter, jitter) / 20.0))
+                parts.append(part)
                 paths.append(entry.path)
                 remaining -= count
                 if remaining > 0 and gap:
@@ -1026,6 +1069,9 @@ class DnsDataModule(pl.LightningDataModule):
         clean_eq_probability: float = 0.0,
         noise_eq_probability: float = 0.0,
         eq_coefficient_limit: float = 0.375,
+        noise_gain_jitter_db: float = 0.0,
+        noise_overlay_probability: float = 0.0,
+        noise_overlay_level_range_db: Sequence[float] = (-10.0, 0.0),
         noise_balance: str = "file",
         noise_folder_weights: Mapping[str, float] | None = None,
         samples_per_epoch: int = 360000,
@@ -1064,6 +1110,9 @@ class DnsDataModule(pl.LightningDataModule):
             clean_eq_probability=float(clean_eq_probability),
             noise_eq_probability=float(noise_eq_probability),
             eq_coefficient_limit=float(eq_coefficient_limit),
+            noise_gain_jitter_db=float(noise_gain_jitter_db),
+            noise_overlay_probability=float(noise_overlay_probability),
+            noise_overlay_level_range_db=tuple(noise_overlay_level_range_db),  # type: ignore[arg-type]
             noise_balance=noise_balance,
             noise_folder_weights=noise_folder_weights or {},
         )

@@ -206,6 +206,71 @@ def test_random_eq_colours_speech_and_noise_with_the_recorded_filters(corpus):
         MixingConfig(clean_eq_probability=-0.1)
 
 
+def test_noise_gain_jitter_and_overlay(tmp_path):
+    from fsnet.data import overlay_noise
+
+    # noise files of constant magnitude (+-0.05 alternating), far shorter than a segment: many
+    # are joined per segment, and each file's gain shows as one magnitude of the noise part
+    (tmp_path / "noise").mkdir()
+    rng = np.random.default_rng(3)
+    noise = []
+    for i in range(4):
+        path = tmp_path / "noise" / f"{i}.wav"
+        sf.write(path, np.resize([0.05, -0.05], 4000), 16000, subtype="FLOAT")
+        noise.append(AudioEntry(str(path), 4000, 16000, 1))
+    sf.write(tmp_path / "clean.wav", rng.standard_normal(60000) * 0.1, 16000)
+    clean = [AudioEntry(str(tmp_path / "clean.wav"), 60000, 16000, 1)]
+    base = dict(snr_range_db=(0, 0), silence_between_noises_seconds=0.0, target_level_jitter_db=0)
+
+    def file_levels_db(noise_part: np.ndarray) -> np.ndarray:  # the distinct magnitudes, dB
+        return np.unique(np.round(20 * np.log10(np.abs(noise_part.astype(np.float64))), 1))
+
+    plain = TrainingMixtures(clean, noise, (), MixingConfig(**base), 8, seed=2)
+    jitter = TrainingMixtures(
+        clean, noise, (), MixingConfig(**base, noise_gain_jitter_db=6), 8, seed=2
+    )
+    spreads_plain, spreads_jitter = [], []
+    for i in range(8):
+        noisy, target, info = plain.generate(i)
+        assert info["noise_overlay"] == [] and info["noise_overlay_db"] is None  # off by default
+        spreads_plain.append(np.ptp(file_levels_db(noisy - target)))
+        assert len(info["noise"]) >= 12
+        noisy, target, _ = jitter.generate(i)
+        spreads_jitter.append(np.ptp(file_levels_db(noisy - target)))
+    assert max(spreads_plain) < 1.0  # one level without jitter
+    assert 3.0 < np.mean(spreads_jitter) and max(spreads_jitter) <= 12.0 + 0.2  # within +-6 dB
+    # overlay: drawn last, so the same files, SNR and level; the added track changes the noise
+    (tmp_path / "random").mkdir()
+    random_noise = []
+    for i in range(4):
+        path = tmp_path / "random" / f"{i}.wav"
+        sf.write(path, rng.standard_normal(4000) * 0.05, 16000)
+        random_noise.append(AudioEntry(str(path), 4000, 16000, 1))
+    plain = TrainingMixtures(clean, random_noise, (), MixingConfig(**base), 8, seed=2)
+    over = MixingConfig(
+        **base, noise_overlay_probability=1.0, noise_overlay_level_range_db=(-6, -3)
+    )
+    overlaid = TrainingMixtures(clean, random_noise, (), over, 8, seed=2)
+    for i in range(4):
+        noisy0, target0, info0 = plain.generate(i)
+        noisy1, target1, info1 = overlaid.generate(i)
+        assert info1["noise"] == info0["noise"] and info1["snr_db"] == info0["snr_db"]
+        assert info1["noise_overlay"] and -6 <= info1["noise_overlay_db"] <= -3
+        assert abs(snr_db(noisy1, target1) - info1["snr_db"]) < 0.1
+        assert not np.allclose(noisy1, noisy0, atol=1e-3)
+    a, b = rng.standard_normal(1000), rng.standard_normal(1000) * 7
+    mixed = overlay_noise(a, b, -6.0)
+    added = mixed - a
+    assert abs(10 * np.log10(np.mean(added**2) / np.mean(a**2)) + 6.0) < 0.01
+    np.testing.assert_allclose(overlay_noise(a, np.zeros(1000), -6.0), a)
+    with pytest.raises(FsnetError, match="noise_gain_jitter_db"):
+        MixingConfig(noise_gain_jitter_db=-1)
+    with pytest.raises(FsnetError, match="noise_overlay_level_range_db"):
+        MixingConfig(noise_overlay_level_range_db=(0, -10))
+    with pytest.raises(FsnetError, match="noise_overlay_probability"):
+        MixingConfig(noise_overlay_probability=1.5)
+
+
 def test_noise_balance_file_or_folder(tmp_path):
     # 9 files of one noise source, 1 of another: per file the lone source is heard in ~1 of 10
     # examples, per folder in ~1 of 2.
