@@ -192,10 +192,19 @@ def test_noise_folder_weights_override_reaches_the_data_module(tmp_path):
     assert datamodule.mixing.noise_folder_weights == {"0ad_effects": 2.0, "music": 0.25}
 
 
-def test_eq_overrides_reach_the_mixing_config(tmp_path):
-    cfg = compose_cfg(["data.clean_eq_probability=0.5", "data.noise_eq_probability=0.25"], tmp_path)
-    mixing = instantiate(cfg.data).mixing
+def test_augmentation_overrides_reach_the_mixing_config(tmp_path):
+    # the overrides as recipes/debian_audio/README.md writes them for stages 13 and 14
+    overrides = [
+        "data.clean_eq_probability=0.5",
+        "data.noise_eq_probability=0.25",
+        "data.noise_gain_jitter_db=6",
+        "data.noise_overlay_probability=0.3",
+        "data.noise_overlay_level_range_db=[-12,-2]",
+    ]
+    mixing = instantiate(compose_cfg(overrides, tmp_path).data).mixing
     assert (mixing.clean_eq_probability, mixing.noise_eq_probability) == (0.5, 0.25)
     assert mixing.eq_coefficient_limit == 0.375
+    assert (mixing.noise_gain_jitter_db, mixing.noise_overlay_probability) == (6.0, 0.3)
+    assert mixing.noise_overlay_level_range_db == (-12.0, -2.0)
     with pytest.raises(Exception, match="eq_coefficient_limit must be in"):  # Hydra wraps it
         instantiate(compose_cfg(["data.eq_coefficient_limit=0.6"], tmp_path).data)
