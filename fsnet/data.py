@@ -677,6 +677,12 @@ def group_noise_files(
     return groups, np.array([w / total for _, w in kept])
 
 
+def _happens(rng: np.random.Generator, probability: float) -> bool:
+    """True with ``probability``. Draws nothing when it is 0, so a config that leaves an optional
+    augmentation off keeps the exact mixtures it had before that augmentation existed."""
+    return probability > 0.0 and rng.random() < probability
+
+
 def _seed_words(*values: int) -> list[int]:
     return [int(v) & 0xFFFFFFFFFFFFFFFF for v in values]
 
@@ -792,7 +798,7 @@ class TrainingMixtures(Dataset):
             target = coloured
         overlay_paths: list[str] = []
         overlay_db = None
-        if m.noise_overlay_probability > 0.0 and rng.random() < m.noise_overlay_probability:
+        if _happens(rng, m.noise_overlay_probability):
             overlay_paths, extra = self._draw_noise(rng, seg)
             overlay_db = float(rng.uniform(*m.noise_overlay_level_range_db))
             noise = overlay_noise(noise, extra, overlay_db)
@@ -828,9 +834,8 @@ class TrainingMixtures(Dataset):
 
     # ---------------------------------------------------------------- drawing files
     def _draw_speed(self, rng: np.random.Generator, probability: float) -> int:
-        """Grid steps of a speed factor (0 = unchanged); draws nothing when probability is 0,
-        so configs without speed perturbation keep their exact mixtures."""
-        if probability <= 0.0 or rng.random() >= probability:
+        """Grid steps of a speed factor (0 = unchanged), with ``probability``."""
+        if not _happens(rng, probability):
             return 0
         k_low, k_high = self.mixing.speed_steps()
         return int(rng.integers(k_low, k_high + 1))
@@ -838,8 +843,8 @@ class TrainingMixtures(Dataset):
     def _draw_eq(
         self, rng: np.random.Generator, probability: float
     ) -> tuple[np.ndarray, np.ndarray] | None:
-        """A random colouring filter ``(b, a)`` or None; draws nothing when probability is 0."""
-        if probability <= 0.0 or rng.random() >= probability:
+        """A random colouring filter ``(b, a)`` with ``probability``, else None."""
+        if not _happens(rng, probability):
             return None
         return random_eq(rng, self.mixing.eq_coefficient_limit)
 
