@@ -3,10 +3,10 @@ PYTHON ?= python
 
 .PHONY: install system-deps test test-slow lint format bench demo
 
-system-deps:  ## PortAudio (sounddevice) and the JACK server used by the real-time tests
+system-deps:  ## PortAudio (sounddevice) and the JACK and PulseAudio servers used by the real-time tests
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libportaudio2 jackd2 >/dev/null; \
-	else echo "not root or no apt-get: install libportaudio2 and jackd2 yourself"; fi
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends libportaudio2 jackd2 pulseaudio pulseaudio-utils libasound2-plugins >/dev/null; \
+	else echo "not root or no apt-get: install libportaudio2, jackd2 and pulseaudio yourself"; fi
 
 install: system-deps
 	$(PYTHON) -m pip install -q -e ".[dev]"

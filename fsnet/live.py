@@ -469,6 +469,10 @@ class Stats:
         self.callbacks = 0
         self.input_overflows = 0
         self.output_underflows = 0
+        # flagged at the first callback: the device ran before the stream had produced a block
+        # (PortAudio's ALSA backend on PulseAudio does it on every start), so the gap is
+        # silence before the first output, not lost audio
+        self.startup_underflows = 0
         self.input_underflows = 0
         self.output_overflows = 0
         self.late_blocks = 0  # FIFO ran dry: silence played instead
@@ -557,6 +561,12 @@ def _print_summary(summary: dict[str, Any], json_path: str | None) -> None:
             f"  dropped/late: input overflows {summary['input_overflows']}, output underflows "
             f"{summary['output_underflows']}, late blocks {summary['late_blocks']}, "
             f"slow blocks {summary['slow_blocks']}"
+            + (
+                "; the device also underran once while starting, before the first block "
+                "(no audio lost)"
+                if summary.get("startup_output_underflows")
+                else ""
+            )
         )
         lines.append(
             f"  latency: algorithmic {summary['algorithmic_latency_ms']:.1f} ms "
@@ -869,36 +879,53 @@ def run_file(args: argparse.Namespace, stopper: Stopper) -> int:
 
 
 # --------------------------------------------------------------------------------------- mic mode
-def _import_sounddevice():
-    """Import sounddevice (initialises PortAudio) with the C libraries' probe chatter hidden.
+class _CStderrCaptured:
+    """Send what C libraries write to file descriptor 2 into a temporary file for a while.
 
-    PortAudio's init lets ALSA and libjack print to file descriptor 2 about every host API it
-    cannot use; that noise goes to a temporary file and is shown only if the import fails.
+    PortAudio's init lets ALSA and libjack print about every host API it cannot use, its ALSA
+    backend prints failed assertions when a device refuses a format, and ALSA's PulseAudio
+    plugin reports an underrun while a stream starts (before any audio): noise that would be
+    the first thing a user reads. After the block, ``lines`` holds it, for an error message.
     """
-    import tempfile
 
-    try:
-        saved = os.dup(2)
-    except OSError:
-        saved = None
-    noise = tempfile.TemporaryFile(mode="w+b")
-    try:
-        if saved is not None:
-            sys.stderr.flush()
-            os.dup2(noise.fileno(), 2)
+    def __enter__(self) -> _CStderrCaptured:
+        import tempfile
+
+        self.lines: list[str] = []
+        self.file = tempfile.TemporaryFile(mode="w+b")
         try:
+            self.saved: int | None = os.dup(2)
+        except OSError:
+            self.saved = None
+        if self.saved is not None:
+            sys.stderr.flush()
+            os.dup2(self.file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.saved is not None:
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
+        self.file.seek(0)
+        self.lines = self.file.read().decode(errors="replace").strip().splitlines()
+        self.file.close()
+
+    def hint(self) -> str:
+        """The last captured line, as " (...)" to append to an error, or ""."""
+        return f" ({self.lines[-1]})" if self.lines else ""
+
+
+def _import_sounddevice():
+    """Import sounddevice (initialises PortAudio) with the C libraries' probe chatter hidden;
+    it is shown only if the import fails."""
+    chatter = _CStderrCaptured()
+    try:
+        with chatter:
             import sounddevice as sd
-        finally:
-            if saved is not None:
-                os.dup2(saved, 2)
-                os.close(saved)
     except OSError as exc:  # PortAudio library missing
-        noise.seek(0)
-        detail = noise.read().decode(errors="replace").strip().splitlines()
-        hint = f" ({detail[-1]})" if detail else ""
-        raise FsnetError(f"cannot use audio devices: {exc}{hint} (install libportaudio2)") from exc
-    finally:
-        noise.close()
+        raise FsnetError(
+            f"cannot use audio devices: {exc}{chatter.hint()} (install libportaudio2)"
+        ) from exc
     return sd
 
 
@@ -1137,12 +1164,13 @@ class LivePipeline:
                     self._start_fifo(frames, seconds=2.0)
             self.first_callback.set()
         if status:
-            if len(stats.drop_callbacks) < 20 and (
-                status.input_overflow or status.output_underflow
-            ):
+            startup_underflow = bool(status.output_underflow) and stats.callbacks == 1
+            stats.startup_underflows += startup_underflow
+            underflow = bool(status.output_underflow) and not startup_underflow
+            if len(stats.drop_callbacks) < 20 and (status.input_overflow or underflow):
                 stats.drop_callbacks.append(stats.callbacks)
             stats.input_overflows += bool(status.input_overflow)
-            stats.output_underflows += bool(status.output_underflow)
+            stats.output_underflows += underflow
             stats.input_underflows += bool(status.input_underflow)
             stats.output_overflows += bool(status.output_overflow)
         if self.duration_frames is not None and self.frames_in >= self.duration_frames:
@@ -1212,10 +1240,13 @@ def _choose_format(
     problems = []
     for rate in dict.fromkeys(candidates):
         try:
-            sd.check_input_settings(device=in_idx, channels=cin, dtype="float32", samplerate=rate)
-            sd.check_output_settings(
-                device=out_idx, channels=cout, dtype="float32", samplerate=rate
-            )
+            with _CStderrCaptured():  # PortAudio's message is in the exception
+                sd.check_input_settings(
+                    device=in_idx, channels=cin, dtype="float32", samplerate=rate
+                )
+                sd.check_output_settings(
+                    device=out_idx, channels=cout, dtype="float32", samplerate=rate
+                )
             return rate, cin, cout
         except sd.PortAudioError as exc:
             problems.append(f"{rate} Hz: {exc}")
@@ -1281,16 +1312,17 @@ def run_mic(args: argparse.Namespace, stopper: Stopper) -> int:
     stopper.arm()
     try:
         try:
-            stream = sd.Stream(
-                samplerate=rate,
-                blocksize=blocksize,
-                device=(in_idx, out_idx),
-                channels=(cin, cout),
-                dtype="float32",
-                latency=latency_setting,
-                callback=pipe.callback,
-                finished_callback=pipe.finished,
-            )
+            with _CStderrCaptured():  # PortAudio's message is in the exception
+                stream = sd.Stream(
+                    samplerate=rate,
+                    blocksize=blocksize,
+                    device=(in_idx, out_idx),
+                    channels=(cin, cout),
+                    dtype="float32",
+                    latency=latency_setting,
+                    callback=pipe.callback,
+                    finished_callback=pipe.finished,
+                )
         except (sd.PortAudioError, ValueError) as exc:
             raise FsnetError(
                 f"cannot open audio stream '{in_info['name']}' -> '{out_info['name']}' at {rate} Hz, "
@@ -1304,12 +1336,15 @@ def run_mic(args: argparse.Namespace, stopper: Stopper) -> int:
                 _CLEANUP.append(lambda: sys.setswitchinterval(previous))
                 sys.setswitchinterval(0.0005)
                 pipe.worker.start()
+            chatter = _CStderrCaptured()
             try:
-                stream.start()
+                with chatter:
+                    stream.start()
+                    started = pipe.first_callback.wait(10.0)
             except sd.PortAudioError as exc:
-                raise FsnetError(f"cannot start audio stream: {exc}") from exc
+                raise FsnetError(f"cannot start audio stream: {exc}{chatter.hint()}") from exc
             device_latency = tuple(float(v) for v in stream.latency)
-            if not pipe.first_callback.wait(10.0):
+            if not started:
                 raise FsnetError(
                     f"the audio stream '{in_info['name']}' -> '{out_info['name']}' started but "
                     "delivers no audio (is the device or the JACK server running?)"
@@ -1372,6 +1407,7 @@ def run_mic(args: argparse.Namespace, stopper: Stopper) -> int:
         "rtf": stats.rtf(),
         "input_overflows": stats.input_overflows,
         "output_underflows": stats.output_underflows,
+        "startup_output_underflows": stats.startup_underflows,
         "input_underflows": stats.input_underflows,
         "output_overflows": stats.output_overflows,
         "late_blocks": stats.late_blocks,

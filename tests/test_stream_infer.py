@@ -326,7 +326,7 @@ def test_mic_duration_stops_by_itself(jack16, tmp_path):
     [
         (["--samplerate", "44100"], "refuse float32 audio at 44100 Hz"),
         (["--input-channels", "5"], "refuse"),
-        (["--output-device", "no such device"], "output devices: 0 'system'"),
+        (["--output-device", "no such device"], "'system' (2 ch)"),
     ],
 )
 def test_device_refusing_format_is_one_line_exit_1(jack16, args, pattern):
@@ -475,3 +475,37 @@ def test_signal_before_streaming_exit_code(noisy, tmp_path, capsys, monkeypatch,
     assert rc == code, err
     assert f"stopped by {signal.Signals(sig).name} before streaming started" in err
     assert not out.exists() and not list(tmp_path.glob(".*partial"))
+
+
+class _Flags:
+    """sounddevice.CallbackFlags stand-in: the four flags, truthy when any is set."""
+
+    def __init__(self, output_underflow=False, input_overflow=False):
+        self.output_underflow = output_underflow
+        self.input_overflow = input_overflow
+        self.input_underflow = self.output_overflow = False
+
+    def __bool__(self):
+        return self.output_underflow or self.input_overflow
+
+
+def test_underflow_at_the_first_callback_is_start_up_not_dropped_audio():
+    # PortAudio's ALSA backend on PulseAudio flags an output underflow at the first callback of
+    # every stream: the device ran before anything was produced. Later ones are lost audio.
+    from fsnet.live import LivePipeline, PassthroughEngine, Stats, _keep_up_warnings
+
+    stats = Stats(256 / 16000)
+    pipe = LivePipeline(PassthroughEngine(), 16000, 256, 1, "HQ", None, stats, False, 2, None)
+    block = np.full((256, 1), 0.1, dtype=np.float32)
+    out = np.zeros((256, 1), dtype=np.float32)
+    flags = [_Flags(output_underflow=True), None, _Flags(output_underflow=True), _Flags(True, True)]
+    for status in flags:
+        pipe.callback(block, out, 256, None, status)
+    assert np.allclose(out, 0.1)  # the passthrough's audio reached the output
+    assert (stats.startup_underflows, stats.output_underflows, stats.input_overflows) == (1, 2, 1)
+    assert stats.drop_callbacks == [3, 4]
+
+    summary = {"mode": "mic", "rtf": 0.1, "block_ms": 16.0, "compute": {"p99_ms": 1.0}}
+    assert _keep_up_warnings({**summary, "startup_output_underflows": 1}) == []
+    warned = _keep_up_warnings({**summary, "output_underflows": 1})
+    assert warned and warned[0].startswith("audio was dropped")
