@@ -1347,7 +1347,7 @@ def run_mic(args: argparse.Namespace, stopper: Stopper) -> int:
             if not started:
                 raise FsnetError(
                     f"the audio stream '{in_info['name']}' -> '{out_info['name']}' started but "
-                    "delivers no audio (is the device or the JACK server running?)"
+                    f"delivers no audio{chatter.hint()} (is the device or the JACK server running?)"
                 )
             blocksize = pipe.blocksize
             print(
