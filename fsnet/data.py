@@ -483,7 +483,9 @@ class MixingConfig:
     target_level_jitter_db: float = 10.0  # level drawn uniformly in target +- jitter dB
     reverb_probability: float = 0.75  # chance an example is reverberated (needs RIRs)
     reverb_target: str = "reverberant"  # reverberant | early
-    silence_between_noises_seconds: float = 0.2  # gap between joined noise files
+    # gap between joined noise files: a number, or [low, high] for a gap drawn per join (long
+    # gaps make runs of one-shot effects start out of near-silence, as door slams and dishes do)
+    silence_between_noises_seconds: float | tuple[float, float] = 0.2
     short_clean: str = "pad"  # pad | loop: clean files shorter than a segment
     peak_limit: float = 0.999  # largest allowed absolute sample value
     # Speed perturbation (tempo and pitch together, as Kaldi's speed perturbation): a factor f
@@ -518,7 +520,15 @@ class MixingConfig:
         self.noise_overlay_level_range_db = tuple(  # type: ignore[assignment]
             float(v) for v in self.noise_overlay_level_range_db
         )
+        gap = self.silence_between_noises_seconds
+        gap = (gap, gap) if isinstance(gap, (int, float)) else tuple(float(v) for v in gap)
+        self.silence_between_noises_seconds = gap  # type: ignore[assignment]
         problems = []
+        if len(gap) != 2 or not 0.0 <= gap[0] <= gap[1]:
+            problems.append(
+                "silence_between_noises_seconds must be a number >= 0 or [low, high] with"
+                f" 0 <= low <= high, got {list(gap)}"
+            )
         for name in (
             "clean_speed_probability",
             "noise_speed_probability",
@@ -569,12 +579,10 @@ class MixingConfig:
         if (
             self.segment_seconds <= 0
             or self.target_level_jitter_db < 0
-            or self.silence_between_noises_seconds < 0
             or self.noise_gain_jitter_db < 0
         ):
             problems.append(
-                "segment_seconds must be > 0; target_level_jitter_db, noise_gain_jitter_db and"
-                " silence_between_noises_seconds >= 0"
+                "segment_seconds must be > 0; target_level_jitter_db and noise_gain_jitter_db >= 0"
             )
         if problems:
             raise FsnetError("invalid data config: " + "; ".join(problems))
@@ -916,9 +924,9 @@ class TrainingMixtures(Dataset):
         )
 
     def _draw_noise(self, rng: np.random.Generator, seg: int) -> tuple[list[str], np.ndarray]:
-        """Random noise files joined by short silences, starting at a random point of the first."""
+        """Random noise files joined by silences, starting at a random point of the first."""
         m = self.mixing
-        gap = int(round(m.silence_between_noises_seconds * m.sample_rate))
+        gap_low, gap_high = m.silence_between_noises_seconds
         for _attempt in range(MAX_ATTEMPTS):
             parts: list[np.ndarray] = []
             paths: list[str] = []
@@ -944,10 +952,13 @@ class TrainingMixtures(Dataset):
                 parts.append(part)
                 paths.append(entry.path)
                 remaining -= count
-                if remaining > 0 and gap:
-                    silence = min(gap, remaining)
-                    parts.append(np.zeros(silence, dtype=np.float32))
-                    remaining -= silence
+                if remaining > 0:
+                    # a fixed gap draws nothing, so such configs mix what they always did
+                    seconds = gap_low if gap_low == gap_high else rng.uniform(gap_low, gap_high)
+                    silence = min(int(round(seconds * m.sample_rate)), remaining)
+                    if silence:
+                        parts.append(np.zeros(silence, dtype=np.float32))
+                        remaining -= silence
             noise = np.concatenate(parts)
             if np.any(noise):
                 return paths, noise
@@ -1065,7 +1076,7 @@ class DnsDataModule(pl.LightningDataModule):
         target_level_jitter_db: float = 10.0,
         reverb_probability: float = 0.75,
         reverb_target: str = "reverberant",
-        silence_between_noises_seconds: float = 0.2,
+        silence_between_noises_seconds: float | Sequence[float] = 0.2,
         short_clean: str = "pad",
         peak_limit: float = 0.999,
         clean_speed_probability: float = 0.0,
@@ -1106,7 +1117,7 @@ class DnsDataModule(pl.LightningDataModule):
             target_level_jitter_db=float(target_level_jitter_db),
             reverb_probability=float(reverb_probability),
             reverb_target=reverb_target,
-            silence_between_noises_seconds=float(silence_between_noises_seconds),
+            silence_between_noises_seconds=silence_between_noises_seconds,  # type: ignore[arg-type]
             short_clean=short_clean,
             peak_limit=float(peak_limit),
             clean_speed_probability=float(clean_speed_probability),

@@ -267,6 +267,41 @@ def test_noise_gain_jitter_and_overlay(tmp_path):
         MixingConfig(noise_gain_jitter_db=-1)
     with pytest.raises(FsnetError, match="noise_overlay_level_range_db"):
         MixingConfig(noise_overlay_level_range_db=(0, -10))
+
+
+def test_silence_between_noises_fixed_or_drawn_per_join(tmp_path):
+    # noise files with no zero sample (+-0.05 alternating, 0.25 s): the exact-silence runs
+    # inside a segment's noise are the gaps between joined files
+    (tmp_path / "noise").mkdir()
+    noise = []
+    for i in range(3):
+        path = tmp_path / "noise" / f"{i}.wav"
+        sf.write(path, np.resize([0.05, -0.05], 4000), 16000, subtype="FLOAT")
+        noise.append(AudioEntry(str(path), 4000, 16000, 1))
+    sf.write(tmp_path / "clean.wav", np.random.default_rng(0).standard_normal(60000) * 0.1, 16000)
+    clean = [AudioEntry(str(tmp_path / "clean.wav"), 60000, 16000, 1)]
+
+    def interior_gaps(gap_seconds) -> list[int]:
+        config = MixingConfig(snr_range_db=(0, 0), silence_between_noises_seconds=gap_seconds)
+        mixtures = TrainingMixtures(clean, noise, (), config, 6, seed=4)
+        gaps = []
+        for i in range(6):
+            noisy, target, _ = mixtures.generate(i)
+            silent = np.abs(noisy - target) < 1e-6
+            edges = np.flatnonzero(np.diff(silent.astype(np.int8)))
+            starts, ends = edges[silent[edges + 1]] + 1, edges[~silent[edges + 1]] + 1
+            ends = ends[ends > starts[0]] if len(starts) else ends[:0]
+            n = min(len(starts), len(ends))  # a run cut by the segment's end has no end
+            gaps += [int(e - s) for s, e in zip(starts[:n], ends[:n], strict=True)]
+        return gaps
+
+    assert set(interior_gaps(0.2)) == {3200}
+    drawn = interior_gaps([0.3, 1.0])
+    assert len(drawn) >= 6 and min(drawn) >= 4800 and max(drawn) <= 16000
+    assert len(set(drawn)) > len(drawn) // 2  # a new gap per join
+    for bad in (-0.1, [0.5, 0.2], [0.1, 0.2, 0.3]):
+        with pytest.raises(FsnetError, match="silence_between_noises_seconds"):
+            MixingConfig(silence_between_noises_seconds=bad)
     with pytest.raises(FsnetError, match="noise_overlay_probability"):
         MixingConfig(noise_overlay_probability=1.5)
 

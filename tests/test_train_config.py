@@ -200,8 +200,12 @@ def test_augmentation_overrides_reach_the_mixing_config(tmp_path):
         "data.noise_gain_jitter_db=6",
         "data.noise_overlay_probability=0.3",
         "data.noise_overlay_level_range_db=[-12,-2]",
+        "data.silence_between_noises_seconds=[0.2,1.5]",
     ]
     mixing = instantiate(compose_cfg(overrides, tmp_path).data).mixing
+    assert mixing.silence_between_noises_seconds == (0.2, 1.5)
+    default = instantiate(compose_cfg([], tmp_path).data).mixing
+    assert default.silence_between_noises_seconds == (0.2, 0.2)
     assert (mixing.clean_eq_probability, mixing.noise_eq_probability) == (0.5, 0.25)
     assert mixing.eq_coefficient_limit == 0.375
     assert (mixing.noise_gain_jitter_db, mixing.noise_overlay_probability) == (6.0, 0.3)
