@@ -520,14 +520,17 @@ class MixingConfig:
         self.noise_overlay_level_range_db = tuple(  # type: ignore[assignment]
             float(v) for v in self.noise_overlay_level_range_db
         )
-        gap = self.silence_between_noises_seconds
-        gap = (gap, gap) if isinstance(gap, (int, float)) else tuple(float(v) for v in gap)
+        given = self.silence_between_noises_seconds
+        try:
+            gap = (given, given) if isinstance(given, (int, float)) else tuple(map(float, given))
+        except (TypeError, ValueError):
+            gap = ()
         self.silence_between_noises_seconds = gap  # type: ignore[assignment]
         problems = []
         if len(gap) != 2 or not 0.0 <= gap[0] <= gap[1]:
             problems.append(
                 "silence_between_noises_seconds must be a number >= 0 or [low, high] with"
-                f" 0 <= low <= high, got {list(gap)}"
+                f" 0 <= low <= high, got {given!r}"
             )
         for name in (
             "clean_speed_probability",
