@@ -477,29 +477,27 @@ def test_signal_before_streaming_exit_code(noisy, tmp_path, capsys, monkeypatch,
     assert not out.exists() and not list(tmp_path.glob(".*partial"))
 
 
-class _Flags:
-    """sounddevice.CallbackFlags stand-in: the four flags, truthy when any is set."""
-
-    def __init__(self, output_underflow=False, input_overflow=False):
-        self.output_underflow = output_underflow
-        self.input_overflow = input_overflow
-        self.input_underflow = self.output_overflow = False
-
-    def __bool__(self):
-        return self.output_underflow or self.input_overflow
-
-
 def test_underflow_at_the_first_callback_is_start_up_not_dropped_audio():
     # PortAudio's ALSA backend on PulseAudio flags an output underflow at the first callback of
     # every stream: the device ran before anything was produced. Later ones are lost audio.
+    import sounddevice as sd
+
     from fsnet.live import LivePipeline, PassthroughEngine, Stats, _keep_up_warnings
 
     stats = Stats(256 / 16000)
     pipe = LivePipeline(PassthroughEngine(), 16000, 256, 1, "HQ", None, stats, False, 2, None)
     block = np.full((256, 1), 0.1, dtype=np.float32)
     out = np.zeros((256, 1), dtype=np.float32)
-    flags = [_Flags(output_underflow=True), None, _Flags(output_underflow=True), _Flags(True, True)]
-    for status in flags:
+
+    def flags(*names: str) -> sd.CallbackFlags:  # what PortAudio hands the callback
+        status = sd.CallbackFlags()
+        for name in names:
+            setattr(status, name, True)
+        return status
+
+    underflow = flags("output_underflow")
+    both = flags("output_underflow", "input_overflow")
+    for status in (underflow, flags(), underflow, both):
         pipe.callback(block, out, 256, None, status)
     assert np.allclose(out, 0.1)  # the passthrough's audio reached the output
     assert (stats.startup_underflows, stats.output_underflows, stats.input_overflows) == (1, 2, 1)
