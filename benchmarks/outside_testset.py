@@ -1,0 +1,288 @@
+#!/usr/bin/env python3
+"""Build an outside test set (DNS layout, 40 pairs) from Debian packages that training never sees.
+
+    python benchmarks/outside_testset.py --root /tmp/indep2     # ~10 s once the .debs are there
+    python evaluate.py testset=/tmp/indep2/testset
+
+For the record only: none of these sources may train or validate a model (recipes/debian_audio
+lists the ones that do), and a model is never chosen by its score here. <root>/testset_types.csv
+gives each pair's noise type (music, effects, ambience) and sources, for per-type means.
+
+Speech: ktuberling-data (KDE "Potato Guy"; one native speaker per language, recorded words),
+        2-3 words of one speaker joined with 0.3 s silence -> 4-10 s.
+Noise:  wesnoth-1.16-music (music), wesnoth-1.16-data + freeciv-data + pingus-data (one-shot
+        effects in bursts), wesnoth-1.16-data sounds/ambient (ambience).
+Debs are fetched with `apt-get download` into <root>/debs and unpacked with `dpkg -x` into
+<root>/x (done here if missing). Licences: ktuberling-data GPL-2+/LGPL-2.1+/GFDL-1.2+; Wesnoth,
+Freeciv, Pingus data GPL-2+ (see each package's /usr/share/doc/*/copyright).
+"""
+
+import argparse
+import csv
+import glob
+import os
+import subprocess
+from collections import Counter, defaultdict
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from fsnet.data import mix_at_snr
+
+ROOT = "/tmp/indep2"  # --root; the paths below follow it (set in main before anything is read)
+X = f"{ROOT}/x"
+OUT = f"{ROOT}/testset"
+SR = 16000
+N = 40
+PKGS = ["ktuberling-data", "wesnoth-1.16-music", "wesnoth-1.16-data", "freeciv-data", "pingus-data"]
+
+
+def ensure_pkgs():
+    os.makedirs(f"{ROOT}/debs", exist_ok=True)
+    for p in PKGS:
+        if os.path.isdir(f"{X}/{p}/usr"):
+            continue
+        debs = glob.glob(f"{ROOT}/debs/{p}_*.deb")
+        if not debs:
+            subprocess.run(["apt-get", "download", p], cwd=f"{ROOT}/debs", check=True)
+            debs = glob.glob(f"{ROOT}/debs/{p}_*.deb")
+        os.makedirs(f"{X}/{p}", exist_ok=True)
+        subprocess.run(["dpkg", "-x", debs[0], f"{X}/{p}"], check=True)
+
+
+def load(path, start=0, frames=-1):
+    x, sr = sf.read(path, start=start, frames=frames, dtype="float64", always_2d=True)
+    x = x.mean(axis=1)
+    if sr != SR:
+        x = soxr.resample(x, sr, SR, "VHQ")
+    return x
+
+
+def rel(p):
+    return p.split(f"{X}/", 1)[1]
+
+
+# ---------------------------------------------------------------- speech
+KT = f"{X}/ktuberling-data/usr/share/ktuberling/sounds"
+LANGS = ["ca", "da", "de", "el", "en", "fr", "ga", "gl", "lt", "ro", "ru", "sl", "uk", "wa", "sr"]
+
+
+def speech_items():
+    """Per language: keep the dominant (rate, channels) group (= one recording session/speaker),
+    drop clipped or band-limited (<16 kHz) files, take the longest words, group 2-3 words >= 4 s."""
+    per_lang = {}
+    for lang in LANGS:
+        files = sorted(glob.glob(f"{KT}/{lang}/*.ogg") + glob.glob(f"{KT}/{lang}/*.wav"))
+        groups = defaultdict(list)
+        for f in files:
+            i = sf.info(f)
+            groups[(i.samplerate, i.channels)].append((f, i.duration))
+        (sr, ch), members = max(groups.items(), key=lambda kv: len(kv[1]))
+        if sr < 16000:
+            continue
+        good = []
+        for f, d in members:
+            x, _ = sf.read(f, dtype="float64", always_2d=True)
+            if np.mean(np.abs(x) >= 0.99) > 1e-4 or np.max(np.abs(x)) < 0.05:
+                continue  # clipped or nearly silent
+            good.append((f, d))
+        good.sort(key=lambda t: (-t[1], t[0]))
+        # greedily form groups from the longest words, at most 14 words per speaker
+        pool, out = good[:14], []
+        while pool and len(out) < 7:
+            g = [pool.pop(0)]
+            while pool and len(g) < 3 and sum(d for _, d in g) + 0.3 * (len(g) - 1) < 4.0:
+                g.append(pool.pop(0))
+            tot = sum(d for _, d in g) + 0.3 * (len(g) - 1)
+            if tot < 4.0 or tot > 10.0:
+                break
+            out.append([f for f, _ in g])
+        per_lang[lang] = out
+    # allocate N pairs round-robin over languages
+    items, k = [], 0
+    while len(items) < N:
+        added = False
+        for lang in LANGS:
+            if lang in per_lang and k < len(per_lang[lang]) and len(items) < N:
+                items.append((lang, per_lang[lang][k]))
+                added = True
+        if not added:
+            raise SystemExit(f"only {len(items)} speech items")
+        k += 1
+    return items
+
+
+def make_speech(files):
+    sil = np.zeros(int(0.3 * SR))
+    parts = []
+    for j, f in enumerate(files):
+        if j:
+            parts.append(sil)
+        parts.append(load(f))
+    return np.concatenate(parts)
+
+
+# ---------------------------------------------------------------- noise
+def noise_sources():
+    """(music tracks > 60 s, ambience loops, one-shot effects) under the unpacked packages."""
+    wes = f"{X}/wesnoth-1.16-data/usr/share/games/wesnoth/1.16/data/core/sounds"
+    music = sorted(
+        f
+        for f in glob.glob(
+            f"{X}/wesnoth-1.16-music/usr/share/games/wesnoth/1.16/data/core/music/*.ogg"
+        )
+        if sf.info(f).duration > 60
+    )
+    ambience = [
+        f"{wes}/ambient/{n}.ogg"
+        for n in ["birds1", "birds2", "birds3", "campfire", "morning", "night", "ship"]
+    ]
+    effects = (
+        [
+            f"{wes}/{n}"
+            for n in [
+                "axe.ogg",
+                "bat-flapping.wav",
+                "cave-in.ogg",
+                "claws.ogg",
+                "club.ogg",
+                "explosion.ogg",
+                "fire.wav",
+                "flail.ogg",
+                "fuse.ogg",
+                "gold.ogg",
+                "gunshot.wav",
+                "horse-canter.wav",
+                "lightning.ogg",
+                "mace.ogg",
+                "open-chest.wav",
+                "rumble.ogg",
+                "sword-1.ogg",
+                "thunderstick.ogg",
+                "torch.ogg",
+                "wolf-growl-1.ogg",
+                "wolf-growl-2.ogg",
+                "wolf-growl-3.ogg",
+                "gryphon-shriek-1.ogg",
+                "gryphon-shriek-2.ogg",
+                "hiss-big.wav",
+                "bite.ogg",
+                "water-blast.wav",
+                "sling.ogg",
+                "spear.ogg",
+                "horse-die.ogg",
+                "tusker-charge.ogg",
+            ]
+        ]
+        + [
+            f"{X}/freeciv-data/usr/share/games/freeciv/stdsounds/{n}.ogg"
+            for n in [
+                "LrgCan",
+                "LrgExpl",
+                "MedCan",
+                "MgBar1",
+                "MgHeavy",
+                "Mortar",
+                "SmlExpl",
+                "Splash",
+                "metbrk",
+                "wall01",
+                "woodbrk",
+            ]
+        ]
+        + [
+            f"{X}/pingus-data/usr/share/games/pingus/data/sounds/{n}.wav"
+            for n in ["splash", "chink", "plop", "ting"]
+        ]
+    )
+    return music, ambience, effects
+
+
+def music_noise(path, n, rng):
+    info = sf.info(path)
+    lo = int(10 * info.samplerate)
+    need = int(np.ceil(n / SR * info.samplerate)) + 64
+    start = int(rng.integers(lo, max(lo + 1, info.frames - need - lo)))
+    x = load(path, start=start, frames=need)
+    return x[:n], f"{rel(path)}@{start / info.samplerate:.1f}s"
+
+
+def ambience_noise(path, n, rng):
+    x = load(path)
+    fade = int(0.05 * SR)
+    out = x.copy()
+    while len(out) < n + len(x):  # tile with 50 ms crossfades
+        w = np.linspace(0, 1, fade)
+        out = np.concatenate([out[:-fade], out[-fade:] * (1 - w) + x[:fade] * w, x[fade:]])
+    start = int(rng.integers(0, len(out) - n))
+    return out[start : start + n], f"{rel(path)}@{start / SR:.1f}s"
+
+
+def effects_noise(n, rng, EFFECTS):
+    out = np.zeros(n)
+    pos = int(rng.uniform(0.0, 0.6) * SR)
+    used = []
+    while pos < n - int(0.3 * SR):
+        f = EFFECTS[int(rng.integers(len(EFFECTS)))]
+        x = load(f)
+        x = x / (np.sqrt(np.mean(x**2)) + 1e-9) * 10 ** (rng.uniform(-6, 0) / 20)
+        m = min(len(x), n - pos)
+        out[pos : pos + m] += x[:m]
+        used.append(os.path.basename(f))
+        pos += len(x) + int(rng.uniform(0.2, 1.0) * SR)
+    return out, "effects:" + "+".join(used)
+
+
+def main():
+    global ROOT, X, OUT, KT
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--root", default=ROOT, help="work folder: debs/, x/, testset/")
+    ROOT = parser.parse_args().root
+    X, OUT = f"{ROOT}/x", f"{ROOT}/testset"
+    KT = f"{X}/ktuberling-data/usr/share/ktuberling/sounds"
+    ensure_pkgs()
+    MUSIC, AMBIENCE, EFFECTS = noise_sources()
+    for d in ("clean", "noisy"):
+        os.makedirs(f"{OUT}/{d}", exist_ok=True)
+    rng = np.random.default_rng(2026)  # mixing draws
+    snrs = rng.uniform(-5, 5, N)
+    levels = rng.uniform(-30, -20, N)
+    aux = np.random.default_rng(2027)  # assignment, offsets, effect bursts
+
+    items = speech_items()
+    order = aux.permutation(N)
+    items = [items[i] for i in order]
+    types = np.array(["music"] * 16 + ["effects"] * 16 + ["ambience"] * 8)[aux.permutation(N)]
+    music = list(aux.permutation(MUSIC))[:16]
+    amb = list(aux.permutation(AMBIENCE)) + [AMBIENCE[int(aux.integers(len(AMBIENCE)))]]
+
+    rows = []
+    for i in range(N):
+        lang, files = items[i]
+        s = make_speech(files)
+        n = len(s)
+        assert 4 * SR <= n <= 10 * SR, (i, n / SR)
+        t = types[i]
+        if t == "music":
+            noise, nsrc = music_noise(music.pop(), n, aux)
+        elif t == "ambience":
+            noise, nsrc = ambience_noise(amb.pop(), n, aux)
+        else:
+            noise, nsrc = effects_noise(n, aux, EFFECTS)
+        noisy, clean = mix_at_snr(s, noise, float(snrs[i]), float(levels[i]), dtype=np.float64)
+        sf.write(f"{OUT}/clean/clean_fileid_{i}.wav", clean, SR, subtype="PCM_16")
+        sf.write(f"{OUT}/noisy/noisy_fileid_{i}.wav", noisy, SR, subtype="PCM_16")
+        ssrc = f"ktuberling-data:{lang}:" + "+".join(os.path.basename(f) for f in files)
+        rows.append([i, t, ssrc, nsrc, f"{snrs[i]:.2f}"])
+        print(i, t, f"{n / SR:.2f}s", ssrc, nsrc[:80], f"snr={snrs[i]:.2f}", flush=True)
+
+    with open(f"{ROOT}/testset_types.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["fileid", "noise_type", "speech_source", "noise_source", "snr_db"])
+        w.writerows(rows)
+    print(Counter(types.tolist()), Counter(lang for lang, _ in items))
+
+
+if __name__ == "__main__":
+    main()
