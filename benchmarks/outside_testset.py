@@ -26,8 +26,8 @@ from collections import Counter, defaultdict
 
 import numpy as np
 import soundfile as sf
-import soxr
 
+from fsnet.audio import resample
 from fsnet.data import mix_at_snr
 
 ROOT = "/tmp/indep2"  # --root; the paths below follow it (set in main before anything is read)
@@ -52,11 +52,10 @@ def ensure_pkgs():
 
 
 def load(path, start=0, frames=-1):
-    x, sr = sf.read(path, start=start, frames=frames, dtype="float64", always_2d=True)
-    x = x.mean(axis=1)
-    if sr != SR:
-        x = soxr.resample(x, sr, SR, "VHQ")
-    return x
+    """Mono float64 [N] at 16 kHz of frames [start, start + frames) of a file (the project's
+    resampler; fsnet.audio.load_audio reads whole files only, and music tracks are long)."""
+    x, sr = sf.read(path, start=start, frames=frames, dtype="float32", always_2d=True)
+    return resample(x.mean(axis=1), sr, SR).astype(np.float64)
 
 
 def rel(p):
