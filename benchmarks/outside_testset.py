@@ -31,52 +31,50 @@ from collections import Counter, defaultdict
 import numpy as np
 import soundfile as sf
 
-from fsnet.audio import resample
-from fsnet.data import mix_at_snr
+from fsnet.audio import load_audio
+from fsnet.data import AudioEntry, mix_at_snr, read_segment
 
-ROOT = "/tmp/indep2"  # --root; the paths below follow it (set in main before anything is read)
-X = f"{ROOT}/x"
-OUT = f"{ROOT}/testset"
 SR = 16000
 N = 40
 PKGS = ["ktuberling-data", "wesnoth-1.16-music", "wesnoth-1.16-data", "freeciv-data", "pingus-data"]
 
 
-def ensure_pkgs():
-    os.makedirs(f"{ROOT}/debs", exist_ok=True)
+def ensure_pkgs(root, x_dir):
+    """Download (apt-get download) and unpack (dpkg -x) each package once, under <root>."""
+    debs_dir = f"{root}/debs"
+    os.makedirs(debs_dir, exist_ok=True)
     for p in PKGS:
-        if os.path.isdir(f"{X}/{p}/usr"):
+        if os.path.isdir(f"{x_dir}/{p}/usr"):
             continue
-        debs = glob.glob(f"{ROOT}/debs/{p}_*.deb")
+        debs = glob.glob(f"{debs_dir}/{p}_*.deb")
         if not debs:
-            subprocess.run(["apt-get", "download", p], cwd=f"{ROOT}/debs", check=True)
-            debs = glob.glob(f"{ROOT}/debs/{p}_*.deb")
-        os.makedirs(f"{X}/{p}", exist_ok=True)
-        subprocess.run(["dpkg", "-x", debs[0], f"{X}/{p}"], check=True)
+            r = subprocess.run(
+                ["apt-get", "download", p], cwd=debs_dir, capture_output=True, text=True
+            )
+            debs = glob.glob(f"{debs_dir}/{p}_*.deb")
+            if r.returncode != 0 or not debs:
+                err = (r.stderr.strip().splitlines() or ["no .deb written"])[-1]
+                raise SystemExit(f"error: apt-get download {p} failed: {err}")
+        os.makedirs(f"{x_dir}/{p}", exist_ok=True)
+        subprocess.run(["dpkg", "-x", debs[0], f"{x_dir}/{p}"], check=True)
 
 
-def load(path, start=0, frames=-1):
-    """Mono float64 [N] at 16 kHz of frames [start, start + frames) of a file (the project's
-    resampler; fsnet.audio.load_audio reads whole files only, and music tracks are long)."""
-    x, sr = sf.read(path, start=start, frames=frames, dtype="float32", always_2d=True)
-    return resample(x.mean(axis=1), sr, SR).astype(np.float64)
-
-
-def rel(p):
-    return p.split(f"{X}/", 1)[1]
+def load(path):
+    """A whole file as mono float64 [N] at 16 kHz."""
+    return load_audio(path, SR)[0].astype(np.float64)
 
 
 # ---------------------------------------------------------------- speech
-KT = f"{X}/ktuberling-data/usr/share/ktuberling/sounds"
 LANGS = ["ca", "da", "de", "el", "en", "fr", "ga", "gl", "lt", "ro", "ru", "sl", "uk", "wa", "sr"]
 
 
-def speech_items():
+def speech_items(x_dir):
     """Per language: keep the dominant (rate, channels) group (= one recording session/speaker),
     drop clipped or band-limited (<16 kHz) files, take the longest words, group 2-3 words >= 4 s."""
+    kt = f"{x_dir}/ktuberling-data/usr/share/ktuberling/sounds"
     per_lang = {}
     for lang in LANGS:
-        files = sorted(glob.glob(f"{KT}/{lang}/*.ogg") + glob.glob(f"{KT}/{lang}/*.wav"))
+        files = sorted(glob.glob(f"{kt}/{lang}/*.ogg") + glob.glob(f"{kt}/{lang}/*.wav"))
         groups = defaultdict(list)
         for f in files:
             i = sf.info(f)
@@ -127,13 +125,13 @@ def make_speech(files):
 
 
 # ---------------------------------------------------------------- noise
-def noise_sources():
+def noise_sources(x_dir):
     """(music tracks > 60 s, ambience loops, one-shot effects) under the unpacked packages."""
-    wes = f"{X}/wesnoth-1.16-data/usr/share/games/wesnoth/1.16/data/core/sounds"
+    wes = f"{x_dir}/wesnoth-1.16-data/usr/share/games/wesnoth/1.16/data/core/sounds"
     music = sorted(
         f
         for f in glob.glob(
-            f"{X}/wesnoth-1.16-music/usr/share/games/wesnoth/1.16/data/core/music/*.ogg"
+            f"{x_dir}/wesnoth-1.16-music/usr/share/games/wesnoth/1.16/data/core/music/*.ogg"
         )
         if sf.info(f).duration > 60
     )
@@ -179,7 +177,7 @@ def noise_sources():
             ]
         ]
         + [
-            f"{X}/freeciv-data/usr/share/games/freeciv/stdsounds/{n}.ogg"
+            f"{x_dir}/freeciv-data/usr/share/games/freeciv/stdsounds/{n}.ogg"
             for n in [
                 "LrgCan",
                 "LrgExpl",
@@ -195,23 +193,25 @@ def noise_sources():
             ]
         ]
         + [
-            f"{X}/pingus-data/usr/share/games/pingus/data/sounds/{n}.wav"
+            f"{x_dir}/pingus-data/usr/share/games/pingus/data/sounds/{n}.wav"
             for n in ["splash", "chink", "plop", "ting"]
         ]
     )
     return music, ambience, effects
 
 
-def music_noise(path, n, rng):
+def music_noise(path, n, rng, x_dir):
+    """[n] samples of a music track, at least 10 s from either end."""
     info = sf.info(path)
     lo = int(10 * info.samplerate)
     need = int(np.ceil(n / SR * info.samplerate)) + 64
-    start = int(rng.integers(lo, max(lo + 1, info.frames - need - lo)))
-    x = load(path, start=start, frames=need)
-    return x[:n], f"{rel(path)}@{start / info.samplerate:.1f}s"
+    start = int(rng.integers(lo, max(lo + 1, info.frames - need - lo)))  # at the file's rate
+    entry = AudioEntry(path, info.frames, info.samplerate, info.channels)
+    x = read_segment(entry, start * SR // info.samplerate, n, SR).astype(np.float64)
+    return x, f"{os.path.relpath(path, x_dir)}@{start / info.samplerate:.1f}s"
 
 
-def ambience_noise(path, n, rng):
+def ambience_noise(path, n, rng, x_dir):
     x = load(path)
     fade = int(0.05 * SR)
     out = x.copy()
@@ -219,7 +219,7 @@ def ambience_noise(path, n, rng):
         w = np.linspace(0, 1, fade)
         out = np.concatenate([out[:-fade], out[-fade:] * (1 - w) + x[:fade] * w, x[fade:]])
     start = int(rng.integers(0, len(out) - n))
-    return out[start : start + n], f"{rel(path)}@{start / SR:.1f}s"
+    return out[start : start + n], f"{os.path.relpath(path, x_dir)}@{start / SR:.1f}s"
 
 
 def effects_noise(n, rng, EFFECTS):
@@ -268,9 +268,8 @@ def summarise_by_type(per_file_csv, types_csv):
 
 
 def main():
-    global ROOT, X, OUT, KT
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", default=ROOT, help="work folder: debs/, x/, testset/")
+    parser.add_argument("--root", default="/tmp/indep2", help="work folder: debs/, x/, testset/")
     parser.add_argument(
         "--snr-range-db",
         nargs=2,
@@ -292,25 +291,24 @@ def main():
         help="instead of building: per noise type means of an evaluate.py per_file.csv of <root>",
     )
     args = parser.parse_args()
-    ROOT = args.root
+    root = args.root
     if args.by_type:
-        summarise_by_type(args.by_type, f"{ROOT}/testset_types.csv")
+        summarise_by_type(args.by_type, f"{root}/testset_types.csv")
         return
     snr_low_db, snr_high_db = args.snr_range_db
     if not snr_low_db <= snr_high_db:
         parser.error(f"--snr-range-db: LOW {snr_low_db} is above HIGH {snr_high_db}")
-    X, OUT = f"{ROOT}/x", f"{ROOT}/testset"
-    KT = f"{X}/ktuberling-data/usr/share/ktuberling/sounds"
-    ensure_pkgs()
-    MUSIC, AMBIENCE, EFFECTS = noise_sources()
+    x_dir, out_dir = f"{root}/x", f"{root}/testset"
+    ensure_pkgs(root, x_dir)
+    MUSIC, AMBIENCE, EFFECTS = noise_sources(x_dir)
     for d in ("clean", "noisy"):
-        os.makedirs(f"{OUT}/{d}", exist_ok=True)
+        os.makedirs(f"{out_dir}/{d}", exist_ok=True)
     rng = np.random.default_rng(args.seed)  # mixing draws
     snrs = rng.uniform(snr_low_db, snr_high_db, N)
     levels = rng.uniform(-30, -20, N)
     aux = np.random.default_rng(args.seed + 1)  # assignment, offsets, effect bursts
 
-    items = speech_items()
+    items = speech_items(x_dir)
     order = aux.permutation(N)
     items = [items[i] for i in order]
     types = np.array(["music"] * 16 + ["effects"] * 16 + ["ambience"] * 8)[aux.permutation(N)]
@@ -325,19 +323,19 @@ def main():
         assert 4 * SR <= n <= 10 * SR, (i, n / SR)
         t = types[i]
         if t == "music":
-            noise, nsrc = music_noise(music.pop(), n, aux)
+            noise, nsrc = music_noise(music.pop(), n, aux, x_dir)
         elif t == "ambience":
-            noise, nsrc = ambience_noise(amb.pop(), n, aux)
+            noise, nsrc = ambience_noise(amb.pop(), n, aux, x_dir)
         else:
             noise, nsrc = effects_noise(n, aux, EFFECTS)
         noisy, clean = mix_at_snr(s, noise, float(snrs[i]), float(levels[i]), dtype=np.float64)
-        sf.write(f"{OUT}/clean/clean_fileid_{i}.wav", clean, SR, subtype="PCM_16")
-        sf.write(f"{OUT}/noisy/noisy_fileid_{i}.wav", noisy, SR, subtype="PCM_16")
+        sf.write(f"{out_dir}/clean/clean_fileid_{i}.wav", clean, SR, subtype="PCM_16")
+        sf.write(f"{out_dir}/noisy/noisy_fileid_{i}.wav", noisy, SR, subtype="PCM_16")
         ssrc = f"ktuberling-data:{lang}:" + "+".join(os.path.basename(f) for f in files)
         rows.append([i, t, ssrc, nsrc, f"{snrs[i]:.2f}"])
         print(i, t, f"{n / SR:.2f}s", ssrc, nsrc[:80], f"snr={snrs[i]:.2f}", flush=True)
 
-    with open(f"{ROOT}/testset_types.csv", "w", newline="") as fh:
+    with open(f"{root}/testset_types.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["fileid", "noise_type", "speech_source", "noise_source", "snr_db"])
         w.writerows(rows)
