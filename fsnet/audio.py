@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,24 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from fsnet.checkpoint import atomic_write
 from fsnet.errors import FsnetError
+from fsnet.files import atomic_write
 
+SAMPLE_RATE = 16000  # Hz; the rate the model, the metrics and every enhanced file use
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus")
+
+# DNS-Challenge naming: ``noisy_snr5_fileid_12.wav`` pairs with ``clean_fileid_12.wav``.
+_FILEID_AT_END = re.compile(r"fileid_(\d+)$")
+
+
+def fileid(path: str | os.PathLike) -> int | None:
+    """The N of a file name whose stem ends in ``fileid_N``, else None.
+
+    The one pairing rule for noisy/clean files: training's validation sets, evaluation's test sets
+    and the corpus recipes all pair through it, so a folder pairs the same way everywhere.
+    """
+    match = _FILEID_AT_END.search(Path(path).stem)
+    return int(match.group(1)) if match else None
 
 
 def resample(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
@@ -26,7 +41,9 @@ def resample(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return y.numpy()
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> tuple[np.ndarray, list[str]]:
+def load_audio(
+    path: str | os.PathLike, sample_rate: int = SAMPLE_RATE
+) -> tuple[np.ndarray, list[str]]:
     """Read a file as mono float32 ``[N]`` at ``sample_rate`` Hz.
 
     Multichannel input is averaged and other rates are resampled, each with a notice in the
@@ -64,7 +81,7 @@ OPUS_RATES = (8000, 12000, 16000, 24000, 48000)  # the only rates libsndfile's O
 
 
 def output_format(
-    path: str | os.PathLike, subtype: str | None = None, sample_rate: int = 16000
+    path: str | os.PathLike, subtype: str | None = None, sample_rate: int = SAMPLE_RATE
 ) -> tuple[str, str]:
     """The soundfile ``(format, subtype)`` to write ``path`` with; ``FsnetError`` if none fits.
 
@@ -99,7 +116,10 @@ def output_format(
 
 
 def write_audio(
-    path: str | os.PathLike, x: np.ndarray, sample_rate: int = 16000, subtype: str | None = None
+    path: str | os.PathLike,
+    x: np.ndarray,
+    sample_rate: int = SAMPLE_RATE,
+    subtype: str | None = None,
 ) -> Path:
     """Write mono ``x [N]`` atomically (temp file + rename); format from the extension.
 

@@ -187,7 +187,7 @@ def default_list_dir(root: Path) -> Path:
 
 def _write_lines(path: Path, header: str, lines: Iterable[str]) -> None:
     """Atomic text write (several DDP ranks may scan at once; each write is all-or-nothing)."""
-    from fsnet.checkpoint import atomic_write
+    from fsnet.files import atomic_write
 
     with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(f"# {header}\n")

@@ -720,7 +720,7 @@ def _mode_tables(
 
 
 def _write_text(path: Path, text: str) -> None:
-    from fsnet.checkpoint import atomic_write
+    from fsnet.files import atomic_write
 
     with atomic_write(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -755,7 +755,7 @@ def _plot(path: Path, title: str, panels: list[tuple[str, np.ndarray]]) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from fsnet.checkpoint import atomic_write
+    from fsnet.files import atomic_write
 
     n_fft, hop = 512, 128
     window = np.hanning(n_fft + 1)[:-1]

@@ -765,7 +765,7 @@ def run_file(args: argparse.Namespace, stopper: Stopper) -> int:
     import soundfile as sf
 
     from fsnet.audio import load_audio, output_format
-    from fsnet.checkpoint import write_failure
+    from fsnet.files import write_failure
 
     out_path = Path(args.output)
     output_format(args.output, args.subtype, MODEL_RATE)  # refuse a bad name/subtype early

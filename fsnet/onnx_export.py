@@ -190,7 +190,7 @@ def export_graph(model: FastFullSubNet, runs_subband: bool, path: str | os.PathL
     """Write one hop graph (with or without the sub-band step) as a self-contained .onnx file."""
     import onnx
 
-    from fsnet.checkpoint import atomic_write
+    from fsnet.files import atomic_write
 
     _check_exportable(model)
     model = model.cpu().eval()
@@ -277,7 +277,7 @@ def quantize_graph(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from fsnet.checkpoint import atomic_write
+    from fsnet.files import atomic_write
 
     proto = onnx.load(str(src))
     _gemm_as_matmul(proto)

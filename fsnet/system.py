@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fsnet.checkpoint import atomic_write
+from fsnet.files import atomic_write
 from fsnet.config import ModelConfig, as_config
 from fsnet.errors import FsnetError
 from fsnet.frontend import apply_mask, build_cirm
