@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from fsnet.files import atomic_write
 from fsnet.config import ModelConfig, as_config
 from fsnet.errors import FsnetError
+from fsnet.files import atomic_write
 from fsnet.frontend import apply_mask, build_cirm
 from fsnet.metrics import compute_metrics, set_dnsmos_threads
 from fsnet.model import build_model

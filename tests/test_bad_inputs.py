@@ -160,8 +160,8 @@ def test_a_full_disk_is_one_line_and_leaves_no_file(tmp_path, monkeypatch):
     # pos"); atomic_write names it from the free space and removes the partial file.
     import shutil
 
-    from fsnet.files import atomic_write
     from fsnet.errors import FsnetError
+    from fsnet.files import atomic_write
 
     def short_write(tmp):
         tmp.write_bytes(b"partial")
