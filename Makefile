@@ -29,9 +29,9 @@ install: lock-fresh system-deps venv
 	@$(MAKE) --no-print-directory check-install
 
 check-install:  ## one line instead of a traceback when torch and torchaudio do not load together
-	@$(PYTHON) -c "import torch, torchaudio, fsnet; t, a = (v.split('+')[0] for v in (torch.__version__, torchaudio.__version__)); assert t == a, f'torch {t} with torchaudio {a}'" 2>/tmp/fsnet-import-check.log \
+	@err=$$($(PYTHON) -c "import torch, torchaudio, fsnet; t, a = (v.split('+')[0] for v in (torch.__version__, torchaudio.__version__)); assert t == a, f'torch {t} with torchaudio {a}'" 2>&1 >/dev/null) \
 		&& echo "install check: torch, torchaudio and fsnet import together" \
-		|| { echo "error: installed torch/torchaudio/fsnet do not load together: $$(tail -n 1 /tmp/fsnet-import-check.log)"; exit 1; }
+		|| { echo "error: installed torch/torchaudio/fsnet do not load together: $$(printf '%s\n' "$$err" | tail -n 1)"; exit 1; }
 
 lock: venv  ## re-resolve requirements.lock after editing pyproject.toml (keeps the locked versions that still fit)
 	@test -x $(VENV)/bin/uv || $(PYTHON) -m pip install -q uv==$(UV_VERSION)
