@@ -29,7 +29,6 @@ import json
 import math
 import os
 import queue
-import signal
 import sys
 import threading
 import time
@@ -38,7 +37,9 @@ from typing import Any
 
 import numpy as np
 
+from fsnet.cli import Stopped, StopSignals, exit_status
 from fsnet.errors import FsnetError
+from fsnet.streaming import AlignedOutput
 
 MODEL_RATE = 16000
 PROG = "stream_infer.py"
@@ -269,47 +270,6 @@ def _check_args(args: argparse.Namespace) -> None:
                 )
     if args.input and Path(args.output).exists() and Path(args.output).is_dir():
         raise FsnetError(f"--output {args.output} is a directory")
-
-
-# --------------------------------------------------------------------------------------- stop
-class Stopper:
-    """SIGINT/SIGTERM handling.
-
-    Until :meth:`arm` the signals raise KeyboardInterrupt (loading a model can simply be
-    abandoned); once armed they only set :attr:`event`, so the loop that owns the audio stops
-    where it is safe to, flushes the engine and closes its files.
-    """
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.signal: int | None = None
-        self.armed = False
-        self._previous: dict[int, Any] = {}
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._previous[sig] = signal.signal(sig, self._handle)
-
-    def uninstall(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def arm(self) -> None:
-        self.armed = True
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signal is None:
-            self.signal = signum
-        if not self.armed:
-            raise KeyboardInterrupt
-        self.event.set()
-
-    @property
-    def name(self) -> str | None:
-        return None if self.signal is None else signal.Signals(self.signal).name
 
 
 # --------------------------------------------------------------------------------------- engines
@@ -761,42 +721,89 @@ class Recorder:
 
 
 # --------------------------------------------------------------------------------------- file mode
-def run_file(args: argparse.Namespace, stopper: Stopper) -> int:
+def _remove_stale_partials(out_path: Path) -> None:
+    """Remove the temporary files that dead runs writing ``out_path`` left next to it.
+
+    A running writer holds a lock on its temporary file (:func:`_locked`), so a file whose lock
+    can be taken belongs to a run that is gone (killed, crashed, machine reset).
+    """
+    import fcntl
+
+    patterns = (f".{out_path.name}.*.tmp", f".{out_path.name}.*.partial")  # the latter: old runs
+    removed = []
+    for pattern in patterns:
+        for path in sorted(out_path.parent.glob(pattern)):
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                path.unlink()
+                removed.append(path.name)
+            except OSError:  # locked: a live run is writing it
+                pass
+            finally:
+                os.close(fd)
+    if removed:
+        print(
+            f"note: removed {len(removed)} unfinished file(s) of earlier stopped runs next to "
+            f"{out_path}: {', '.join(removed)}",
+            file=sys.stderr,
+        )
+
+
+class _Locked:
+    """Hold an exclusive lock on ``path`` while a run writes it (see _remove_stale_partials)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> _Locked:
+        import fcntl
+
+        self.fd = os.open(self.path, os.O_RDONLY)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        os.close(self.fd)
+
+
+def run_file(args: argparse.Namespace, stop: StopSignals) -> int:
     import soundfile as sf
 
     from fsnet.audio import load_audio, output_format
-    from fsnet.files import write_failure
+    from fsnet.files import atomic_write, write_failure
 
     out_path = Path(args.output)
     output_format(args.output, args.subtype, MODEL_RATE)  # refuse a bad name/subtype early
     x, notices = load_audio(args.input, MODEL_RATE)
     _prepare_output(args.output)  # before the model loads
+    _remove_stale_partials(out_path)
     for notice in notices:
         print(f"note: {notice}", file=sys.stderr)
     x = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(-1))
     if args.duration is not None:
         x = x[: int(round(args.duration * MODEL_RATE))]
+    # Signals wait for these safe points: loading and packing weights are never cut short.
+    stop.check()
     engine, source = _load_engine(args)
+    stop.check()
     _warm_up(engine)
+    stop.check()
     block = args.blocksize or 256
     latency = engine.latency_samples
     stats = Stats(block / MODEL_RATE)
     status = StatusPrinter(args.status_interval)
 
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.partial")
-    writer = _open_writer(tmp, args.subtype, display=args.output)
-
-    to_drop = latency
     written = 0
     consumed = 0
+    align = AlignedOutput(latency)
 
-    def emit(y: np.ndarray, limit: int) -> None:
-        nonlocal to_drop, written
-        if to_drop:
-            k = min(to_drop, len(y))
-            to_drop -= k
-            y = y[k:]
-        y = y[: max(0, limit - written)]
+    def emit(writer: Any, y: np.ndarray, limit: int) -> None:
+        nonlocal written
+        y = align(y)[: max(0, limit - written)]
         if len(y):
             writer.write(y)
             written += len(y)
@@ -808,44 +815,41 @@ def run_file(args: argparse.Namespace, stopper: Stopper) -> int:
         file=sys.stderr,
         flush=True,
     )
-    stopper.arm()
     gc.freeze()  # keep full collections of torch's objects out of the timed blocks
     _CLEANUP.append(gc.unfreeze)
-    ok = False
     try:
-        t_next = time.monotonic()
-        for start in range(0, len(x), block):
-            if stopper.event.is_set():
-                break
-            chunk = x[start : start + block]
-            t0 = time.perf_counter()
-            y = engine.process(chunk)
-            stats.add_block(time.perf_counter() - t0, len(chunk) / MODEL_RATE)
-            consumed += len(chunk)
-            emit(y, len(x))
-            status.maybe_print(stats)
-            if args.realtime:
-                t_next += len(chunk) / MODEL_RATE
-                delay = t_next - time.monotonic()
-                if delay > 0:
-                    stopper.event.wait(delay)
-        emit(engine.flush(), consumed)
-        if written < consumed:
-            writer.write(np.zeros(consumed - written, dtype=np.float32))
-            written = consumed
-        writer.close()
-        os.replace(tmp, out_path)
-        ok = True
+        with atomic_write(out_path) as tmp, _Locked(tmp):
+            writer = _open_writer(tmp, args.subtype, display=args.output)
+            try:
+                t_next = time.monotonic()
+                for start in range(0, len(x), block):
+                    if stop.requested:  # between blocks: nothing of torch's is in flight
+                        break
+                    chunk = x[start : start + block]
+                    t0 = time.perf_counter()
+                    y = engine.process(chunk)
+                    stats.add_block(time.perf_counter() - t0, len(chunk) / MODEL_RATE)
+                    consumed += len(chunk)
+                    emit(writer, y, len(x))
+                    status.maybe_print(stats)
+                    if args.realtime:
+                        t_next += len(chunk) / MODEL_RATE
+                        delay = t_next - time.monotonic()
+                        if delay > 0:
+                            stop.wait(delay)
+                emit(writer, engine.flush(), consumed)
+                if written < consumed:
+                    writer.write(np.zeros(consumed - written, dtype=np.float32))
+                    written = consumed
+            finally:
+                writer.close()
     except (sf.LibsndfileError, OSError) as exc:  # only the writes do I/O in this loop
         reason = write_failure(exc, out_path.parent) or _write_error(exc)
         raise FsnetError(f"cannot write {args.output}: {reason}") from None
     finally:
         status.end()
-        if not ok:
-            writer.close()
-            tmp.unlink(missing_ok=True)
 
-    interrupted = stopper.event.is_set()
+    interrupted = stop.requested
     summary = {
         "mode": "file",
         "input": args.input,
@@ -863,7 +867,7 @@ def run_file(args: argparse.Namespace, stopper: Stopper) -> int:
         "slow_blocks": stats.slow_blocks,
         "algorithmic_latency_samples": latency,
         "algorithmic_latency_ms": 1e3 * latency / MODEL_RATE,
-        "stop_reason": f"stopped by {stopper.name}" if interrupted else "end of input",
+        "stop_reason": f"stopped by {stop.name}" if interrupted else "end of input",
         "interrupted": interrupted,
     }
     summary["warnings"] = _keep_up_warnings(summary) if args.realtime else []
@@ -874,7 +878,7 @@ def run_file(args: argparse.Namespace, stopper: Stopper) -> int:
         )
     _print_summary(summary, args.summary_json)
     if interrupted:
-        return 128 + (stopper.signal or signal.SIGINT)
+        return exit_status(stop.signum)
     return 0
 
 
@@ -1265,7 +1269,7 @@ def _parse_latency(value: str) -> str | float:
         raise FsnetError(f"--latency must be low, high or seconds, got {value!r}") from None
 
 
-def run_mic(args: argparse.Namespace, stopper: Stopper) -> int:
+def run_mic(args: argparse.Namespace, stop: StopSignals) -> int:
     sd = _import_sounddevice()
     latency_setting = _parse_latency(args.latency)
     in_idx, in_info = _resolve_device(sd, args.input_device, "input")
@@ -1302,14 +1306,13 @@ def run_mic(args: argparse.Namespace, stopper: Stopper) -> int:
         threaded=args.engine == "thread",
         queue_blocks=args.queue_blocks,
         duration_frames=duration_frames,
-        wake=stopper.event,
     )
     status = StatusPrinter(args.status_interval)
     device_latency = (0.0, 0.0)
     stop_reason = "duration reached"
     tail = None
     failure: FsnetError | None = None
-    stopper.arm()
+    stop.check()
     try:
         try:
             with _CStderrCaptured():  # PortAudio's message is in the exception
@@ -1358,15 +1361,14 @@ def run_mic(args: argparse.Namespace, stopper: Stopper) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            # Wake only for the status line, a signal or the end: every wake-up takes the GIL
-            # the audio callback needs.
             gc.freeze()  # a full collection of torch's objects takes ~100 ms: not in the callback
             _CLEANUP.append(gc.unfreeze)
-            while not pipe.done.is_set() and stopper.signal is None:
-                stopper.event.wait(status.seconds_to_next())
+            # Signals are collected here, in slices of at most 0.1 s so that the end of the
+            # stream is noticed too; each wake-up briefly takes the GIL the audio callback needs.
+            while not pipe.done.is_set() and not stop.wait(min(0.1, status.seconds_to_next())):
                 status.maybe_print(stats)
-            if stopper.signal is not None:
-                stop_reason = f"stopped by {stopper.name}"
+            if stop.requested:
+                stop_reason = f"stopped by {stop.name}"
             elif pipe.error is None and not (duration_frames and pipe.frames_in >= duration_frames):
                 stop_reason = "audio stream ended"
             if pipe.error is not None:
@@ -1433,30 +1435,28 @@ def run_mic(args: argparse.Namespace, stopper: Stopper) -> int:
 
 # --------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
-    stopper = Stopper()
-    stopper.install()
-    try:
-        args = build_parser().parse_args(argv)
-        _check_args(args)
-        if args.list_devices:
-            return list_devices()
-        if args.mic:
-            return run_mic(args, stopper)
-        return run_file(args, stopper)
-    except FsnetError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        return 1
-    except KeyboardInterrupt:
-        print(
-            f"stopped by {stopper.name or 'SIGINT'} before streaming started",
-            file=sys.stderr,
-            flush=True,
-        )
-        return 128 + (stopper.signal or signal.SIGINT)
-    finally:
-        stopper.uninstall()
-        while _CLEANUP:
-            _CLEANUP.pop()()
+    with StopSignals(blocked=True) as stop:
+        try:
+            args = build_parser().parse_args(argv)
+            _check_args(args)
+            if args.list_devices:
+                return list_devices()
+            if args.mic:
+                return run_mic(args, stop)
+            return run_file(args, stop)
+        except FsnetError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return 1
+        except Stopped as exc:
+            print(
+                f"stopped by {stop.name or exc} before streaming started",
+                file=sys.stderr,
+                flush=True,
+            )
+            return exit_status(exc.signum)
+        finally:
+            while _CLEANUP:
+                _CLEANUP.pop()()
 
 
 if __name__ == "__main__":  # pragma: no cover
