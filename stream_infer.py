@@ -9,6 +9,6 @@ if __name__ == "__main__":
     # tool asks for them between blocks (see fsnet.cli), in every thread numpy and torch start.
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-    from fsnet.live import main
+    from fsnet.live.cli import main
 
     sys.exit(main())

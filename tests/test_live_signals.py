@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import soundfile as sf
-from jack_harness import REPO, make_noisy, save_tiny_model
+from helpers.jack_harness import REPO, make_noisy, save_tiny_model
 
 PROGRAM = REPO / "stream_infer.py"
 RUNS = 36
@@ -119,7 +119,7 @@ def test_file_mode_stopped_anywhere_keeps_a_valid_prefix(tmp_path):
 
 @pytest.mark.parametrize("leftover", [".enhanced.wav.4242.partial", ".enhanced.wav.abcd1234.tmp"])
 def test_unfinished_files_of_dead_runs_are_removed_at_start(tmp_path, capsys, leftover):
-    from fsnet.live import main
+    from fsnet.live.cli import main
 
     x = make_noisy(1.0, 16000)
     noisy = tmp_path / "noisy.wav"
@@ -141,7 +141,7 @@ def test_unfinished_file_of_a_live_run_is_kept(tmp_path, capsys):
     """A temporary file whose writer still holds its lock belongs to a running writer."""
     import fcntl
 
-    from fsnet.live import main
+    from fsnet.live.cli import main
 
     x = make_noisy(1.0, 16000)
     noisy = tmp_path / "noisy.wav"
