@@ -61,14 +61,22 @@ def block_stop_signals() -> None:
     signal masks.
     """
     if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_BLOCK, watched_signals())
+
+
+def watched_signals() -> set[int]:
+    """The stop signals this process reacts to: those not ignored when it started. ``nohup``
+    ignores SIGHUP, a non-interactive shell ignores SIGINT in its background jobs: such a job
+    must go on through them, as it would without fsnet's handlers."""
+    return {s for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
 
 
 class StopSignals:
     """SIGINT, SIGTERM and SIGHUP recorded by a flag instead of raised where they land.
 
     Use as a context manager around the work; inside, :meth:`check` raises :class:`Stopped` if a
-    signal came, :attr:`requested` says whether one did, and :meth:`wait` sleeps until one comes.
+    signal came (one that was ignored when the process started stays ignored: see
+    :func:`watched_signals`), :attr:`requested` says whether one did, and :meth:`wait` sleeps until one comes.
     :attr:`event` is set once a signal has been seen, for threads that wait on it. The first
     signal wins the exit status; later ones are only noted. Off the main thread (where Python
     cannot install handlers) it is a plain flag that nobody sets.
@@ -86,13 +94,15 @@ class StopSignals:
         self._previous: dict[int, object] = {}
         self._blocked = blocked and hasattr(signal, "pthread_sigmask")
         self._mask: set[int] | None = None  # the mask to restore, while blocking
+        self._signals: set[int] = set()  # the signals handled (see watched_signals)
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
-            for signum in STOP_SIGNALS:
+            self._signals = watched_signals()
+            for signum in self._signals:
                 self._previous[signum] = signal.signal(signum, self._record)
             if self._blocked:
-                self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+                self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, self._signals)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -108,8 +118,8 @@ class StopSignals:
         """Record (and consume) the stop signals waiting in the kernel."""
         if self._mask is None:
             return
-        while set(STOP_SIGNALS) & signal.sigpending():
-            info = signal.sigtimedwait(STOP_SIGNALS, 0)
+        while self._signals & signal.sigpending():
+            info = signal.sigtimedwait(self._signals, 0)
             if info is None:  # taken by another thread meanwhile
                 break
             self._record(info.si_signo, None)
@@ -119,7 +129,7 @@ class StopSignals:
         if self._mask is None:
             return self.event.wait(seconds)
         if not self.requested:
-            info = signal.sigtimedwait(STOP_SIGNALS, max(0.0, seconds))
+            info = signal.sigtimedwait(self._signals, max(0.0, seconds))
             if info is not None:
                 self._record(info.si_signo, None)
         return self.requested

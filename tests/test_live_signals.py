@@ -30,6 +30,13 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 BLOCK = 256
 
 
+def _as_from_a_terminal() -> None:
+    """The child's stop signals as a terminal gives them, whatever this test runs under (nohup
+    and background jobs start with some ignored, which the tool then keeps ignoring)."""
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _stopped_run(args: list[str], when: str, delay_s: float, sig: int) -> tuple[int, str]:
     """Run the tool; send ``sig`` ``delay_s`` after its start (``when='load'``) or after it
     announced streaming (``'stream'``). Returns (exit status, stderr)."""
@@ -38,6 +45,7 @@ def _stopped_run(args: list[str], when: str, delay_s: float, sig: int) -> tuple[
         cwd=REPO,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_as_from_a_terminal,
     )
     lines: list[str] = []
     if when == "load":
@@ -153,3 +161,33 @@ def test_unfinished_file_of_a_live_run_is_kept(tmp_path, capsys):
         fcntl.flock(held, fcntl.LOCK_EX)
         assert main(["--input", str(noisy), "--output", str(out), "--passthrough"]) == 0
     assert busy.exists() and "earlier stopped runs" not in capsys.readouterr().err
+
+
+def test_ignored_hangup_is_kept_ignored(tmp_path):
+    """Under ``nohup`` (SIGHUP ignored from the start) a hangup does not stop the run."""
+    x = make_noisy(4.0, 16000)
+    noisy = tmp_path / "noisy.wav"
+    sf.write(noisy, x, 16000)
+    out = tmp_path / "enhanced.wav"
+
+    def nohup() -> None:
+        _as_from_a_terminal()
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    proc = subprocess.Popen(
+        [sys.executable, str(PROGRAM), "--input", str(noisy), "--output", str(out)]
+        + ["--passthrough", "--realtime"],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=nohup,
+    )
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if line.startswith("streaming "):
+            break
+    proc.send_signal(signal.SIGHUP)
+    lines.append(proc.stderr.read())
+    assert proc.wait(timeout=60) == 0, "".join(lines)
+    assert sf.info(out).frames == len(x)

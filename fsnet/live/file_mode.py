@@ -24,7 +24,7 @@ from fsnet.streaming import AlignedOutput
 def remove_stale_partials(out_path: Path) -> None:
     """Remove the temporary files that dead runs writing ``out_path`` left next to it.
 
-    A running writer holds a lock on its temporary file (:func:`_locked`), so a file whose lock
+    A running writer holds a lock on its temporary file (:class:`_Locked`), so a file whose lock
     can be taken belongs to a run that is gone (killed, crashed, machine reset).
     """
     import fcntl
