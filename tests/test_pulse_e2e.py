@@ -22,7 +22,7 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-from jack_harness import REPO, make_noisy, measure_delay, save_tiny_model
+from helpers.jack_harness import REPO, make_noisy, measure_delay, save_tiny_model
 
 pytestmark = pytest.mark.pulse
 
