@@ -13,6 +13,7 @@ from pathlib import Path
 from fsnet.audio import SAMPLE_RATE
 from fsnet.cli import Stopped, StopSignals, exit_status, run
 from fsnet.errors import FsnetError
+from fsnet.live.virtual_mic import DEFAULT_NAME
 
 PROG = "stream_infer.py"
 RESAMPLE_QUALITIES = ("QQ", "LQ", "MQ", "HQ", "VHQ")
@@ -40,6 +41,17 @@ def _mode_and_model_options(p: argparse.ArgumentParser) -> None:
     mode = p.add_argument_group("what to run")
     mode.add_argument(
         "--mic", action="store_true", help="enhance the input device to the output device live"
+    )
+    mode.add_argument(
+        "--virtual-mic",
+        action="store_true",
+        help="like --mic, but into a new microphone of the PulseAudio/PipeWire server that other "
+        "applications can choose, instead of the speakers",
+    )
+    mode.add_argument(
+        "--name",
+        metavar="TEXT",
+        help=f"with --virtual-mic: the microphone's name (default '{DEFAULT_NAME}')",
     )
     mode.add_argument(
         "--input", metavar="NOISY.wav", help="enhance this file block by block (needs --output)"
@@ -206,6 +218,15 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def _check_mode(args: argparse.Namespace) -> None:
+    if args.virtual_mic:
+        if args.mic:
+            raise FsnetError("--virtual-mic is --mic into a virtual microphone: give one of them")
+        if args.output_device is not None:
+            raise FsnetError("--virtual-mic plays into its own device: leave out --output-device")
+        args.mic = True  # every --mic option and check applies
+        args.name = DEFAULT_NAME if args.name is None else args.name
+    elif args.name is not None:
+        raise FsnetError("--name is only used with --virtual-mic")
     if args.mic and (args.input or args.output):
         raise FsnetError(
             "--mic and --input/--output are exclusive: enhance either the microphone or a file"
@@ -295,6 +316,10 @@ def _main(argv: list[str] | None, stop: StopSignals) -> int:
     # main() also runs inside other programs and tests.
     with contextlib.ExitStack() as undo:
         try:
+            if args.virtual_mic:
+                from fsnet.live.virtual_mic import run_virtual_mic
+
+                return run_virtual_mic(args, stop, undo)
             if args.mic:
                 return run_mic(args, stop, undo)
             return run_file(args, stop, undo)
