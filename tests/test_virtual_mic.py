@@ -49,3 +49,18 @@ def test_no_server_is_one_line_error(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     assert err[0].startswith("error: --virtual-mic needs a running PulseAudio or PipeWire"), err
+
+
+def test_device_delay_comes_from_portaudio_timestamps():
+    from types import SimpleNamespace
+
+    from fsnet.live.report import Stats
+
+    stats = Stats(0.016)
+    stats.note_device_delay(None)  # no timestamps (tests, some host APIs): nothing claimed
+    assert stats.input_delay_s is None
+    stats.note_device_delay(
+        SimpleNamespace(currentTime=10.0, inputBufferAdcTime=9.25, outputBufferDacTime=10.05)
+    )
+    assert stats.input_delay_s == pytest.approx(0.75)
+    assert stats.output_delay_s == pytest.approx(0.05)

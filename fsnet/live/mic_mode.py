@@ -240,6 +240,9 @@ def _summary(
         "delay_grow_events": pipe.grow_events,
         "pipeline_latency_ms": 1e3 * pipe.pipeline_latency_s,
         "device_latency_ms": [1e3 * device_latency[0], 1e3 * device_latency[1]],
+        "measured_device_delay_ms": None
+        if pipe.stats.input_delay_s is None
+        else [1e3 * pipe.stats.input_delay_s, 1e3 * pipe.stats.output_delay_s],
         "resample_quality": args.resample_quality if rate != SAMPLE_RATE else None,
         "recorded": {"noisy": args.record_noisy, "enhanced": args.record},
         "stop_reason": stop_reason,

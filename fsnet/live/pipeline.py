@@ -164,6 +164,7 @@ class LivePipeline:
     ) -> None:
         stats = self.stats
         stats.callbacks += 1
+        stats.note_device_delay(time_info)
         if not self.first_callback.is_set():
             # Nothing has been produced yet, so the FIFO can still be redone for the real size
             # (a short simulation: this runs in the audio thread).

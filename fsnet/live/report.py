@@ -38,6 +38,16 @@ class Stats:
             int
         ] = []  # callback numbers with a drop (first 20), for diagnosis
         self.started = time.monotonic()
+        # what PortAudio's timestamps say the devices buffer (seconds, last callback): on
+        # ALSA's pulse plugin the capture can run far behind the nominal input latency
+        self.input_delay_s: float | None = None
+        self.output_delay_s: float | None = None
+
+    def note_device_delay(self, time_info: Any) -> None:
+        now = float(getattr(time_info, "currentTime", 0.0) or 0.0)
+        if now > 0.0:  # 0: the host API gives no timestamps
+            self.input_delay_s = now - float(time_info.inputBufferAdcTime)
+            self.output_delay_s = float(time_info.outputBufferDacTime) - now
 
     def add_block(self, seconds: float, audio_seconds: float) -> None:
         self.compute.append(seconds)
@@ -130,6 +140,13 @@ def print_summary(summary: dict[str, Any], json_path: str | None) -> None:
             f"({summary['algorithmic_latency_samples']} samples) + resampling/buffering "
             f"{summary['pipeline_latency_ms']:.1f} ms; device (PortAudio) input "
             f"{summary['device_latency_ms'][0]:.1f} ms, output {summary['device_latency_ms'][1]:.1f} ms"
+            + (
+                "; by the devices' timestamps at the end: input "
+                f"{summary['measured_device_delay_ms'][0]:.1f} ms, output "
+                f"{summary['measured_device_delay_ms'][1]:.1f} ms"
+                if summary.get("measured_device_delay_ms")
+                else ""
+            )
         )
         if summary["delay_grown_frames"]:
             lines.append(
