@@ -123,15 +123,16 @@ def test_virtual_mic_records_enhanced_signal_and_cleans_up(pulse_env, tmp_path):
 def test_virtual_mic_after_sigkill_restart_replaces_the_dead_runs_device(pulse_env, tmp_path):
     model_path = save_tiny_model(tmp_path / "tiny.pt")
     program, _ = _start(pulse_env, model_path)
-    assert len(_fsnet_modules(pulse_env)) == 2
+    assert len(_fsnet_modules(pulse_env)) == 2, _fsnet_modules(pulse_env)
     program.kill()  # no cleanup: the sink and source stay behind
     program.wait(10)
-    assert len(_fsnet_modules(pulse_env)) == 2
+    assert len(_fsnet_modules(pulse_env)) == 2, _fsnet_modules(pulse_env)
     program, lines = _start(pulse_env, model_path)
     modules = _fsnet_modules(pulse_env)
-    assert len(modules) == 2 and all(f"fsnet.owner_pid={program.pid}" in m for m in modules)
-    _stop(program, lines)
-    assert _fsnet_modules(pulse_env) == []
+    owned = all(f"fsnet.owner_pid={program.pid}" in m for m in modules)
+    assert len(modules) == 2 and owned, (program.pid, modules)
+    text = _stop(program, lines)
+    assert _fsnet_modules(pulse_env) == [], text
 
 
 def test_virtual_mic_name_taken_is_one_line_error(pulse_env, tmp_path):
@@ -150,3 +151,14 @@ def test_virtual_mic_name_taken_is_one_line_error(pulse_env, tmp_path):
         done.stderr
     )
     assert len(done.stderr.strip().splitlines()) == 1 and _fsnet_modules(pulse_env) == []
+
+
+def test_virtual_mic_stops_when_its_device_is_removed(pulse_env, tmp_path):
+    # the server would otherwise move the program's stream to the speakers
+    program, lines = _start(pulse_env, save_tiny_model(tmp_path / "tiny.pt"))
+    for line in reversed(_fsnet_modules(pulse_env)):
+        subprocess.run(["pactl", "unload-module", line.split()[0]], env=pulse_env, check=True)
+    lines += program.stderr.readlines()
+    assert program.wait(30) == 0, "".join(lines)
+    assert "(output device removed)" in "".join(lines)
+    assert _fsnet_modules(pulse_env) == []

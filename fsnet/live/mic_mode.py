@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +63,12 @@ def find_devices(args: argparse.Namespace) -> Devices:
     )
 
 
-def run_mic(args: argparse.Namespace, stop: StopSignals, undo: contextlib.ExitStack) -> int:
+def run_mic(
+    args: argparse.Namespace,
+    stop: StopSignals,
+    undo: contextlib.ExitStack,
+    output_gone: threading.Event | None = None,
+) -> int:
     """Enhance the input device to the output device until a stop signal, --duration or the end
     of the stream; 0 after the summary (a stop signal is the normal way to end)."""
     dev = find_devices(args)
@@ -92,7 +98,9 @@ def run_mic(args: argparse.Namespace, stop: StopSignals, undo: contextlib.ExitSt
     tail = None
     failure: FsnetError | None = None
     try:
-        device_latency, stop_reason = _play(args, dev, pipe, source, stop, status, undo)
+        device_latency, stop_reason = _play(
+            args, dev, pipe, source, stop, status, undo, output_gone or threading.Event()
+        )
     except FsnetError as exc:
         failure = exc
     finally:
@@ -143,6 +151,7 @@ def _play(
     stop: StopSignals,
     status: StatusPrinter,
     undo: contextlib.ExitStack,
+    output_gone: threading.Event,
 ) -> tuple[tuple[float, float], str]:
     """Run the stream until it ends; returns (device latencies in s, why it stopped)."""
     with _open_stream(dev, pipe) as stream:
@@ -171,7 +180,11 @@ def _play(
         # is noticed too; each wake-up briefly takes the GIL the audio callback needs.
         while not pipe.done.is_set() and not stop.wait(min(0.1, status.seconds_to_next())):
             status.maybe_print(pipe.stats)
-        if stop.requested:
+            if output_gone.is_set():  # e.g. --virtual-mic's device unloaded by someone else
+                break
+        if output_gone.is_set() and not stop.requested:
+            stop_reason = "output device removed"
+        elif stop.requested:
             stop_reason = f"stopped by {stop.name}"
         elif pipe.error is None and not (
             pipe.duration_frames and pipe.frames_in >= pipe.duration_frames

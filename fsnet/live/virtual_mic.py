@@ -27,6 +27,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 
 from fsnet.errors import FsnetError
 
@@ -230,7 +231,41 @@ def run_virtual_mic(args, stop, undo) -> int:
         file=sys.stderr,
         flush=True,
     )
-    return run_mic(args, stop, undo)
+    gone = threading.Event()
+    undo.enter_context(_Watch(mic, gone))
+    return run_mic(args, stop, undo, output_gone=gone)
+
+
+class _Watch:
+    """Sets ``gone`` when the virtual source disappears from the server: the server would move
+    the program's stream to another sink (the speakers) instead of failing it."""
+
+    def __init__(self, mic: VirtualMic, gone: threading.Event, period_s: float = 2.0) -> None:
+        self.mic, self.gone, self.period_s = mic, gone, period_s
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, name="fsnet-virtual-mic-watch", daemon=True
+        )
+
+    def __enter__(self) -> _Watch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopping.set()
+        self.thread.join()
+
+    def _run(self) -> None:
+        while not self.stopping.wait(self.period_s):
+            try:
+                sources = self.mic.pactl("list", "short", "sources")
+            except FsnetError:  # the server is gone: so is the device
+                sources = ""
+            if not any(
+                line.split("\t")[1:2] == [self.mic.source_name] for line in sources.splitlines()
+            ):
+                self.gone.set()
+                return
 
 
 def _restore_env(key: str, value: str | None) -> None:
