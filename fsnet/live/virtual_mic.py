@@ -12,9 +12,9 @@ up), so a restart replaces the dead run's device instead of adding a second one;
 ``with`` block (Ctrl-C, SIGTERM, the stream ending) unloads what this run loaded.
 
 The server is driven through ``pactl``, its own command-line client (pulseaudio-utils, installed
-by ``make install``; PipeWire ships a compatible one), with ``--format=json`` for sources and sinks. A
+by ``make install``; PipeWire ships a compatible one), with ``--format=json`` (pactl 15 or newer) for sources and sinks. A
 Python client such as ``pulsectl`` (ctypes bindings of libpulse) would add a dependency that is
-not in the lock, needs the same libpulse underneath, and has had one release since 2024; the
+not in the lock, needs the same libpulse underneath, and was last released in December 2024; the
 three operations needed here (list, load, unload) are single ``pactl`` commands, and a failure
 comes with the server's own message.
 """
