@@ -12,6 +12,12 @@ promise of docs/reliability.md is kept in one place:
 and the loop asks :meth:`StopSignals.check` between blocks. No handler ever raises inside native
 code (a KeyboardInterrupt raised while torch runs a kernel or packs weights can corrupt its
 state), so the loop finishes its files as on a normal end of input.
+Even a handler that only sets a flag is too much around torch's oneDNN-packed LSTM step: a
+Python handler run on the main thread in the middle of it (a do-nothing builtin will do) can
+corrupt the heap (glibc aborts, segfaults; a C-level handler in the same place does not).
+``StopSignals(blocked=True)`` therefore keeps the signals pending instead of delivered and asks
+the kernel for them at the loop's safe points; with :func:`block_stop_signals` called before the
+first import that starts threads, no Python handler runs while torch works.
 Standard library only: every entry point imports this first.
 """
 
@@ -45,30 +51,88 @@ class Stopped(KeyboardInterrupt):
         self.signum = int(signum)
 
 
+def block_stop_signals() -> None:
+    """Keep SIGINT/SIGTERM/SIGHUP pending in this thread and in every thread it starts later.
+
+    Call it first thing in a script, before imports that start threads (numpy's BLAS, torch's
+    pool): a signal that some thread does not block is delivered there, and Python then runs its
+    handler on the main thread wherever that happens to be. Then :class:`StopSignals` with
+    ``blocked=True`` collects the signals at its safe points. No-op where the platform has no
+    signal masks.
+    """
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, watched_signals())
+
+
+def watched_signals() -> set[int]:
+    """The stop signals this process reacts to: those not ignored when it started. ``nohup``
+    ignores SIGHUP, a non-interactive shell ignores SIGINT in its background jobs: such a job
+    must go on through them, as it would without fsnet's handlers."""
+    return {s for s in STOP_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN}
+
+
 class StopSignals:
     """SIGINT, SIGTERM and SIGHUP recorded by a flag instead of raised where they land.
 
     Use as a context manager around the work; inside, :meth:`check` raises :class:`Stopped` if a
-    signal came, and :attr:`event` lets a loop or a thread wait on it. The first signal wins the
-    exit status; later ones are only noted. Off the main thread (where Python cannot install
-    handlers) it is a plain flag that nobody sets.
+    signal came (one that was ignored when the process started stays ignored: see
+    :func:`watched_signals`), :attr:`requested` says whether one did, and :meth:`wait` sleeps until one comes.
+    :attr:`event` is set once a signal has been seen, for threads that wait on it. The first
+    signal wins the exit status; later ones are only noted. Off the main thread (where Python
+    cannot install handlers) it is a plain flag that nobody sets.
+
+    ``blocked=True`` (see the module docstring) also blocks the signals in this thread for the
+    duration: they stay pending, and ``requested`` / ``check`` / ``wait`` take them from the
+    kernel, so no handler runs in between. A signal delivered to a thread that does not block it
+    still reaches the flag through the handlers. On leaving, signals still pending are taken
+    (they would otherwise be delivered, or kill the process, later) and the mask is restored.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, blocked: bool = False) -> None:
         self.event = threading.Event()
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
+        self._blocked = blocked and hasattr(signal, "pthread_sigmask")
+        self._mask: set[int] | None = None  # the mask to restore, while blocking
+        self._signals: set[int] = set()  # the signals handled (see watched_signals)
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
-            for signum in STOP_SIGNALS:
+            self._signals = watched_signals()
+            for signum in self._signals:
                 self._previous[signum] = signal.signal(signum, self._record)
+            if self._blocked:
+                self._mask = signal.pthread_sigmask(signal.SIG_BLOCK, self._signals)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if self._mask is not None:
+            self._take_pending()
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._mask)
+            self._mask = None
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+    def _take_pending(self) -> None:
+        """Record (and consume) the stop signals waiting in the kernel."""
+        if self._mask is None:
+            return
+        while self._signals & signal.sigpending():
+            info = signal.sigtimedwait(self._signals, 0)
+            if info is None:  # taken by another thread meanwhile
+                break
+            self._record(info.si_signo, None)
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds`` or until a stop signal comes; whether one has come."""
+        if self._mask is None:
+            return self.event.wait(seconds)
+        if not self.requested:
+            info = signal.sigtimedwait(self._signals, max(0.0, seconds))
+            if info is not None:
+                self._record(info.si_signo, None)
+        return self.requested
 
     def _record(self, signum: int, frame: FrameType | None) -> None:  # noqa: ARG002
         if self.signum is None:
@@ -77,6 +141,7 @@ class StopSignals:
 
     @property
     def requested(self) -> bool:
+        self._take_pending()
         return self.event.is_set()
 
     @property
@@ -85,6 +150,7 @@ class StopSignals:
 
     def check(self) -> None:
         """Raise :class:`Stopped` if a stop signal has arrived."""
+        self._take_pending()
         if self.signum is not None:
             raise Stopped(self.signum)
 

@@ -212,7 +212,9 @@ def test_ctrl_c_while_loading_is_one_line(script, tmp_path):
     proc.send_signal(signal.SIGINT)
     stderr = proc.communicate(timeout=60)[1]
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr
-    assert stderr.strip().splitlines()[-1].startswith("error: interrupted")
+    # stream_infer.py keeps the signal pending until its first safe point (see fsnet.cli)
+    said = "stopped by SIGINT before" if script == "stream_infer.py" else "error: interrupted"
+    assert stderr.strip().splitlines()[-1].startswith(said), stderr
     assert list(tmp_path.iterdir()) == []
 
 

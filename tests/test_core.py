@@ -222,7 +222,7 @@ def test_reset_starts_a_fresh_stream():
 
 
 def test_non_finite_input_is_refused_and_zeroed_live():
-    from fsnet.live import ModelEngine
+    from fsnet.live.engine import ModelEngine
 
     model = tiny_model()
     x = np.random.default_rng(8).uniform(-1, 1, 3000).astype(np.float32)

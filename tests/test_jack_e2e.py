@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from jack_harness import (
+from helpers.jack_harness import (
     JackUnavailable,
     make_noisy,
     measure_delay,

@@ -13,16 +13,14 @@ audio. If the server cannot start, the tests are skipped with pulseaudio's own m
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import soundfile as sf
-from jack_harness import REPO, make_noisy, measure_delay, save_tiny_model
+from helpers.jack_harness import REPO, make_noisy, measure_delay, save_tiny_model
+from helpers.pulse_server import pulse_server
 
 pytestmark = pytest.mark.pulse
 
@@ -31,40 +29,7 @@ SIGNAL_SECONDS = 2.0
 
 @pytest.fixture(scope="module")
 def pulse_env(tmp_path_factory):
-    """Environment of a private PulseAudio server (48 kHz null sinks "room" and "speakers")."""
-    pulseaudio, pactl = shutil.which("pulseaudio"), shutil.which("pactl")
-    if not (pulseaudio and pactl and shutil.which("paplay")):
-        pytest.skip(
-            "pulseaudio/pactl/paplay not found (apt-get install pulseaudio pulseaudio-utils)"
-        )
-    runtime = tmp_path_factory.mktemp("pulse")
-    # the server's socket, cookie and state go to the test's folder, not the user's
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime), "XDG_CONFIG_HOME": str(runtime)}
-    for key in ("PULSE_SERVER", "PULSE_SINK", "PULSE_SOURCE", "JACK_DEFAULT_SERVER"):
-        env.pop(key, None)
-    log = open(runtime / "pulseaudio.log", "w+")
-    sinks = [
-        f"--load=module-null-sink sink_name={n} rate=48000 channels=2" for n in ("room", "speakers")
-    ]
-    server = subprocess.Popen(
-        [pulseaudio, "-n", "--daemonize=no", "--exit-idle-time=-1", "--use-pid-file=no",
-         "--load=module-native-protocol-unix auth-anonymous=1", *sinks],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    deadline = time.monotonic() + 15
-    while subprocess.run([pactl, "info"], env=env, capture_output=True).returncode != 0:
-        if server.poll() is not None or time.monotonic() > deadline:
-            server.kill()
-            log.seek(0)
-            lines = log.read().strip().splitlines()
-            pytest.skip(f"pulseaudio did not start: {lines[-1] if lines else 'no output'}")
-        time.sleep(0.1)
-    subprocess.run([pactl, "set-default-source", "room.monitor"], env=env, check=True)
-    subprocess.run([pactl, "set-default-sink", "speakers"], env=env, check=True)
-    yield env
-    server.terminate()
-    server.wait(10)
-    log.close()
+    yield from pulse_server(tmp_path_factory)
 
 
 def test_mic_through_pulseaudio_records_enhances_and_drops_nothing(pulse_env, tmp_path):

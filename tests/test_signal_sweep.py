@@ -21,7 +21,7 @@ import soundfile as sf
 from test_train import TINY_RUN
 
 REPO = Path(__file__).resolve().parents[1]
-SWEEP = Path(__file__).resolve().parent / "signal_sweep.py"
+SWEEP = Path(__file__).resolve().parent / "helpers" / "signal_sweep.py"
 FRACTIONS = (0.2, 0.5, 0.8, 0.9, 0.95, 0.98, 0.995)
 
 

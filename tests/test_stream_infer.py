@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from jack_harness import (
+from helpers.jack_harness import (
     REPO,
     JackUnavailable,
     make_noisy,
@@ -23,7 +23,7 @@ from jack_harness import (
     start_jackd,
 )
 
-from fsnet.live import main
+from fsnet.live.cli import main
 
 PROGRAM = REPO / "stream_infer.py"
 
@@ -82,7 +82,7 @@ def test_file_mode_equals_offline_enhance(tiny, noisy, tmp_path, capsys, blocksi
             str(path),
             "--subtype",
             "FLOAT",
-            "--blocksize",
+            "--block-samples",
             str(blocksize),
             "--summary-json",
             str(summary),
@@ -222,7 +222,15 @@ def _one_error_line(err: str) -> str:
             ("--output-channels", "1"),
         ]
     ]
-    + [(["--mic", "--realtime"], "--realtime is only used with --input")],
+    + [(["--mic", "--realtime"], "--realtime is only used with --input")]
+    + [
+        (
+            ["--input", "{noisy}", "--output", "{tmp}/o.wav", "--blocksize", "256"],
+            "--block-samples",
+        ),
+        (["--mic", "--block-samples", "256"], "--block-samples is only used with --input"),
+        (["--input", "{noisy}", "--output", "{tmp}/o.wav", "--block-samples", "0"], ">= 1"),
+    ],
 )
 def test_errors_are_one_line_exit_1(argv, pattern, tiny, noisy, tmp_path, capsys):
     corrupt = tmp_path / "corrupt.wav"
@@ -461,20 +469,26 @@ def test_missing_output_folder_is_created(noisy, tmp_path, capsys):
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_before_streaming_exit_code(noisy, tmp_path, capsys, monkeypatch, sig, code):
-    """128 + signal number while the model loads too, as once streaming has started."""
-    import fsnet.live
+    """128 + signal number while the model loads too, as once streaming has started; the load
+    itself is not cut short (the signal waits for the next safe point)."""
+    import fsnet.live.file_mode
+    from fsnet.live.engine import PassthroughEngine
 
-    def interrupted_load(args):
+    loaded = []
+
+    def interrupted_load(args, undo):
         signal.raise_signal(sig)
-        raise AssertionError("the signal should have interrupted the load")
+        loaded.append(True)  # the handler did not raise inside the load
+        return PassthroughEngine(), "passthrough"
 
-    monkeypatch.setattr(fsnet.live, "_load_engine", interrupted_load)
+    monkeypatch.setattr(fsnet.live.file_mode, "load_engine", interrupted_load)
     out = tmp_path / "enh.wav"
     rc = main(["--input", str(noisy[0]), "--output", str(out)])
     err = capsys.readouterr().err
     assert rc == code, err
     assert f"stopped by {signal.Signals(sig).name} before streaming started" in err
     assert not out.exists() and not list(tmp_path.glob(".*partial"))
+    assert loaded and not list(tmp_path.glob(".*"))
 
 
 def test_underflow_at_the_first_callback_is_start_up_not_dropped_audio():
@@ -482,7 +496,9 @@ def test_underflow_at_the_first_callback_is_start_up_not_dropped_audio():
     # every stream: the device ran before anything was produced. Later ones are lost audio.
     import sounddevice as sd
 
-    from fsnet.live import LivePipeline, PassthroughEngine, Stats, _keep_up_warnings
+    from fsnet.live.engine import PassthroughEngine
+    from fsnet.live.pipeline import LivePipeline
+    from fsnet.live.report import Stats, keep_up_warnings
 
     stats = Stats(256 / 16000)
     pipe = LivePipeline(PassthroughEngine(), 16000, 256, 1, "HQ", None, stats, False, 2, None)
@@ -504,6 +520,6 @@ def test_underflow_at_the_first_callback_is_start_up_not_dropped_audio():
     assert stats.drop_callbacks == [3, 4]
 
     summary = {"mode": "mic", "rtf": 0.1, "block_ms": 16.0, "compute": {"p99_ms": 1.0}}
-    assert _keep_up_warnings({**summary, "startup_output_underflows": 1}) == []
-    warned = _keep_up_warnings({**summary, "output_underflows": 1})
+    assert keep_up_warnings({**summary, "startup_output_underflows": 1}) == []
+    warned = keep_up_warnings({**summary, "output_underflows": 1})
     assert warned and warned[0].startswith("audio was dropped")

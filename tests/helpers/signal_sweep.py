@@ -1,6 +1,6 @@
 """Run an entry script and send it a real signal at the N-th Python function call of its main().
 
-``python tests/signal_sweep.py SIGINT|SIGTERM N SCRIPT [ARGS...]`` (from the repository root).
+``python tests/helpers/signal_sweep.py SIGINT|SIGTERM N SCRIPT [ARGS...]`` (from the repository root).
 With an N past the end it runs to completion and prints ``signal-sweep calls: <total>`` on stderr,
 which is how a sweep learns the range to spread its points over. Calls are counted on the main
 thread, where Python runs its signal handlers, so each N is one place a user's Ctrl-C can land.
@@ -11,11 +11,13 @@ import os
 import runpy
 import signal
 import sys
+from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[2]
 MODULES = {
     "train.py": "fsnet.train",
     "evaluate.py": "fsnet.evaluate",
-    "stream_infer.py": "fsnet.live",
+    "stream_infer.py": "fsnet.live.cli",
 }
 
 
@@ -24,6 +26,7 @@ def main() -> None:
     target = int(sys.argv[2])
     script, args = sys.argv[3], sys.argv[4:]
     calls = 0
+    sys.path.insert(0, str(REPO))  # this checkout's fsnet, not an installed copy
 
     def tracer(frame, event, arg):
         nonlocal calls

@@ -1,8 +1,8 @@
 """Drive ``stream_infer.py --mic`` through a real JACK server (dummy backend) and record it.
 
-Used by tests/test_jack_e2e.py and tests/test_stream_infer.py, and by hand::
+Used by tests/test_jack_e2e.py, tests/test_stream_infer.py and others, and by hand::
 
-    python tests/jack_harness.py --noisy noisy.wav --checkpoint model.pt [-- extra stream_infer args]
+    python tests/helpers/jack_harness.py --noisy noisy.wav --checkpoint model.pt [-- extra stream_infer args]
 
 which starts its own ``jackd -d dummy`` (unique server name), runs the program as a subprocess on
 the JACK ports, feeds the file into the program's input and records its output in the same JACK
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROGRAM = REPO / "stream_infer.py"
 PROGRAM_CLIENT = "PortAudio"  # the JACK client name PortAudio registers (first one on a server)
 HARNESS_CLIENT = "fsnet_harness"
