@@ -14,7 +14,7 @@ import sys
 
 MODULES = {
     "train.py": "fsnet.train",
-    "evaluate.py": "fsnet.evaluate",
+    "evaluate.py": "fsnet.evaluation.cli",
     "stream_infer.py": "fsnet.live",
 }
 
