@@ -48,10 +48,11 @@ def _writable_ancestor(folder: Path) -> None:
             return
 
 
-def preflight(overrides: list[str]) -> tuple[Path, bool]:
+def preflight(overrides: list[str]) -> tuple[Path, Path | None]:
     """Compose the config once with Hydra's compose API and resolve its run folder; returns the
-    folder and whether it exists already. Problems raise (bad keys, bad syntax, a file as
-    ``output_dir``, a folder that cannot be written), before anything is written."""
+    folder and the outermost of it and its parents that does not exist yet (None if the folder
+    exists), which is what a refused run may remove. Problems raise (bad keys, bad syntax, a
+    file as ``output_dir``, a folder that cannot be written), before anything is written."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -64,7 +65,8 @@ def preflight(overrides: list[str]) -> tuple[Path, bool]:
     finally:
         GlobalHydra.instance().clear()
     _writable_ancestor(folder)
-    return folder, folder.exists()
+    missing = [q for q in (folder, *folder.parents) if not q.exists()]
+    return folder, (missing[-1] if missing else None)
 
 
 def _log_to_files(message: str) -> None:
@@ -79,9 +81,10 @@ def _log_to_files(message: str) -> None:
         logger = logger.parent if logger.propagate else None
 
 
-def _remove_refused_run(run_dir: Path, job_name: str, snapshot: str | None) -> bool:
+def _remove_refused_run(run_dir: Path, job_name: str, snapshot: str | None, top: Path) -> bool:
     """Remove Hydra's start-up files (log, config snapshot) of a run folder this run created, and
-    the folder if nothing else is in it; False (nothing removed) if the run wrote anything else."""
+    the folders this run created (up to ``top``) if nothing else is in them; False (nothing
+    removed) if the run wrote anything else."""
     written = [run_dir / f"{job_name}.log"]
     snapshot_dir = run_dir / snapshot if snapshot else None
     if snapshot_dir is not None:
@@ -96,13 +99,26 @@ def _remove_refused_run(run_dir: Path, job_name: str, snapshot: str | None) -> b
                 logger.removeHandler(handler)
     for path in written:
         path.unlink(missing_ok=True)
-    for folder in (snapshot_dir, run_dir):
+    created = [p for p in run_dir.parents if p == top or top in p.parents]
+    for folder in (snapshot_dir, run_dir, *created):
         if folder is not None:
             try:
                 folder.rmdir()
             except OSError:  # not empty: a folder of the user's
                 break
     return True
+
+
+def _clean_refused_run(hydra_cfg: Any, folder: Path, top: Path | None) -> bool:
+    """:func:`_remove_refused_run` of this run's folder if this run created it: ``folder`` and
+    ``top`` as :func:`preflight` found them (a timestamped default folder may have moved on by
+    a second since, and is new then too)."""
+    run_dir = Path(hydra_cfg.runtime.output_dir).absolute()
+    if run_dir == folder and top is None:
+        return False  # the user's own folder, there before the run
+    if top is None or not (top == run_dir or top in run_dir.parents):
+        top = run_dir
+    return _remove_refused_run(run_dir, hydra_cfg.job.name, hydra_cfg.output_subdir, top)
 
 
 @dataclass
@@ -114,11 +130,11 @@ class _Outcome:
 
 
 def _task(
-    cfg: Any, stop: StopSignals, outcome: _Outcome, checked: tuple[Path, bool] | None
+    cfg: Any, stop: StopSignals, outcome: _Outcome, checked: tuple[Path, Path | None] | None
 ) -> None:
     """The Hydra task. Errors are caught here rather than left to Hydra, which would print an
-    extra "Error executing job" report first. ``checked``: the run folder preflight resolved and
-    whether it existed then (None without preflight: nothing is removed)."""
+    extra "Error executing job" report first. ``checked``: what :func:`preflight` returned
+    (None without preflight: nothing is removed)."""
     from hydra.core.hydra_config import HydraConfig
     from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -135,12 +151,7 @@ def _task(
             outcome.table = evaluate(values, stop)["table"]
     except (FsnetError, OSError) as exc:
         outcome.error = exc
-        run_dir = Path(hydra_cfg.runtime.output_dir)
-        # a timestamped default folder may have moved on by a second since preflight: new too
-        created = checked is not None and (run_dir != checked[0] or not checked[1])
-        refused = created and _remove_refused_run(
-            run_dir, hydra_cfg.job.name, hydra_cfg.output_subdir
-        )
+        refused = checked is not None and _clean_refused_run(hydra_cfg, *checked)
         if not refused:
             _log_to_files(f"error: {one_line(exc)}")
     except KeyboardInterrupt:

@@ -2,8 +2,8 @@
 enhancement) of every file, in worker processes (or in this one with ``num_workers=0``).
 
 A stop signal is only recorded (:class:`fsnet.cli.StopSignals`); the loop that collects results
-sees it within :data:`POLL_SECONDS`, terminates the workers (a DNSMOS call on a long file takes
-tens of seconds and cannot be cut short any other way) and raises :class:`fsnet.cli.Stopped`.
+sees it within :data:`POLL_SECONDS`, kills the workers (a DNSMOS call on a long file takes tens
+of seconds and cannot be cut short any other way) and raises :class:`fsnet.cli.Stopped`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ Task = tuple[int, str, np.ndarray, "np.ndarray | None", tuple[str, ...]]
 
 def _init_worker() -> None:
     # A terminal's Ctrl-C (or hang-up) goes to the whole process group: the main process decides,
-    # and ends the workers itself. SIGTERM keeps its default, which is how they are ended.
+    # and ends the workers itself (SIGKILL); a SIGTERM to the whole group ends them too.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -70,12 +70,17 @@ def tasks(enhanced: Enhanced, metric_names: tuple[str, ...]) -> list[Task]:
 
 def _terminate(executor: ProcessPoolExecutor) -> None:
     """End the pool now: queued tasks are dropped and running ones killed (shutdown() alone
-    waits for every task already handed to a worker, and the interpreter's exit waits too)."""
-    processes = list((getattr(executor, "_processes", None) or {}).values())  # no public API
+    waits for every task already handed to a worker, and the interpreter's exit waits too).
+
+    SIGKILL, not SIGTERM: a worker still importing torch holds SIGTERM back until the import is
+    done (fsnet.interrupts), and a worker has nothing to save. Python 3.14 has
+    ``executor.kill_workers()``; before it the pool's process table is the only handle.
+    """
+    processes = list((getattr(executor, "_processes", None) or {}).values())
     executor.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         if process.is_alive():
-            process.terminate()
+            process.kill()
     for process in processes:
         process.join(timeout=5)
 

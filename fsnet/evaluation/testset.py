@@ -14,7 +14,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from fsnet.audio import AUDIO_EXTENSIONS, fileid
+from fsnet import audio
+from fsnet.audio import AUDIO_EXTENSIONS
 from fsnet.errors import FsnetError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +44,7 @@ class Item:
 
 def pair_key(path: Path) -> str:
     """``noisy_snr5_fileid_12.wav`` and ``clean_fileid_12.wav`` -> ``fileid_12``; else the stem."""
-    number = fileid(path)
+    number = audio.fileid(path)  # the one pairing rule (training and recipes use it too)
     return f"fileid_{number}" if number is not None else path.stem
 
 
