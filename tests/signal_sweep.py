@@ -33,6 +33,7 @@ def main() -> None:
                 sys.settrace(None)
                 os.kill(os.getpid(), signum)
 
+    sys.path.insert(0, os.getcwd())  # the checkout it runs from, not whichever fsnet is installed
     module = importlib.import_module(MODULES[script])
     real_main = module.main
 

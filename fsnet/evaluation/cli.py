@@ -39,13 +39,20 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (FsnetError, OSError, HydraException, OmegaConfBaseException)
 
 
-def _writable_ancestor(folder: Path) -> None:
-    """Refuse a run folder that cannot be created (Hydra would fail with a stack trace)."""
+def _probe_run_folder(folder: Path, top: Path | None) -> None:
+    """Create the run folder and remove again what was created (``top`` and below), so that a
+    folder that cannot be made (read-only, /proc, a permission) is one line here rather than
+    Hydra's stack trace later."""
+    if top is None:
+        return
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:
+        raise FsnetError(f"cannot create the run folder {folder}: {exc.strerror or exc}") from None
     for q in (folder, *folder.parents):
-        if q.exists():
-            if not os.access(q, os.W_OK | os.X_OK):
-                raise FsnetError(f"cannot create the run folder {folder}: {q} is not writable")
-            return
+        q.rmdir()
+        if q == top:
+            break
 
 
 def preflight(overrides: list[str]) -> tuple[Path, Path | None]:
@@ -64,9 +71,10 @@ def preflight(overrides: list[str]) -> tuple[Path, Path | None]:
             folder = Path(str(cfg.hydra.run.dir)).expanduser().absolute()
     finally:
         GlobalHydra.instance().clear()
-    _writable_ancestor(folder)
     missing = [q for q in (folder, *folder.parents) if not q.exists()]
-    return folder, (missing[-1] if missing else None)
+    top = missing[-1] if missing else None
+    _probe_run_folder(folder, top)
+    return folder, top
 
 
 def _log_to_files(message: str) -> None:
