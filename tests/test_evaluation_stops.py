@@ -20,6 +20,7 @@ from test_evaluate import make_dns_set
 import fsnet
 import fsnet.audio
 import fsnet.checkpoint
+import fsnet.evaluation
 from fsnet.checkpoint import save_release
 from fsnet.errors import FsnetError
 

@@ -9,6 +9,7 @@ no run folder behind (Hydra's ``evaluate.log`` and ``.hydra/`` would otherwise p
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -45,14 +46,18 @@ def _probe_run_folder(folder: Path, top: Path | None) -> None:
     Hydra's stack trace later."""
     if top is None:
         return
+    problem = None
     try:
         folder.mkdir(parents=True)
     except OSError as exc:
-        raise FsnetError(f"cannot create the run folder {folder}: {exc.strerror or exc}") from None
-    for q in (folder, *folder.parents):
-        q.rmdir()
+        problem = exc.strerror or str(exc)
+    for q in (folder, *folder.parents):  # also what a failed mkdir made before it failed
+        with contextlib.suppress(OSError):
+            q.rmdir()
         if q == top:
             break
+    if problem is not None:
+        raise FsnetError(f"cannot create the run folder {folder}: {problem}")
 
 
 def preflight(overrides: list[str]) -> tuple[Path, Path | None]:
@@ -157,14 +162,15 @@ def _task(
                 values[key] = path_text(key, values[key], raw)
         with logging_redirect_tqdm():
             outcome.table = evaluate(values, stop)["table"]
-    except (FsnetError, OSError) as exc:
+    except (FsnetError, OSError, KeyboardInterrupt) as exc:
+        # refused, or stopped, before anything was written: no folder of Hydra's start-up files
+        removed = checked is not None and _clean_refused_run(hydra_cfg, *checked)
+        stopped = isinstance(exc, KeyboardInterrupt)
+        if not removed:
+            _log_to_files(f"error: {INTERRUPTED if stopped else one_line(exc)}")
+        if stopped:
+            raise
         outcome.error = exc
-        refused = checked is not None and _clean_refused_run(hydra_cfg, *checked)
-        if not refused:
-            _log_to_files(f"error: {one_line(exc)}")
-    except KeyboardInterrupt:
-        _log_to_files(f"error: {INTERRUPTED}")
-        raise
 
 
 def _evaluate_cli(args: list[str]) -> int:
