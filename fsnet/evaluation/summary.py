@@ -70,7 +70,8 @@ def aggregate(
     """The summary of the files with these indices: sizes, RTF, the mean metrics per mode and, for
     two modes, the largest offline/streaming differences."""
     modes = list(enhanced.seconds)
-    audio_seconds = sum(enhanced.samples[i] for i in files) / SAMPLE_RATE
+    samples = enhanced.samples
+    audio_seconds = sum(samples[i] for i in files) / SAMPLE_RATE
     enhancement_seconds = {m: sum(enhanced.seconds[m][i] for i in files) for m in modes}
     out: dict[str, Any] = {
         "num_files": len(files),
@@ -102,13 +103,13 @@ def per_file_rows(
 ) -> list[dict[str, Any]]:
     """The rows of ``per_file.csv``: file names, duration, every metric, the RTF per mode."""
     has_subsets = any(item.subset for item in items)
-    modes = list(enhanced.seconds)
+    modes, samples = list(enhanced.seconds), enhanced.samples
     rows = []
     for i, item in enumerate(items):
         row: dict[str, Any] = {"subset": item.subset} if has_subsets else {}
         row["file"] = item.name
         row["clean"] = item.clean.name if item.clean else ""
-        row["duration_s"] = enhanced.samples[i] / SAMPLE_RATE
+        row["duration_s"] = samples[i] / SAMPLE_RATE
         for s in ("noisy", *modes):
             for name in metric_names:
                 row[f"{s}_{name}"] = results[(i, s)].get(name, math.nan)
