@@ -1,13 +1,13 @@
 """Evaluate a speech-enhancement model: ``python evaluate.py checkpoint=... testset=... mode=both``.
 
-Thin wrapper around :func:`fsnet.evaluate.main`; options are in ``configs/evaluate.yaml``.
+Thin wrapper around :func:`fsnet.evaluation.cli.main`; options are in ``configs/evaluate.yaml``.
 """
 
 import sys
 
 if __name__ == "__main__":
     try:
-        from fsnet.evaluate import main
+        from fsnet.evaluation.cli import main
 
         main()
     except KeyboardInterrupt:  # one the job does not handle itself: while torch loads, say

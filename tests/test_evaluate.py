@@ -21,9 +21,11 @@ from omegaconf import OmegaConf
 from test_metrics import speech_like  # sibling test module
 
 import fsnet
-from fsnet import evaluate as ev
 from fsnet.checkpoint import save_release
 from fsnet.errors import FsnetError
+from fsnet.evaluation import evaluate, report
+from fsnet.evaluation import options as eo
+from fsnet.evaluation import testset as ts
 
 REPO = Path(__file__).resolve().parent.parent
 SR = 16000
@@ -77,10 +79,10 @@ def run_cli(*overrides: str, timeout: float = 120) -> subprocess.CompletedProces
 
 def test_default_testset_is_relative_to_the_package():
     assert (
-        ev.DEFAULT_TESTSET
+        ts.DEFAULT_TESTSET
         == Path(fsnet.__file__).resolve().parent.parent / "assets" / "demo_testset"
     )
-    assert (ev.CONFIG_DIR / "evaluate.yaml").is_file()
+    assert (eo.CONFIG_DIR / "evaluate.yaml").is_file()
 
 
 def test_scan_layouts(tmp_path):
@@ -92,7 +94,7 @@ def test_scan_layouts(tmp_path):
         (d / sub).mkdir(parents=True)
         for name in names:
             (d / sub / name).write_bytes(b"")
-    items, layout, notices = ev.scan_testset(d)
+    items, layout, notices = ts.scan_testset(d)
     assert layout == "paired" and not notices
     assert [(i.noisy.name, i.clean.name) for i in items] == [
         ("book_snr3_fileid_2.wav", "clean_fileid_2.wav"),
@@ -103,27 +105,27 @@ def test_scan_layouts(tmp_path):
     for sub in ("clean", "noisy"):
         (vb / sub).mkdir(parents=True)
         (vb / sub / "p232_001.wav").write_bytes(b"")
-    assert ev.scan_testset(vb)[0][0].clean.name == "p232_001.wav"
+    assert ts.scan_testset(vb)[0][0].clean.name == "p232_001.wav"
     # Noisy only: files in the directory itself, or in noisy/ without clean/.
     real = tmp_path / "real"
     real.mkdir()
     (real / "b.flac").write_bytes(b"")
     (real / "a.wav").write_bytes(b"")
-    items, layout, _ = ev.scan_testset(real)
+    items, layout, _ = ts.scan_testset(real)
     assert layout == "noisy_only" and [i.name for i in items] == ["a.wav", "b.flac"]
     assert all(i.clean is None for i in items)
     only_noisy = tmp_path / "only_noisy"
     (only_noisy / "noisy").mkdir(parents=True)
     (only_noisy / "noisy" / "rec.wav").write_bytes(b"")
-    assert ev.scan_testset(only_noisy)[1] == "noisy_only"
+    assert ts.scan_testset(only_noisy)[1] == "noisy_only"
 
 
 def test_scan_errors(tmp_path):
     with pytest.raises(FsnetError, match="not found"):
-        ev.scan_testset(tmp_path / "nope")
+        ts.scan_testset(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FsnetError, match="no audio files"):
-        ev.scan_testset(tmp_path / "empty")
+        ts.scan_testset(tmp_path / "empty")
     d = tmp_path / "unpaired"
     (d / "clean").mkdir(parents=True)
     (d / "noisy").mkdir()
@@ -132,15 +134,15 @@ def test_scan_errors(tmp_path):
     (d / "clean" / "clean_fileid_0.wav").write_bytes(b"")
     (d / "clean" / "clean_fileid_99.wav").write_bytes(b"")
     with pytest.raises(FsnetError) as info:
-        ev.scan_testset(d)
+        ts.scan_testset(d)
     msg = str(info.value)
     assert "7 noisy file(s) without a clean reference: n_fileid_1.wav" in msg
     assert "(and 2 more)" in msg and "clean_fileid_99.wav" in msg and "allow_unpaired" in msg
-    items, _, notices = ev.scan_testset(d, allow_unpaired=True)
+    items, _, notices = ts.scan_testset(d, allow_unpaired=True)
     assert [i.key for i in items] == ["fileid_0"] and "skipped" in notices[0]
     (d / "noisy" / "other_fileid_0.wav").write_bytes(b"")
     with pytest.raises(FsnetError, match="share the pairing key fileid_0"):
-        ev.scan_testset(d, allow_unpaired=True)
+        ts.scan_testset(d, allow_unpaired=True)
     # Paired layout: noisy files that would share an output name share a pairing key -> rejected.
     vb = tmp_path / "vb_dup"
     for sub in ("clean", "noisy"):
@@ -148,7 +150,7 @@ def test_scan_errors(tmp_path):
     for name in ("clean/a.wav", "noisy/a.wav", "noisy/a.opus"):
         (vb / name).write_bytes(b"")
     with pytest.raises(FsnetError, match="share the pairing key a: a.opus, a.wav"):
-        ev.scan_testset(vb)
+        ts.scan_testset(vb)
 
 
 def test_scan_folder_of_test_sets(tmp_path):
@@ -163,7 +165,7 @@ def test_scan_folder_of_test_sets(tmp_path):
     (root / "docs" / "README.txt").write_text("x")
     (root / ".cache").mkdir()
     (root / "notes.txt").write_text("x")
-    items, layout, notices = ev.scan_testset(root)
+    items, layout, notices = ts.scan_testset(root)
     assert layout == "paired"
     assert [(i.subset, i.key, i.clean.name) for i in items] == [
         ("no_reverb", "fileid_0", "clean_fileid_0.wav"),
@@ -172,22 +174,22 @@ def test_scan_folder_of_test_sets(tmp_path):
     assert items[0].noisy == root / "no_reverb" / "noisy" / "n_snr5_fileid_0.wav"
     assert len(notices) == 1 and "docs/" in notices[0] and "ignored" in notices[0]
     # Outputs of a subset go to its own folder, so repeated fileids never collide.
-    assert ev.output_names(items, "enhanced") == (
+    assert ts.output_names(items, "enhanced") == (
         ["no_reverb/n_snr5_fileid_0.wav", "with_reverb/n_snr5_fileid_0.wav"],
         [],
     )
-    assert ev.output_names(items, "plots")[0][1] == "with_reverb/n_snr5_fileid_0.png"
+    assert ts.output_names(items, "plots")[0][1] == "with_reverb/n_snr5_fileid_0.png"
     # A broken subset is an error (not skipped), naming its files; allow_unpaired applies to it.
     (root / "with_reverb" / "noisy" / "n_snr0_fileid_9.wav").write_bytes(b"")
     with pytest.raises(FsnetError, match="unpaired files in .*with_reverb: 1 noisy file"):
-        ev.scan_testset(root)
-    items, _, notices = ev.scan_testset(root, allow_unpaired=True)
+        ts.scan_testset(root)
+    items, _, notices = ts.scan_testset(root, allow_unpaired=True)
     assert len(items) == 2 and any("skipped" in n for n in notices)
     # Subsets of different layouts are not averaged together.
     (root / "real").mkdir()
     (root / "real" / "rec.wav").write_bytes(b"")
     with pytest.raises(FsnetError, match=r"mix clean\+noisy pairs \(no_reverb, with_reverb\) and "):
-        ev.scan_testset(root, allow_unpaired=True)
+        ts.scan_testset(root, allow_unpaired=True)
     # Noisy-only subsets; only one level of nesting is searched.
     real = tmp_path / "real_recordings"
     for sub in ("b", "a"):
@@ -195,7 +197,7 @@ def test_scan_folder_of_test_sets(tmp_path):
         (real / sub / "rec.flac").write_bytes(b"")
     (real / "deeper" / "set" / "noisy").mkdir(parents=True)
     (real / "deeper" / "set" / "noisy" / "x.wav").write_bytes(b"")
-    items, layout, notices = ev.scan_testset(real)
+    items, layout, notices = ts.scan_testset(real)
     assert layout == "noisy_only" and [i.where(i.name) for i in items] == [
         "a/rec.flac",
         "b/rec.flac",
@@ -207,7 +209,7 @@ def test_scan_folder_of_test_sets(tmp_path):
     (none / "a").mkdir()
     (none / "a" / "notes.txt").write_text("x")
     with pytest.raises(FsnetError) as info:
-        ev.scan_testset(none)
+        ts.scan_testset(none)
     assert str(info.value) == (
         f"no audio files (.wav/.flac/.ogg/.opus) in {none}, and none of its sub-folders (a, b) "
         "is a test set"
@@ -216,11 +218,11 @@ def test_scan_folder_of_test_sets(tmp_path):
 
 def test_options_validation():
     with pytest.raises(FsnetError, match="unknown evaluate option"):
-        ev.evaluate({"bogus": 1})
+        evaluate({"bogus": 1})
     with pytest.raises(FsnetError, match="mode must be one of"):
-        ev.evaluate({"mode": "live"})
+        evaluate({"mode": "live"})
     with pytest.raises(FsnetError, match="unknown metric"):
-        ev.evaluate({"metrics": ["mosnet"]})
+        evaluate({"metrics": ["mosnet"]})
 
 
 def test_options_reject_nonsense_values():
@@ -233,7 +235,7 @@ def test_options_reject_nonsense_values():
     }
     for key, value in bad.items():
         with pytest.raises(FsnetError, match=f"^{key} must be "):
-            ev._options({key: value})
+            eo.parse_options({key: value})
     for key, value in {
         "diff_tolerance": math.nan,
         "stream_block_samples": 0,
@@ -245,9 +247,9 @@ def test_options_reject_nonsense_values():
         "testset": ["a"],
     }.items():
         with pytest.raises(FsnetError, match=f"^{key} must be "):
-            ev._options({key: value})
+            eo.parse_options({key: value})
     # Accepted: true/false as booleans or (quoted on the command line) as text; 0 tolerance.
-    opts = ev._options({"save_enhanced": "TRUE", "progress": False, "diff_tolerance": 0})
+    opts = eo.parse_options({"save_enhanced": "TRUE", "progress": False, "diff_tolerance": 0})
     assert opts.save_enhanced is True and opts.progress is False and opts.diff_tolerance == 0
 
 
@@ -255,37 +257,37 @@ def test_numeric_path_values_are_paths(tmp_path, monkeypatch):
     # Hydra reads testset=2024 as an int and output_dir=2024.10 as the float 2024.1: the path is
     # the text that was typed, so a folder named 2024 or 2024.10 just works.
     monkeypatch.chdir(tmp_path)
-    opts = ev._options({"testset": 2024, "checkpoint": 5, "output_dir": 7})
+    opts = eo.parse_options({"testset": 2024, "checkpoint": 5, "output_dir": 7})
     assert opts.testset == tmp_path / "2024" and opts.checkpoint == str(tmp_path / "5")
     assert opts.output_dir == Path("7")
-    raw = ev._raw_overrides(["output_dir=2024.10", "++testset= 007 ", "mode=both"])
+    raw = eo.raw_overrides(["output_dir=2024.10", "++testset= 007 ", "mode=both"])
     assert raw == {"output_dir": "2024.10", "testset": "007", "mode": "both"}
-    assert ev._path_text("output_dir", 2024.1, raw) == "2024.10"
-    assert ev._path_text("checkpoint", 5, raw) == "5"
+    assert eo.path_text("output_dir", 2024.1, raw) == "2024.10"
+    assert eo.path_text("checkpoint", 5, raw) == "5"
     root = OmegaConf.create({"hydra": {"overrides": {"task": ["output_dir=2024.10"]}}})
-    assert ev._first_set(2024.1, "default", _root_=root) == "2024.10"
-    assert ev._first_set(None, "default", _root_=root) == "default"
-    assert ev._first_set("~/x", "default") == str(Path.home() / "x")
+    assert eo.first_set(2024.1, "default", _root_=root) == "2024.10"
+    assert eo.first_set(None, "default", _root_=root) == "default"
+    assert eo.first_set("~/x", "default") == str(Path.home() / "x")
     (tmp_path / "file.wav").write_bytes(b"")
     for bad in ("file.wav", "file.wav/sub"):
         with pytest.raises(FsnetError, match=f"output_dir {bad} is not a directory"):
-            ev._first_set(bad, "default")
+            eo.first_set(bad, "default")
 
 
 def test_output_names_stay_distinct():
     def items(*names):
-        return [ev.Item(Path(n).stem, Path("/set") / n) for n in names]
+        return [ts.Item(Path(n).stem, Path("/set") / n) for n in names]
 
-    enh, notices = ev.output_names(items("a.wav", "a.opus", "b.opus", "c.flac"), "enhanced")
+    enh, notices = ts.output_names(items("a.wav", "a.opus", "b.opus", "c.flac"), "enhanced")
     assert enh == ["a.wav", "a.opus.wav", "b.wav", "c.flac"]
     assert notices == [
         "a.wav, a.opus would share the output name a.wav; enhanced audio saved as a.wav, a.opus.wav"
     ]
-    plots, _ = ev.output_names(items("a.flac", "a.wav", "b.wav"), "plots")
+    plots, _ = ts.output_names(items("a.flac", "a.wav", "b.wav"), "plots")
     assert plots == ["a.flac.png", "a.wav.png", "b.png"]
-    assert ev.output_names(items("a.flac", "a.wav"), "enhanced") == (["a.flac", "a.wav"], [])
+    assert ts.output_names(items("a.flac", "a.wav"), "enhanced") == (["a.flac", "a.wav"], [])
     with pytest.raises(FsnetError, match="a.opus and a.opus.wav would both be saved"):
-        ev.output_names(items("a.opus", "a.opus.wav", "a.wav"), "enhanced")
+        ts.output_names(items("a.opus", "a.opus.wav", "a.wav"), "enhanced")
 
 
 def test_noisy_only_files_sharing_a_stem_keep_both_outputs(tmp_path, tiny_ckpt):
@@ -295,7 +297,7 @@ def test_noisy_only_files_sharing_a_stem_keep_both_outputs(tmp_path, tiny_ckpt):
     sf.write(real / "a.wav", x, SR, subtype="PCM_16")
     sf.write(real / "a.opus", 0.5 * x, SR, format="OGG", subtype="OPUS")
     out = tmp_path / "out"
-    summary = ev.evaluate(
+    summary = evaluate(
         {
             "checkpoint": str(tiny_ckpt),
             "testset": str(real),
@@ -456,8 +458,9 @@ def test_cli_folder_of_test_sets(tmp_path, tiny_ckpt):
     # A disagreement names the subsets it is in.
     summary["subsets"]["with_reverb"]["streaming_matches_offline"] = False
     summary["streaming_matches_offline"] = False
-    assert "### offline vs streaming, all subsets: DISAGREE in with_reverb (" in ev.format_tables(
-        summary
+    assert (
+        "### offline vs streaming, all subsets: DISAGREE in with_reverb ("
+        in report.format_tables(summary)
     )
 
 
@@ -528,11 +531,22 @@ def test_cli_bad_values_are_one_line_and_logged(tmp_path, tiny_ckpt, dns_set):
     assert (tmp_path / "2024.10" / ".hydra").is_dir() and not (tmp_path / "2024.1").exists()
     line = _one_error_line(cli("testset=2024", "checkpoint=5", "output_dir=run5"))
     assert line == f"error: checkpoint not found: {tmp_path / '5'}"
-    # A failed run leaves its one-line error in <output_dir>/evaluate.log too (printed once).
-    assert line in (tmp_path / "run5" / "evaluate.log").read_text()
+    # A refused run (nothing written yet) leaves no run folder: no evaluate.log, no .hydra/.
+    assert not (tmp_path / "run5").exists()
     line = _one_error_line(cli("testset=123", "output_dir=run123"))
     assert "test set directory not found" in line and "123" in line
-    assert line in (tmp_path / "run123" / "evaluate.log").read_text()
+    assert not (tmp_path / "run123").exists()
+    # A run that fails after writing files leaves its one-line error in <output_dir>/evaluate.log
+    # too (printed once): the second file of this set is not audio.
+    broken = tmp_path / "broken_set"
+    shutil.copytree(dns_set, broken)
+    (broken / "noisy" / "noisy_snr5_fileid_1.wav").write_bytes(b"RIFF not really a wav")
+    line = _one_error_line(
+        cli(f"testset={broken}", f"checkpoint={tiny_ckpt}", "save_enhanced=true", "output_dir=runb")
+    )
+    assert "noisy_snr5_fileid_1.wav" in line
+    assert (tmp_path / "runb" / "enhanced_offline" / "noisy_snr0_fileid_0.wav").is_file()
+    assert line in (tmp_path / "runb" / "evaluate.log").read_text()
     assert "metrics must be a list of metric names" in _one_error_line(
         cli("metrics=5", "output_dir=run")
     )
@@ -574,7 +588,7 @@ def test_noisy_only_set_gets_dnsmos_alone(tmp_path, tiny_ckpt, dns_set):
     real.mkdir()
     src = dns_set / "noisy" / "noisy_snr5_fileid_1.wav"
     (real / "recording.wav").write_bytes(src.read_bytes())
-    summary = ev.evaluate(
+    summary = evaluate(
         {
             "checkpoint": str(tiny_ckpt),
             "testset": str(real),
@@ -630,7 +644,7 @@ def test_interrupt_leaves_only_complete_wavs(tmp_path, tiny_ckpt, dns_set):
             proc.kill()
     # The SIGTERM handler is installed before the first file is written, and 80 files take far
     # longer than one to enhance and score, so the run is always cut short.
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == 143, stderr  # 128 + SIGTERM
     assert stderr.strip().splitlines()[-1].startswith("error: interrupted")
     assert "Traceback" not in stderr
     leftovers = sorted(os.listdir(enhanced))

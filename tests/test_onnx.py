@@ -215,9 +215,9 @@ def test_engine_without_graphs_is_a_clear_error(tmp_path, exported):
 
 
 def test_evaluate_onnx_precision_is_a_streaming_cpu_option():
-    from fsnet import evaluate as ev
+    from fsnet.evaluation import evaluate
 
     with pytest.raises(fsnet.FsnetError, match="streaming engine"):
-        ev.evaluate({"precision": "onnx", "mode": "offline"})
+        evaluate({"precision": "onnx", "mode": "offline"})
     with pytest.raises(fsnet.FsnetError, match="CPU path"):
-        ev.evaluate({"precision": "onnx-int8", "mode": "streaming", "device": "cuda"})
+        evaluate({"precision": "onnx-int8", "mode": "streaming", "device": "cuda"})

@@ -16,7 +16,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 MODULES = {
     "train.py": "fsnet.train",
-    "evaluate.py": "fsnet.evaluate",
+    "evaluate.py": "fsnet.evaluation.cli",
     "stream_infer.py": "fsnet.live.cli",
 }
 
