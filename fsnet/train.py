@@ -250,7 +250,7 @@ def train(cfg: Any) -> dict[str, Any]:
     if datamodule.mixing.sample_rate != model_config.sample_rate:
         # the release file would be labelled with the model's rate but trained on the data's
         raise FsnetError(
-            f"data.sample_rate ({datamodule.mixing.sample_rate}) and model.sample_rate "
+            f"data.mixing.sample_rate ({datamodule.mixing.sample_rate}) and model.sample_rate "
             f"({model_config.sample_rate}) differ; set both"
         )
     if int(os.environ.get("LOCAL_RANK", "0")) == 0:

@@ -157,8 +157,8 @@ OVERRIDE_PROBLEMS = {
     # was ZeroDivisionError in the config check itself
     "bad_hop": ("model.hop_samples=0", "hop_samples must be >= 1"),
     "rate_mismatch": (
-        "data.sample_rate=8000",
-        "data.sample_rate (8000) and model.sample_rate (16000) differ",
+        "data.mixing.sample_rate=8000",
+        "data.mixing.sample_rate (8000) and model.sample_rate (16000) differ",
     ),
     "bad_val_max_files": (
         "data.val_max_files=-5",
