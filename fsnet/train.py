@@ -378,7 +378,7 @@ def train(cfg: Any) -> dict[str, Any]:
         "best_model_path": best_path or None,
         "monitor": monitor,  # what "best" means: the ranked checkpoint's metric
         "best_score": score,
-        "best_wb_pesq": score if monitor == "val/wb_pesq" else None,
+        "best_pesq_wb": score if monitor == "val/pesq_wb" else None,
         "last_model_path": last_path or None,
         "release_path": None,
         "parameters": model_params,

@@ -69,12 +69,12 @@ def test_train_validate_checkpoint_resume(fake_dns_tree, tmp_path, run_cli):
     os.umask(umask)
     assert {p.stat().st_mode & 0o777 for p in last.parent.glob("*.ckpt")} == {0o666 & ~umask}
     assert not list(last.parent.glob(".*.tmp"))
-    assert summary["best_wb_pesq"] is not None and 1.0 <= summary["best_wb_pesq"] <= 4.7
-    assert summary["monitor"] == "val/wb_pesq" and summary["best_score"] == summary["best_wb_pesq"]
+    assert summary["best_pesq_wb"] is not None and 1.0 <= summary["best_pesq_wb"] <= 4.7
+    assert summary["monitor"] == "val/pesq_wb" and summary["best_score"] == summary["best_pesq_wb"]
     rows = read_csv_rows(run_dir, 0)
-    val_rows = [r for r in rows if r.get("val/wb_pesq")]
+    val_rows = [r for r in rows if r.get("val/pesq_wb")]
     assert len(val_rows) == 2  # after epochs 0 and 1
-    for key in ("val/loss", "val/wb_pesq", "val/nb_pesq", "val/stoi", "val/si_sdr"):
+    for key in ("val/loss", "val/pesq_wb", "val/pesq_nb", "val/stoi", "val/si_sdr"):
         assert math.isfinite(float(val_rows[-1][key])), key
     assert float(val_rows[-1]["val/num_utterances"]) == 2
     assert any(r.get("train/loss") for r in rows) and any(r.get("lr-Adam") for r in rows)
@@ -102,7 +102,7 @@ def test_train_validate_checkpoint_resume(fake_dns_tree, tmp_path, run_cli):
     resumed_rows = read_csv_rows(run_dir, 1)
     train_steps = [int(r["step"]) for r in resumed_rows if r.get("train/loss")]
     assert train_steps and min(train_steps) >= 4  # continued, not restarted
-    assert len([r for r in resumed_rows if r.get("val/wb_pesq")]) == 1  # only the one new epoch
+    assert len([r for r in resumed_rows if r.get("val/pesq_wb")]) == 1  # only the one new epoch
     assert "resuming from" in (run_dir / "train.log").read_text()
 
     other_model = run_cli(
@@ -138,7 +138,7 @@ def test_ddp_two_cpu_processes(fake_dns_tree, tmp_path, run_cli):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     summary = json.loads((run_dir / "train_summary.json").read_text())
     assert summary["global_step"] == 2
-    val = [r for r in read_csv_rows(run_dir, 0) if r.get("val/wb_pesq")]
+    val = [r for r in read_csv_rows(run_dir, 0) if r.get("val/pesq_wb")]
     assert len(val) == 1 and float(val[0]["val/num_utterances"]) == 3
     assert (run_dir / "train_ddp_process_1.log").is_file()  # the second rank ran
     log_text = (run_dir / "train.log").read_text()
@@ -346,7 +346,7 @@ def test_validation_metrics_inline(tiny_model_config):
             {"noisy": noisy, "clean": clean, "lengths": torch.tensor([16000])}, 0
         )
     scores = system._gather_scores()
-    assert set(scores[0]) == {"wb_pesq", "nb_pesq", "stoi", "si_sdr"}
+    assert set(scores[0]) == {"pesq_wb", "pesq_nb", "stoi", "si_sdr"}
     assert all(isinstance(v, float) for v in scores[0].values())
     with pytest.raises(FsnetError, match="unknown validation metric"):
         EnhancementSystem(tiny_model_config, metrics=["mos"])
@@ -361,7 +361,7 @@ def test_validation_dnsmos(tiny_model_config, repo_root, metric_workers):
         for name in ("clean_speech.wav", "noisy_speech.wav")
     )
     system = EnhancementSystem(
-        tiny_model_config, metric_workers=metric_workers, metrics=["wb_pesq", "dnsmos_ovrl"]
+        tiny_model_config, metric_workers=metric_workers, metrics=["pesq_wb", "dnsmos_ovrl"]
     )
     try:
         system.on_validation_epoch_start()
@@ -372,7 +372,7 @@ def test_validation_dnsmos(tiny_model_config, repo_root, metric_workers):
         scores = system._gather_scores()
     finally:
         system._shutdown_pool()
-    assert set(scores[0]) == {"wb_pesq", "dnsmos_ovrl"}
+    assert set(scores[0]) == {"pesq_wb", "dnsmos_ovrl"}
     assert 1.0 <= scores[0]["dnsmos_ovrl"] <= 5.0
 
 

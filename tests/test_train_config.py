@@ -87,7 +87,7 @@ def test_callbacks_loggers_optimizer_instantiate(tmp_path):
     cfg = compose_cfg([], tmp_path)
     callbacks = {name: instantiate(node) for name, node in cfg.callbacks.items()}
     best = callbacks["model_checkpoint"]
-    assert best.monitor == "val/wb_pesq" and best.mode == "max"
+    assert best.monitor == "val/pesq_wb" and best.mode == "max"
     # a new best also refreshes last_checkpoint's file (not a last-v1.ckpt of its own)
     assert best.save_last is True and not best._enable_version_counter
     last = callbacks["last_checkpoint"]
