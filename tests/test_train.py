@@ -254,6 +254,83 @@ def test_refused_run_keeps_a_folder_with_other_files(tmp_path, run_cli):
     assert sorted(p.name for p in run_dir.rglob("*")) == ["notes.txt"]
 
 
+@pytest.mark.parametrize("where", ["under_a_file", "read_only_folder", "read_only_cwd"])
+def test_unwritable_run_folder_is_one_line(where, tmp_path, run_cli):
+    """issue 24 case 8: Hydra's own mkdir used to fail with a 24-line traceback."""
+    cwd = None
+    args = [*TINY_RUN, f"recipe.root={tmp_path / 'absent'}"]
+    if where == "under_a_file":
+        (tmp_path / "file").write_text("not a folder")
+        run_dir = tmp_path / "file" / "run"
+        args.append(f"hydra.run.dir={run_dir}")
+        expected = f"error: cannot write run folder {run_dir}: {tmp_path / 'file'} is not a folder"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders (see test_read_only_file_system)")
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o555)
+        if where == "read_only_folder":
+            args.append(f"hydra.run.dir={locked / 'run'}")
+            expected = f"error: cannot write run folder {locked / 'run'}: Permission denied"
+        else:  # the default run folder, outputs/<recipe>/<time>, under a read-only cwd
+            cwd = locked
+            args[0] = str(Path(__file__).resolve().parents[1] / "train.py")
+            expected = f"error: cannot write run folder {locked / 'outputs' / 'dns'}"
+    out = run_cli(args, cwd=cwd, timeout=120) if cwd else run_cli(args, timeout=120)
+    assert out.returncode == 1, out.stderr
+    lines = error_lines(out.stderr)
+    assert len(lines) == 1 and lines[0].startswith(expected), out.stderr
+
+
+def test_read_only_file_system(tmp_path, monkeypatch):
+    """What a read-only mount reports (EROFS, also for root): one line naming the folder."""
+    import errno
+    import tempfile
+
+    from fsnet.train import check_run_folder
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(FsnetError) as caught:
+        check_run_folder(tmp_path / "run")
+    assert str(caught.value) == (
+        f"cannot write run folder {tmp_path / 'run'}: {os.strerror(errno.EROFS)}"
+    )
+    monkeypatch.undo()
+    check_run_folder(tmp_path / "a" / "b")  # a writable place passes and is left as it was
+    assert not (tmp_path / "a").exists() and not list(tmp_path.iterdir())
+
+
+def test_init_from_non_finite_weights_is_named(fake_dns_tree, tmp_path, run_cli, tiny_model_config):
+    """issue 24 case 10: NaN weights from init_from used to be blamed on the learning rate once
+    training had diverged; they are refused before training starts, naming the tensor."""
+    tree = fake_dns_tree(n_rir=0, n_val=1)
+    model = fsnet.build_model(tiny_model_config)
+    name = next(k for k, v in model.state_dict().items() if v.is_floating_point() and v.ndim > 1)
+    with torch.no_grad():
+        model.state_dict()[name].view(-1)[3] = float("nan")
+    release = fsnet.save_release(model, tmp_path / "nan.pt")
+    run_dir = tmp_path / "run"
+    out = run_cli(
+        [
+            *TINY_RUN,
+            f"recipe.root={tree.root}",
+            "data.num_workers=0",
+            f"init_from={release}",
+            f"hydra.run.dir={run_dir}",
+        ],
+        timeout=120,
+    )
+    assert out.returncode == 1, out.stderr
+    lines = error_lines(out.stderr)
+    assert len(lines) == 1 and lines[0].startswith(f"error: init_from={release}"), out.stderr
+    assert name in lines[0] and "optimizer.lr" not in lines[0], lines[0]
+    assert not run_dir.exists()  # refused before fit(): nothing of the run is kept
+
+
 # ------------------------------------------------------------------------------------ in-process
 def quiet_trainer(**kwargs) -> pl.Trainer:
     options = dict(
@@ -699,7 +776,7 @@ def test_ctrl_c_before_the_first_step_writes_no_release(fake_dns_tree, tmp_path,
         fake_dns_tree(n_val=1, n_rir=0),
         run_dir,
         "+callbacks.ctrl_c._target_=train_hooks.CtrlCAtTrainStart",
-        env={"PYTHONPATH": str(Path(__file__).parent)},
+        env={"PYTHONPATH": str(Path(__file__).parent / "helpers")},
     )
     assert result.returncode == 130, result.stdout[-3000:] + result.stderr[-3000:]
     assert "nothing to resume" in result.stdout + result.stderr

@@ -151,11 +151,14 @@ class MixingConfig:
         if problems:
             raise FsnetError("invalid data config: " + "; ".join(problems))
         self.sample_rate = int(self.sample_rate)
-        self.snr_range_db = tuple(float(v) for v in self.snr_range_db)  # type: ignore[assignment]
-        self.speed_factor_range = tuple(float(v) for v in self.speed_factor_range)  # type: ignore[assignment]
-        self.noise_overlay_level_range_db = tuple(  # type: ignore[assignment]
-            float(v) for v in self.noise_overlay_level_range_db
-        )
+        for name in ("snr_range_db", "speed_factor_range", "noise_overlay_level_range_db"):
+            value = getattr(self, name)
+            try:
+                setattr(self, name, tuple(float(v) for v in value))
+            except (TypeError, ValueError):
+                raise FsnetError(
+                    f"invalid data config: {name} must be [low, high], got {value!r}"
+                ) from None
         given = self.silence_between_noises_seconds
         try:
             gap = (given, given) if isinstance(given, (int, float)) else tuple(map(float, given))
