@@ -10,7 +10,7 @@ if __name__ == "__main__":
     try:
         from fsnet.train import main
 
-        main()
+        sys.exit(main())
     except KeyboardInterrupt:  # one the job does not handle itself: while torch loads, say
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)

@@ -267,7 +267,8 @@ def load_model(
 def main(argv: list[str] | None = None) -> int:
     """``python -m fsnet.checkpoint SRC DST [--half]``: any loadable checkpoint -> release file."""
     import argparse
-    import sys
+
+    from fsnet.cli import run
 
     parser = argparse.ArgumentParser(
         prog="python -m fsnet.checkpoint",
@@ -289,28 +290,29 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in (("look_ahead", args.look_ahead), ("shrink_size", args.shrink_size))
         if v is not None
     }
-    try:
-        if Path(args.destination).is_dir():
-            raise FsnetError(f"destination {args.destination} is a directory; give a file name")
-        if Path(args.destination).exists() and (
-            Path(args.destination).suffix == ".ckpt"
-            or (Path(args.source).exists() and os.path.samefile(args.source, args.destination))
-        ):
-            # a release file has no optimiser state: writing it over a training checkpoint would
-            # make that run impossible to resume
-            raise FsnetError(
-                f"{args.destination} exists and is a checkpoint; write the release file to a new name"
-            )
-        model = load_model(args.source, **overrides)
-        save_release(model, args.destination, half=args.half)
-    except FsnetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"error: cannot write {args.destination}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    print(f"wrote {args.destination} ({model.config.to_dict()})")
-    return 0
+
+    def work() -> int:
+        try:
+            if Path(args.destination).is_dir():
+                raise FsnetError(f"destination {args.destination} is a directory; give a file name")
+            if Path(args.destination).exists() and (
+                Path(args.destination).suffix == ".ckpt"
+                or (Path(args.source).exists() and os.path.samefile(args.source, args.destination))
+            ):
+                # a release file has no optimiser state: writing it over a training checkpoint
+                # would make that run impossible to resume
+                raise FsnetError(
+                    f"{args.destination} exists and is a checkpoint; write the release file to a"
+                    " new name"
+                )
+            model = load_model(args.source, **overrides)
+            save_release(model, args.destination, half=args.half)
+        except OSError as exc:
+            raise FsnetError(f"cannot write {args.destination}: {exc.strerror or exc}") from None
+        print(f"wrote {args.destination} ({model.config.to_dict()})")
+        return 0
+
+    return run(work)
 
 
 if __name__ == "__main__":

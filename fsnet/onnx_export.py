@@ -419,9 +419,9 @@ class OnnxStreamingEnhancer(StreamingEnhancer):
 def main(argv: list[str] | None = None) -> int:
     """``python -m fsnet.onnx_export [CHECKPOINT] OUT_DIR [--int8]``."""
     import argparse
-    import sys
 
     from fsnet.checkpoint import load_model
+    from fsnet.cli import run
 
     parser = argparse.ArgumentParser(
         prog="python -m fsnet.onnx_export",
@@ -436,15 +436,14 @@ def main(argv: list[str] | None = None) -> int:
         "--int8", action="store_true", help="also write dynamic-int8 versions (*.int8.onnx)"
     )
     args = parser.parse_args(argv)
-    try:
-        model = load_model(args.checkpoint)
-        written = export_onnx(model, args.out_dir, int8=args.int8)
-    except (FsnetError, OSError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
-    for path in written:
-        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
-    return 0
+
+    def work() -> int:
+        written = export_onnx(load_model(args.checkpoint), args.out_dir, int8=args.int8)
+        for path in written:
+            print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+        return 0
+
+    return run(work, user_errors=(OSError,))
 
 
 if __name__ == "__main__":

@@ -37,20 +37,20 @@ except ImportError:  # pragma: no cover
 
 log = logging.getLogger(__name__)
 
-# Names logged as val/<name> -> names in fsnet.metrics.
-VALIDATION_METRICS = {
-    "wb_pesq": "pesq_wb",  # wide-band PESQ (P.862.2), MOS-LQO
-    "nb_pesq": "pesq_nb",  # narrow-band PESQ (P.862), MOS-LQO
-    "stoi": "stoi",  # STOI, 0..1
-    "estoi": "estoi",  # extended STOI, 0..1
-    "si_sdr": "si_sdr",  # scale-invariant SDR, dB
+# Metrics validation can log, as val/<name>: fsnet.metrics' own names, as evaluate.py reports them.
+VALIDATION_METRICS = (
+    "pesq_wb",  # wide-band PESQ (P.862.2), MOS-LQO
+    "pesq_nb",  # narrow-band PESQ (P.862), MOS-LQO
+    "stoi",  # STOI, 0..1
+    "estoi",  # extended STOI, 0..1
+    "si_sdr",  # scale-invariant SDR, dB
     # DNSMOS P.835 of the enhanced signal alone (MOS 1-5, ONNX models of the speechmos wheel);
     # about 0.1 s of CPU per utterance, so off by default.
-    "dnsmos_sig": "dnsmos_sig",  # speech quality
-    "dnsmos_bak": "dnsmos_bak",  # background-noise quality
-    "dnsmos_ovrl": "dnsmos_ovrl",  # overall quality
-}
-DEFAULT_METRICS = ("wb_pesq", "nb_pesq", "stoi", "si_sdr")
+    "dnsmos_sig",  # speech quality
+    "dnsmos_bak",  # background-noise quality
+    "dnsmos_ovrl",  # overall quality
+)
+DEFAULT_METRICS = ("pesq_wb", "pesq_nb", "stoi", "si_sdr")
 
 
 def score_utterance(
@@ -60,10 +60,8 @@ def score_utterance(
     both at 16 kHz (NaN where a metric is undefined)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # undefined metrics come back as NaN and are counted apart
-        values = compute_metrics(
-            estimate, reference, metrics=[VALIDATION_METRICS[m] for m in metrics]
-        )
-    return {m: float(values.get(VALIDATION_METRICS[m], math.nan)) for m in metrics}
+        values = compute_metrics(estimate, reference, metrics=list(metrics))
+    return {m: float(values.get(m, math.nan)) for m in metrics}
 
 
 def _option(name: str, value: Any, kind: type) -> Any:
@@ -150,7 +148,7 @@ class EnhancementSystem(pl.LightningModule):
         model_config: ``ModelConfig`` fields (mapping, ModelConfig or None = paper defaults).
         optimizer: ``params -> torch.optim.Optimizer`` (e.g. a Hydra ``_partial_`` of Adam).
         metric_workers: processes scoring validation utterances in the background (0 = inline).
-        metrics: validation metrics to log as ``val/<name>`` (keys of ``VALIDATION_METRICS``).
+        metrics: validation metrics to log as ``val/<name>`` (names in ``VALIDATION_METRICS``).
         lr_scheduler: ``optimizer -> scheduler``, stepped every optimiser step (None = constant).
         cuda_graph: run the network's training forward and backward as CUDA graphs (one GPU,
             fixed batch shape; other shapes and validation run eagerly). The small-batch
@@ -194,7 +192,7 @@ class EnhancementSystem(pl.LightningModule):
         unknown = [m for m in metrics if m not in VALIDATION_METRICS]
         if unknown:
             raise FsnetError(
-                f"unknown validation metric(s) {unknown}; choose from {sorted(VALIDATION_METRICS)}"
+                f"unknown validation metric(s) {unknown}; choose from {list(VALIDATION_METRICS)}"
             )
         # Plain data only: the checkpoint must be readable without this class.
         self.save_hyperparameters(
@@ -436,7 +434,7 @@ class EnhancementSystem(pl.LightningModule):
         )
         reference = clean.float().cpu().numpy()
         pool = self._metric_pool()
-        names = [VALIDATION_METRICS[m] for m in self.metric_names]
+        names = list(self.metric_names)
         for i, n in enumerate(lengths.tolist()):
             est, ref = enhanced[i, :n].copy(), reference[i, :n].copy()
             future = pool.submit(compute_metrics, est, ref, names) if pool is not None else None
@@ -450,12 +448,7 @@ class EnhancementSystem(pl.LightningModule):
                 continue
             try:
                 values = future.result()
-                scores.append(
-                    {
-                        m: float(values.get(VALIDATION_METRICS[m], math.nan))
-                        for m in self.metric_names
-                    }
-                )
+                scores.append({m: float(values.get(m, math.nan)) for m in self.metric_names})
             except Exception as exc:  # noqa: BLE001 - a dead worker must not lose the epoch
                 log.warning("metric worker failed (%s); scoring in the training process", exc)
                 self._shutdown_pool()
@@ -486,7 +479,7 @@ class EnhancementSystem(pl.LightningModule):
                 f"val/{name}",
                 total / count if count else math.nan,
                 sync_dist=True,
-                prog_bar=name == "wb_pesq",
+                prog_bar=name == "pesq_wb",
             )
             if count < totals[2]:
                 log.info(

@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from fsnet.cli import one_line
 from fsnet.data import (
     AudioEntry,
     DnsDataModule,
@@ -26,7 +27,6 @@ from fsnet.data import (
     scan_corpus,
 )
 from fsnet.errors import FsnetError
-from fsnet.train import one_line
 
 
 def snr_db(noisy: np.ndarray, target: np.ndarray) -> float:

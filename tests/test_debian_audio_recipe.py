@@ -225,6 +225,31 @@ def test_names_and_fileids():
         prep.parse_fileid("clean.wav")
 
 
+def test_recipe_names_pair_in_training_validation(tmp_path):
+    """The recipe names its test pairs, training's validation pairs them: one rule
+    (fsnet.audio.fileid) for both, so every pair the recipe writes is a validation pair."""
+    from fsnet.audio import fileid
+    from fsnet.data.corpus import _pair_subset
+
+    subset = tmp_path / "no_reverb"
+    x = (0.1 * np.sin(np.arange(1600) / 5)).astype(np.float32)
+    written = {}
+    for number, snr in ((0, -5), (7, 20), (120, 5), (3001, 0)):
+        noisy, clean = prep.noisy_name(snr, number), prep.clean_name(number)
+        assert fileid(noisy) == fileid(clean) == prep.parse_fileid(noisy) == number
+        for folder, name in (("noisy", noisy), ("clean", clean)):
+            (subset / folder).mkdir(parents=True, exist_ok=True)
+            sf.write(subset / folder / name, x, SR)
+        written[number] = (noisy, clean)
+    pairs, problems = _pair_subset(subset, "error")
+    assert not problems
+    assert {p.fileid: (Path(p.noisy).name, Path(p.clean).name) for p in pairs} == written
+    # the rule anchors fileid_N at the end of the name: a suffix after it does not pair
+    assert fileid("noisy_snr5_fileid_7_copy.wav") is None
+    with pytest.raises(ValueError):
+        prep.parse_fileid("noisy_snr5_fileid_7_copy.wav")
+
+
 def test_stratified_uniform_covers_range():
     rng = np.random.default_rng(6)
     v = prep.stratified_uniform(rng, -5, 20, 25)

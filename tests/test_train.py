@@ -69,12 +69,12 @@ def test_train_validate_checkpoint_resume(fake_dns_tree, tmp_path, run_cli):
     os.umask(umask)
     assert {p.stat().st_mode & 0o777 for p in last.parent.glob("*.ckpt")} == {0o666 & ~umask}
     assert not list(last.parent.glob(".*.tmp"))
-    assert summary["best_wb_pesq"] is not None and 1.0 <= summary["best_wb_pesq"] <= 4.7
-    assert summary["monitor"] == "val/wb_pesq" and summary["best_score"] == summary["best_wb_pesq"]
+    assert summary["best_pesq_wb"] is not None and 1.0 <= summary["best_pesq_wb"] <= 4.7
+    assert summary["monitor"] == "val/pesq_wb" and summary["best_score"] == summary["best_pesq_wb"]
     rows = read_csv_rows(run_dir, 0)
-    val_rows = [r for r in rows if r.get("val/wb_pesq")]
+    val_rows = [r for r in rows if r.get("val/pesq_wb")]
     assert len(val_rows) == 2  # after epochs 0 and 1
-    for key in ("val/loss", "val/wb_pesq", "val/nb_pesq", "val/stoi", "val/si_sdr"):
+    for key in ("val/loss", "val/pesq_wb", "val/pesq_nb", "val/stoi", "val/si_sdr"):
         assert math.isfinite(float(val_rows[-1][key])), key
     assert float(val_rows[-1]["val/num_utterances"]) == 2
     assert any(r.get("train/loss") for r in rows) and any(r.get("lr-Adam") for r in rows)
@@ -102,7 +102,7 @@ def test_train_validate_checkpoint_resume(fake_dns_tree, tmp_path, run_cli):
     resumed_rows = read_csv_rows(run_dir, 1)
     train_steps = [int(r["step"]) for r in resumed_rows if r.get("train/loss")]
     assert train_steps and min(train_steps) >= 4  # continued, not restarted
-    assert len([r for r in resumed_rows if r.get("val/wb_pesq")]) == 1  # only the one new epoch
+    assert len([r for r in resumed_rows if r.get("val/pesq_wb")]) == 1  # only the one new epoch
     assert "resuming from" in (run_dir / "train.log").read_text()
 
     other_model = run_cli(
@@ -138,7 +138,7 @@ def test_ddp_two_cpu_processes(fake_dns_tree, tmp_path, run_cli):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     summary = json.loads((run_dir / "train_summary.json").read_text())
     assert summary["global_step"] == 2
-    val = [r for r in read_csv_rows(run_dir, 0) if r.get("val/wb_pesq")]
+    val = [r for r in read_csv_rows(run_dir, 0) if r.get("val/pesq_wb")]
     assert len(val) == 1 and float(val[0]["val/num_utterances"]) == 3
     assert (run_dir / "train_ddp_process_1.log").is_file()  # the second rank ran
     log_text = (run_dir / "train.log").read_text()
@@ -157,8 +157,8 @@ OVERRIDE_PROBLEMS = {
     # was ZeroDivisionError in the config check itself
     "bad_hop": ("model.hop_samples=0", "hop_samples must be >= 1"),
     "rate_mismatch": (
-        "data.sample_rate=8000",
-        "data.sample_rate (8000) and model.sample_rate (16000) differ",
+        "data.mixing.sample_rate=8000",
+        "data.mixing.sample_rate (8000) and model.sample_rate (16000) differ",
     ),
     "bad_val_max_files": (
         "data.val_max_files=-5",
@@ -254,6 +254,83 @@ def test_refused_run_keeps_a_folder_with_other_files(tmp_path, run_cli):
     assert sorted(p.name for p in run_dir.rglob("*")) == ["notes.txt"]
 
 
+@pytest.mark.parametrize("where", ["under_a_file", "read_only_folder", "read_only_cwd"])
+def test_unwritable_run_folder_is_one_line(where, tmp_path, run_cli):
+    """issue 24 case 8: Hydra's own mkdir used to fail with a 24-line traceback."""
+    cwd = None
+    args = [*TINY_RUN, f"recipe.root={tmp_path / 'absent'}"]
+    if where == "under_a_file":
+        (tmp_path / "file").write_text("not a folder")
+        run_dir = tmp_path / "file" / "run"
+        args.append(f"hydra.run.dir={run_dir}")
+        expected = f"error: cannot write run folder {run_dir}: {tmp_path / 'file'} is not a folder"
+    else:
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders (see test_read_only_file_system)")
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o555)
+        if where == "read_only_folder":
+            args.append(f"hydra.run.dir={locked / 'run'}")
+            expected = f"error: cannot write run folder {locked / 'run'}: Permission denied"
+        else:  # the default run folder, outputs/<recipe>/<time>, under a read-only cwd
+            cwd = locked
+            args[0] = str(Path(__file__).resolve().parents[1] / "train.py")
+            expected = f"error: cannot write run folder {locked / 'outputs' / 'dns'}"
+    out = run_cli(args, cwd=cwd, timeout=120) if cwd else run_cli(args, timeout=120)
+    assert out.returncode == 1, out.stderr
+    lines = error_lines(out.stderr)
+    assert len(lines) == 1 and lines[0].startswith(expected), out.stderr
+
+
+def test_read_only_file_system(tmp_path, monkeypatch):
+    """What a read-only mount reports (EROFS, also for root): one line naming the folder."""
+    import errno
+    import tempfile
+
+    from fsnet.train import check_run_folder
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(FsnetError) as caught:
+        check_run_folder(tmp_path / "run")
+    assert str(caught.value) == (
+        f"cannot write run folder {tmp_path / 'run'}: {os.strerror(errno.EROFS)}"
+    )
+    monkeypatch.undo()
+    check_run_folder(tmp_path / "a" / "b")  # a writable place passes and is left as it was
+    assert not (tmp_path / "a").exists() and not list(tmp_path.iterdir())
+
+
+def test_init_from_non_finite_weights_is_named(fake_dns_tree, tmp_path, run_cli, tiny_model_config):
+    """issue 24 case 10: NaN weights from init_from used to be blamed on the learning rate once
+    training had diverged; they are refused before training starts, naming the tensor."""
+    tree = fake_dns_tree(n_rir=0, n_val=1)
+    model = fsnet.build_model(tiny_model_config)
+    name = next(k for k, v in model.state_dict().items() if v.is_floating_point() and v.ndim > 1)
+    with torch.no_grad():
+        model.state_dict()[name].view(-1)[3] = float("nan")
+    release = fsnet.save_release(model, tmp_path / "nan.pt")
+    run_dir = tmp_path / "run"
+    out = run_cli(
+        [
+            *TINY_RUN,
+            f"recipe.root={tree.root}",
+            "data.num_workers=0",
+            f"init_from={release}",
+            f"hydra.run.dir={run_dir}",
+        ],
+        timeout=120,
+    )
+    assert out.returncode == 1, out.stderr
+    lines = error_lines(out.stderr)
+    assert len(lines) == 1 and lines[0].startswith(f"error: init_from={release}"), out.stderr
+    assert name in lines[0] and "optimizer.lr" not in lines[0], lines[0]
+    assert not run_dir.exists()  # refused before fit(): nothing of the run is kept
+
+
 # ------------------------------------------------------------------------------------ in-process
 def quiet_trainer(**kwargs) -> pl.Trainer:
     options = dict(
@@ -346,7 +423,7 @@ def test_validation_metrics_inline(tiny_model_config):
             {"noisy": noisy, "clean": clean, "lengths": torch.tensor([16000])}, 0
         )
     scores = system._gather_scores()
-    assert set(scores[0]) == {"wb_pesq", "nb_pesq", "stoi", "si_sdr"}
+    assert set(scores[0]) == {"pesq_wb", "pesq_nb", "stoi", "si_sdr"}
     assert all(isinstance(v, float) for v in scores[0].values())
     with pytest.raises(FsnetError, match="unknown validation metric"):
         EnhancementSystem(tiny_model_config, metrics=["mos"])
@@ -361,7 +438,7 @@ def test_validation_dnsmos(tiny_model_config, repo_root, metric_workers):
         for name in ("clean_speech.wav", "noisy_speech.wav")
     )
     system = EnhancementSystem(
-        tiny_model_config, metric_workers=metric_workers, metrics=["wb_pesq", "dnsmos_ovrl"]
+        tiny_model_config, metric_workers=metric_workers, metrics=["pesq_wb", "dnsmos_ovrl"]
     )
     try:
         system.on_validation_epoch_start()
@@ -372,7 +449,7 @@ def test_validation_dnsmos(tiny_model_config, repo_root, metric_workers):
         scores = system._gather_scores()
     finally:
         system._shutdown_pool()
-    assert set(scores[0]) == {"wb_pesq", "dnsmos_ovrl"}
+    assert set(scores[0]) == {"pesq_wb", "dnsmos_ovrl"}
     assert 1.0 <= scores[0]["dnsmos_ovrl"] <= 5.0
 
 
@@ -699,7 +776,7 @@ def test_ctrl_c_before_the_first_step_writes_no_release(fake_dns_tree, tmp_path,
         fake_dns_tree(n_val=1, n_rir=0),
         run_dir,
         "+callbacks.ctrl_c._target_=train_hooks.CtrlCAtTrainStart",
-        env={"PYTHONPATH": str(Path(__file__).parent)},
+        env={"PYTHONPATH": str(Path(__file__).parent / "helpers")},
     )
     assert result.returncode == 130, result.stdout[-3000:] + result.stderr[-3000:]
     assert "nothing to resume" in result.stdout + result.stderr

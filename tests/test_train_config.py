@@ -74,8 +74,11 @@ def test_data_keys_are_datamodule_arguments(tmp_path):
     cfg = compose_cfg([], tmp_path)
     accepted = set(inspect.signature(get_class(cfg.data._target_).__init__).parameters)
     assert _keys(cfg.data) <= accepted, _keys(cfg.data) - accepted
-    assert cfg.data.segment_seconds == 3.072 and list(cfg.data.snr_range_db) == [-5, 20]
-    assert cfg.data.sample_rate == cfg.model.sample_rate == 16000
+    assert cfg.data.mixing.segment_seconds == 3.072 and list(cfg.data.mixing.snr_range_db) == [
+        -5,
+        20,
+    ]
+    assert cfg.data.mixing.sample_rate == cfg.model.sample_rate == 16000
 
 
 def test_callbacks_loggers_optimizer_instantiate(tmp_path):
@@ -84,7 +87,7 @@ def test_callbacks_loggers_optimizer_instantiate(tmp_path):
     cfg = compose_cfg([], tmp_path)
     callbacks = {name: instantiate(node) for name, node in cfg.callbacks.items()}
     best = callbacks["model_checkpoint"]
-    assert best.monitor == "val/wb_pesq" and best.mode == "max"
+    assert best.monitor == "val/pesq_wb" and best.mode == "max"
     # a new best also refreshes last_checkpoint's file (not a last-v1.ckpt of its own)
     assert best.save_last is True and not best._enable_version_counter
     last = callbacks["last_checkpoint"]
@@ -185,7 +188,10 @@ def test_resume_checkpoint(tmp_path):
 def test_noise_folder_weights_override_reaches_the_data_module(tmp_path):
     # the override as recipes/debian_audio/README.md writes it: folder names may start with a digit
     cfg = compose_cfg(
-        ["data.noise_balance=folder", "data.noise_folder_weights={0ad_effects: 2, music: 0.25}"],
+        [
+            "data.mixing.noise_balance=folder",
+            "data.mixing.noise_folder_weights={0ad_effects: 2, music: 0.25}",
+        ],
         tmp_path,
     )
     datamodule = instantiate(cfg.data)
@@ -195,12 +201,12 @@ def test_noise_folder_weights_override_reaches_the_data_module(tmp_path):
 def test_augmentation_overrides_reach_the_mixing_config(tmp_path):
     # the overrides as recipes/debian_audio/README.md writes them for stages 13 and 14
     overrides = [
-        "data.clean_eq_probability=0.5",
-        "data.noise_eq_probability=0.25",
-        "data.noise_gain_jitter_db=6",
-        "data.noise_overlay_probability=0.3",
-        "data.noise_overlay_level_range_db=[-12,-2]",
-        "data.silence_between_noises_seconds=[0.2,1.5]",
+        "data.mixing.clean_eq_probability=0.5",
+        "data.mixing.noise_eq_probability=0.25",
+        "data.mixing.noise_gain_jitter_db=6",
+        "data.mixing.noise_overlay_probability=0.3",
+        "data.mixing.noise_overlay_level_range_db=[-12,-2]",
+        "data.mixing.silence_between_noises_seconds=[0.2,1.5]",
     ]
     mixing = instantiate(compose_cfg(overrides, tmp_path).data).mixing
     assert mixing.silence_between_noises_seconds == (0.2, 1.5)
@@ -211,4 +217,4 @@ def test_augmentation_overrides_reach_the_mixing_config(tmp_path):
     assert (mixing.noise_gain_jitter_db, mixing.noise_overlay_probability) == (6.0, 0.3)
     assert mixing.noise_overlay_level_range_db == (-12.0, -2.0)
     with pytest.raises(Exception, match="eq_coefficient_limit must be in"):  # Hydra wraps it
-        instantiate(compose_cfg(["data.eq_coefficient_limit=0.6"], tmp_path).data)
+        instantiate(compose_cfg(["data.mixing.eq_coefficient_limit=0.6"], tmp_path).data)

@@ -275,14 +275,14 @@ def synth_stationary(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
     return y / (rms(y) + EPS)
 
 
-_FILEID_RE = re.compile(r"fileid_(\d+)\.wav$")
-
-
 def parse_fileid(name: str) -> int:
-    m = _FILEID_RE.search(name)
-    if not m:
+    """The N of ``..._fileid_N.wav``: fsnet.audio.fileid, the rule training and evaluation pair by."""
+    from fsnet.audio import fileid  # fsnet pulls in torch: only when a name is parsed
+
+    number = fileid(name)
+    if number is None:
         raise ValueError(f"no fileid in {name!r}")
-    return int(m.group(1))
+    return number
 
 
 def noisy_name(snr: int, fileid: int) -> str:

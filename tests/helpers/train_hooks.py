@@ -1,5 +1,5 @@
 """Callbacks that tests hand to ``train.py`` through ``+callbacks.<name>._target_=train_hooks.X``
-(the subprocess gets ``tests/`` on PYTHONPATH)."""
+(the subprocess gets ``tests/helpers/`` on PYTHONPATH)."""
 
 import signal
 
