@@ -111,8 +111,9 @@ class RecurrentLayer(nn.Module):
         return tanh_c.mul_(o), c
 
     def _cached_pack(self, k: int, rows: int, kind: str) -> tuple[torch.Tensor, ...] | None:
-        """The oneDNN pack of layer ``k`` for ``rows`` rows (``kind``: "joint" [W_ih | W_hh] for
-        the one-frame cell, "split" for ``_cell_loop``), cached on the parameters' versions."""
+        """The packed weights of layer ``k`` for ``rows`` rows (``kind``: "joint", oneDNN's
+        [W_ih | W_hh] for the one-frame cell; "split" for ``_cell_loop``), cached on the
+        parameters' versions."""
         weights = self._layer_weights(k)
         key = (k, rows, kind, weights[0].data_ptr(), *(w._version for w in weights))
         cache = self.__dict__.setdefault("_packed", {})
@@ -133,8 +134,8 @@ class RecurrentLayer(nn.Module):
         """A short sequence ``x [B, T, input]`` frame by frame on the cell kernels.
 
         A one-layer LSTM takes the input projections of all frames in one GEMM first, so that
-        each frame reads only the recurrent weights (packed for oneDNN), as the sequence kernel
-        does; other layers step the one-frame cell.
+        each frame reads only the recurrent weights, as the sequence kernel does; other layers
+        step the one-frame cell.
         """
         rows, num_frames, _ = x.shape
         pack = self._cached_pack(0, rows, "split") if self.num_layers == 1 else None
@@ -144,18 +145,16 @@ class RecurrentLayer(nn.Module):
                 h, state = self._step(x[:, t], state)
                 frames.append(h)
             return torch.stack(frames, dim=1), state
-        w_ih, bias, packed_hh = pack
+        w_ih_t, bias, w_hh_t = pack
         if state is None:
             state = self.zero_state(rows, x.device)
         h, c = state[0][0], state[1][0]
         hidden = self.hidden_size
         inputs = x.transpose(0, 1).reshape(num_frames * rows, -1)
-        projected = torch.addmm(bias, inputs, w_ih.t()).reshape(num_frames, rows, 4 * hidden)
+        projected = torch.addmm(bias, inputs, w_ih_t).reshape(num_frames, rows, 4 * hidden)
         frames = []
         for t in range(num_frames):
-            gates = torch.ops.mkldnn._linear_pointwise.binary(
-                h, projected[t], packed_hh, None, "add"
-            )
+            gates = torch.addmm(projected[t], h, w_hh_t)
             gates[:, : 3 * hidden].sigmoid_()  # gate order (i, f, o, g), see _pack_lstm_layer
             i, f, o, g = gates.chunk(4, 1)
             c = f * c
@@ -250,14 +249,11 @@ def _pack_lstm_layer(
 
 def _pack_lstm_split(
     w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor, rows: int
-) -> tuple[torch.Tensor, ...] | None:
-    """``(w_ih, bias, packed_hh)`` of one LSTM layer, gates in the order (i, f, o, g): the input
-    weights plain (one GEMM over a chunk's frames), the recurrent ones packed for ``rows`` rows.
-    None where oneDNN cannot run them."""
+) -> tuple[torch.Tensor, ...]:
+    """``(w_ih^T, bias, w_hh^T)`` of one LSTM layer, gates in the order (i, f, o, g), transposed
+    once so that each GEMM reads its weight row by row (MKL's fastest layout for a few rows,
+    ahead of oneDNN's packed GEMV when the weight must come from memory). ``rows`` is unused:
+    one layout serves any."""
     hidden = w_hh.shape[1]
     order = torch.cat([torch.arange(n * hidden, (n + 1) * hidden) for n in (0, 1, 3, 2)])
-    try:
-        packed_hh = torch.ops.mkldnn._reorder_linear_weight(w_hh[order].contiguous(), rows)
-    except (RuntimeError, AttributeError):
-        return None
-    return w_ih[order].contiguous(), (b_ih + b_hh)[order], packed_hh
+    return w_ih[order].t().contiguous(), (b_ih + b_hh)[order], w_hh[order].t().contiguous()
