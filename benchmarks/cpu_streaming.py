@@ -1,5 +1,7 @@
-"""CPU streaming benchmark: per-hop compute time and RTF of the frame-wise engine, next to the
-offline forward of the same model in the same run.
+"""CPU streaming benchmark: compute time per call and RTF of the streaming engine fed one hop
+per call (16 ms) and four hops per call (64 ms), of the file path (the engine fed
+``--file-block-seconds`` per call, as ``stream_infer.py --input``), of the chunked ``fsnet.enhance``
+and of the whole-signal offline forward, all with the same model in the same run.
 
     python benchmarks/cpu_streaming.py --threads 1 --seconds 20 [--int8] [--onnx]
 
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 import fsnet
+from fsnet.streaming import enhance_in_blocks
 
 
 def main() -> None:
@@ -30,11 +33,17 @@ def main() -> None:
         "--checkpoint", default=None, help="release file; default: random paper-size weights"
     )
     parser.add_argument(
-        "--repeats", type=int, default=3, help="offline forward repeats (best taken)"
+        "--repeats", type=int, default=3, help="repeats of the whole-file paths (best taken)"
     )
     parser.add_argument("--int8", action="store_true", help="dynamic-int8 weights (fsnet.quantize)")
     parser.add_argument(
         "--onnx", action="store_true", help="network step in ONNX Runtime (fsnet.onnx_export)"
+    )
+    parser.add_argument(
+        "--file-block-seconds",
+        type=float,
+        default=1.0,
+        help="audio per engine call on the file path (seconds)",
     )
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
@@ -66,49 +75,68 @@ def main() -> None:
     engine = engine or fsnet.StreamingEnhancer(model)
     engine.process(x[: 50 * hop])  # warm-up: allocator, weight packing
     engine.reset()
-    hop_ms = []
-    for start in range(0, len(x) - hop + 1, hop):
-        t0 = time.perf_counter()
-        engine.process(x[start : start + hop])
-        hop_ms.append(1e3 * (time.perf_counter() - t0))
-    engine.flush()
-    hop_ms = np.asarray(hop_ms)
+    calls = {
+        name: call_times(engine, x, hops * hop) for name, hops in (("one_hop", 1), ("four_hop", 4))
+    }
+    file_block = int(args.file_block_seconds * rate)
+    file_s = best_time(lambda: enhance_in_blocks(engine, x, file_block), args.repeats)
 
     fsnet.enhance(model, x[:rate])  # warm-up
-    offline_s = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        fsnet.enhance(model, x)
-        offline_s.append(time.perf_counter() - t0)
+    chunked_s = best_time(lambda: fsnet.enhance(model, x), args.repeats)
+    offline_s = best_time(lambda: fsnet.enhance(model, x, chunk_seconds=None), args.repeats)
 
+    offline_rtf = offline_s / audio_seconds
+    rows = {
+        f"{name.replace('_', '-')} calls ({hops * hop} samples)": (ms, ms.sum() / 1e3)
+        for (name, ms), hops in zip(calls.items(), (1, 4), strict=True)
+    }
+    rows[f"file path ({file_block} samples per call)"] = (None, file_s)
+    rows["fsnet.enhance (chunked)"] = (None, chunked_s)
+    rows["offline forward (whole signal)"] = (None, offline_s)
     result = {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s)",
         "torch": str(torch.__version__),
         "engine": "onnxruntime" if args.onnx else "torch",
+        "weights": "int8" if args.int8 else "fp32",
         "audio_seconds": audio_seconds,
-        "hop_ms": 1e3 * hop / rate,
-        "stream_hop_compute_ms": {
-            "mean": float(hop_ms.mean()),
-            "p50": float(np.percentile(hop_ms, 50)),
-            "p99": float(np.percentile(hop_ms, 99)),
-            "max": float(hop_ms.max()),
-        },
-        "stream_rtf": float(hop_ms.sum() / 1e3 / audio_seconds),
-        "offline_rtf": float(min(offline_s) / audio_seconds),
+        "rows": {},
     }
-    result["stream_over_offline"] = result["stream_rtf"] / result["offline_rtf"]
-    h = result["stream_hop_compute_ms"]
-    print(
-        "| weights | hop p50 ms | hop p99 ms | hop max ms | streaming RTF | offline RTF | ratio |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    print(
-        f"| {'onnx ' if args.onnx else ''}{'int8' if args.int8 else 'fp32'} | {h['p50']:.2f} | {h['p99']:.2f} | {h['max']:.2f} | "
-        f"{result['stream_rtf']:.3f} | {result['offline_rtf']:.3f} | {result['stream_over_offline']:.2f}x |"
-    )
+    print("| path | call p50 ms | call p99 ms | call max ms | RTF | vs offline forward |")
+    print("|---|---|---|---|---|---|")
+    for name, (ms, seconds) in rows.items():
+        rtf = seconds / audio_seconds
+        row = {"rtf": rtf, "over_offline": rtf / offline_rtf}
+        cells = ["", "", ""]
+        if ms is not None:
+            row.update(p50_ms=float(np.percentile(ms, 50)), p99_ms=float(np.percentile(ms, 99)))
+            row["max_ms"] = float(ms.max())
+            cells = [f"{row['p50_ms']:.2f}", f"{row['p99_ms']:.2f}", f"{row['max_ms']:.2f}"]
+        result["rows"][name] = row
+        print(f"| {name} | {' | '.join(cells)} | {rtf:.3f} | {row['over_offline']:.2f}x |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
+
+
+def call_times(engine, x: np.ndarray, block: int) -> np.ndarray:
+    """Milliseconds of each ``engine.process`` call over ``x`` in ``block``-sample calls."""
+    times_ms = []
+    for start in range(0, len(x) - block + 1, block):
+        t0 = time.perf_counter()
+        engine.process(x[start : start + block])
+        times_ms.append(1e3 * (time.perf_counter() - t0))
+    engine.flush()
+    return np.asarray(times_ms)
+
+
+def best_time(work, repeats: int) -> float:
+    """Seconds of the fastest of ``repeats`` runs of ``work()``."""
+    seconds = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        work()
+        seconds.append(time.perf_counter() - t0)
+    return min(seconds)
 
 
 if __name__ == "__main__":

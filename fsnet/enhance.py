@@ -1,4 +1,4 @@
-"""Offline enhancement of whole signals."""
+"""Offline enhancement of whole signals, in bounded memory for any length."""
 
 from __future__ import annotations
 
@@ -7,20 +7,36 @@ import torch
 
 from fsnet.frontend import apply_mask
 from fsnet.model import FastFullSubNet
+from fsnet.streaming import StreamingEnhancer
+
+# Audio per network call in ``enhance``: long enough that the per-call cost vanishes next to the
+# frames' own, short enough that the working memory (about 12 MB per second of audio for the
+# paper-size model) stays small on any machine.
+DEFAULT_CHUNK_SECONDS = 10.0
 
 
 def enhance_batch(model: FastFullSubNet, wave: torch.Tensor) -> torch.Tensor:
-    """Enhance ``wave [B, N]`` (model sample rate, on the model's device) -> ``[B, N]``, time-aligned."""
+    """Enhance ``wave [B, N]`` (model sample rate, on the model's device) -> ``[B, N]``, time-aligned.
+
+    The whole signal in one forward: memory grows with ``N`` (training, short batches)."""
     spec = model.stft.stft(wave)
     mask = model(spec.abs()[:, None])
     return model.stft.istft(apply_mask(spec, mask), wave.shape[-1])
 
 
 @torch.inference_mode()
-def enhance(model: FastFullSubNet, x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+def enhance(
+    model: FastFullSubNet,
+    x: np.ndarray | torch.Tensor,
+    chunk_seconds: float | None = DEFAULT_CHUNK_SECONDS,
+) -> np.ndarray | torch.Tensor:
     """Enhance a 1-D signal at ``model.config.sample_rate`` (16 kHz by default).
 
-    Returns the same type and length as ``x``, aligned sample for sample (no delay).
+    Returns the same type and length as ``x``, aligned sample for sample (no delay). The network
+    runs over ``chunk_seconds`` of audio at a time with its state carried from chunk to chunk, so
+    memory (host and GPU) is bounded by the chunk length whatever the input length; the result
+    equals one whole-signal forward to float rounding. ``chunk_seconds=None`` runs the whole
+    signal at once, as does a model with utterance-level norm (that norm needs all of it).
     """
     is_numpy = not isinstance(x, torch.Tensor)
     wave = torch.as_tensor(np.asarray(x) if is_numpy else x, dtype=torch.float32)
@@ -31,6 +47,35 @@ def enhance(model: FastFullSubNet, x: np.ndarray | torch.Tensor) -> np.ndarray |
     device = model.stft.window.device
     if wave.numel() == 0:
         out = wave.clone()
-    else:
+    elif chunk_seconds is None or model.norm != "cumulative":
         out = enhance_batch(model, wave.to(device)[None])[0]
+    else:
+        out = _enhance_in_chunks(model, wave, chunk_seconds)
     return out.cpu().numpy() if is_numpy else out.to(x.device)
+
+
+def _enhance_in_chunks(
+    model: FastFullSubNet, wave: torch.Tensor, chunk_seconds: float
+) -> torch.Tensor:
+    """``wave [N]`` through a streaming engine ``chunk_seconds`` at a time -> ``[N]`` aligned, on
+    ``wave``'s device; only one chunk at a time is on the model's device."""
+    was_training = model.training  # the engine puts the model in eval mode
+    engine = StreamingEnhancer(model, max_chunk_seconds=chunk_seconds)
+    chunk_samples = engine.max_chunk_frames * engine.hop_samples  # whole hops: one call, one chunk
+    out = torch.empty_like(wave)
+    position = -engine.latency_samples  # where the engine's next sample belongs in ``wave``
+
+    def place(y: torch.Tensor) -> None:
+        nonlocal position
+        start, end = max(position, 0), min(position + y.shape[-1], out.shape[-1])
+        if end > start:
+            out[start:end] = y[start - position : end - position].to(out.device)
+        position += y.shape[-1]
+
+    try:
+        for start in range(0, wave.shape[-1], chunk_samples):
+            place(engine.process(wave[start : start + chunk_samples]))
+        place(engine.flush())
+    finally:
+        model.train(was_training)
+    return out

@@ -10,6 +10,9 @@ RecurrentState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # GRU: h; LST
 # Rows (streams, or streams x bands) from which a packed LSTM step takes oneDNN's activations:
 # below it, two GEMM calls instead of one cost more than ATen's tanh saves on so few elements.
 FUSED_ACTIVATION_ROWS = 16
+# Below this many frames, a chunk runs frame by frame on packed cells:
+# oneDNN's sequence kernel re-packs the weights on every call, which only pays off over longer runs.
+CELL_LOOP_FRAMES = 16
 
 
 class RecurrentLayer(nn.Module):
@@ -80,26 +83,10 @@ class RecurrentLayer(nn.Module):
             or torch.is_autocast_enabled("cpu")
         ):
             return None
-        w_ih, w_hh, b_ih, b_hh = self._layer_weights(k)
         rows, hidden = x.shape[0], self.hidden_size
-        key = (
-            k,
-            rows,
-            w_ih._version,
-            w_hh._version,
-            b_ih._version,
-            b_hh._version,
-            w_ih.data_ptr(),
-        )
-        cache = self.__dict__.setdefault("_packed", {})
-        entry = cache.get(key)
+        entry = self._cached_pack(k, rows, "joint")
         if entry is None:
-            entry = _pack_lstm_layer(w_ih, w_hh, b_ih, b_hh, rows)
-            if entry is None:
-                return None
-            if len(cache) > 16:
-                cache.clear()
-            cache[key] = entry
+            return None
         xh = torch.cat((x, h_prev), 1)
         fused = len(entry) == 4  # see _pack_lstm_layer
         if not fused:
@@ -122,6 +109,59 @@ class RecurrentLayer(nn.Module):
         c += i * g
         tanh_c = torch.tanh(c.to_mkldnn()).to_dense() if fused else c.tanh()
         return tanh_c.mul_(o), c
+
+    def _cached_pack(self, k: int, rows: int, kind: str) -> tuple[torch.Tensor, ...] | None:
+        """The packed weights of layer ``k`` for ``rows`` rows (``kind``: "joint", oneDNN's
+        [W_ih | W_hh] for the one-frame cell; "split" for ``_cell_loop``), cached on the
+        parameters' versions."""
+        weights = self._layer_weights(k)
+        key = (k, rows, kind, weights[0].data_ptr(), *(w._version for w in weights))
+        cache = self.__dict__.setdefault("_packed", {})
+        entry = cache.get(key)
+        if entry is None:
+            pack = _pack_lstm_layer if kind == "joint" else _pack_lstm_split
+            entry = pack(*weights, rows)
+            if entry is None:
+                return None
+            if len(cache) > 16:
+                cache.clear()
+            cache[key] = entry
+        return entry
+
+    def _cell_loop(
+        self, x: torch.Tensor, state: RecurrentState | None
+    ) -> tuple[torch.Tensor, RecurrentState]:
+        """A short sequence ``x [B, T, input]`` frame by frame on the cell kernels.
+
+        A one-layer LSTM takes the input projections of all frames in one GEMM first, so that
+        each frame reads only the recurrent weights, as the sequence kernel does; other layers
+        step the one-frame cell.
+        """
+        rows, num_frames, _ = x.shape
+        pack = self._cached_pack(0, rows, "split") if self.num_layers == 1 else None
+        if pack is None:
+            frames = []
+            for t in range(num_frames):
+                h, state = self._step(x[:, t], state)
+                frames.append(h)
+            return torch.stack(frames, dim=1), state
+        w_ih_t, bias, w_hh_t = pack
+        if state is None:
+            state = self.zero_state(rows, x.device)
+        h, c = state[0][0], state[1][0]
+        hidden = self.hidden_size
+        inputs = x.transpose(0, 1).reshape(num_frames * rows, -1)
+        projected = torch.addmm(bias, inputs, w_ih_t).reshape(num_frames, rows, 4 * hidden)
+        frames = []
+        for t in range(num_frames):
+            gates = torch.addmm(projected[t], h, w_hh_t)
+            gates[:, : 3 * hidden].sigmoid_()  # gate order (i, f, o, g), see _pack_lstm_layer
+            i, f, o, g = gates.chunk(4, 1)
+            c = f * c
+            c += i * g.tanh_()
+            h = c.tanh().mul_(o)
+            frames.append(h)
+        return torch.stack(frames, dim=1), (h[None], c[None])
 
     def _step(
         self, x: torch.Tensor, state: RecurrentState | None
@@ -148,15 +188,30 @@ class RecurrentLayer(nn.Module):
             return x, h_all
         return x, (h_all, new_c[0][None] if len(new_c) == 1 else torch.stack(new_c))
 
+    def _cells_are_faster(self, x: torch.Tensor) -> bool:
+        """Whether a short sequence ``x [B, T, input]`` runs faster frame by frame on packed
+        cells than through oneDNN's sequence kernel, which re-packs every weight on each call
+        (about 1 ms for a 512-wide layer): few frames, CPU inference."""
+        return (
+            x.shape[1] < CELL_LOOP_FRAMES
+            and x.device.type == "cpu"
+            and self.is_lstm
+            and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu")
+        )
+
     def forward(
         self, x: torch.Tensor, state: RecurrentState | None = None
     ) -> tuple[torch.Tensor, RecurrentState]:
         """``x [B, T, input]`` -> ``(y [B, T, output or hidden], state)``."""
         # Quantized RNN modules (fsnet.quantize) keep their weights packed: they run the
         # sequence kernel even for one frame.
-        one_frame = x.shape[1] == 1 and "weight_ih_l0" in self.rnn._parameters
+        unpacked = "weight_ih_l0" in self.rnn._parameters
+        one_frame = x.shape[1] == 1 and unpacked
         if one_frame:  # the projection too runs on [B, H]: one reshape fewer each way
             y, state = self._step(x[:, 0], state)
+        elif unpacked and self._cells_are_faster(x):
+            y, state = self._cell_loop(x, state)
         else:
             y, state = self.rnn(x, state)
         if self.proj is not None:
@@ -190,3 +245,15 @@ def _pack_lstm_layer(
         return tuple(packs)
     except (RuntimeError, AttributeError):
         return None
+
+
+def _pack_lstm_split(
+    w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor, rows: int
+) -> tuple[torch.Tensor, ...]:
+    """``(w_ih^T, bias, w_hh^T)`` of one LSTM layer, gates in the order (i, f, o, g), transposed
+    once so that each GEMM reads its weight row by row (MKL's fastest layout for a few rows,
+    ahead of oneDNN's packed GEMV when the weight must come from memory). ``rows`` is unused:
+    one layout serves any."""
+    hidden = w_hh.shape[1]
+    order = torch.cat([torch.arange(n * hidden, (n + 1) * hidden) for n in (0, 1, 3, 2)])
+    return w_ih[order].t().contiguous(), (b_ih + b_hh)[order], w_hh[order].t().contiguous()

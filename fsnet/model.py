@@ -2,8 +2,10 @@
 
 The network is written as four stages that take sequences plus carried state
 (``encode``, ``subband_units``, ``subband``, ``decode``). ``forward`` runs them over a whole
-utterance; ``step`` runs them on one frame. The streaming engine only ever calls ``step``, so
-the model you train is the model you stream.
+utterance, ``forward_chunk`` over any run of frames with carried state (so that a signal of any
+length runs in bounded memory), ``step`` on one frame. ``forward`` and ``step`` are
+``forward_chunk`` on a whole utterance and on one frame, and the streaming engine only ever calls
+``forward_chunk``, so the model you train is the model you stream.
 """
 
 from __future__ import annotations
@@ -178,28 +180,68 @@ class FastFullSubNet(nn.Module):
         return x.transpose(1, 2).reshape(batch, 2, self.config.num_freqs, num_frames)
 
     # ---------------------------------------------------------------- time shrinking
-    def shrink(self, units: torch.Tensor) -> torch.Tensor:
-        """Average frames into sub-band steps: frame 0 alone, then blocks of ``shrink_size``.
+    def chunk_subband(self, units: torch.Tensor, state: dict, whole: bool = False) -> torch.Tensor:
+        """S on the units ``[B, M, K, T]`` of the frames after ``state["frames"]`` -> the sub-band
+        output each of those frames uses ``[B, M, T]``; carries the unfinished block in ``state``.
 
-        ``[..., T] -> [..., 1 + ceil((T - 1) / s)]``. Block k >= 1 holds frames
-        ``(k - 1) s + 1 .. k s`` and is complete at frame ``k s``; ``expand`` gives frame t the
-        block ``t // s``, which has always ended by then, so the shrink adds no latency.
+        Frame 0 is a block of its own (the look-back stops there); block k >= 1 averages frames
+        ``(k - 1) s + 1 .. k s`` and is complete at frame ``k s``. Frame t uses block ``t // s``,
+        which has always ended by then, so the shrink adds no latency, and a chunk may end
+        anywhere: the frames of an unfinished block wait summed in ``state["sb_acc"]``.
+        ``whole``: the chunk is a whole utterance; a trailing unfinished block also runs, averaged
+        over its frames (no frame uses it, but the utterance norm's mean counts it).
         """
-        s = self.config.shrink_size
-        rest = units[..., 1:]
-        num_rest = rest.shape[-1]
-        num_blocks = -(-num_rest // s)
-        padded = F.pad(rest, (0, num_blocks * s - num_rest))
-        sums = padded.reshape(*rest.shape[:-1], num_blocks, s).sum(-1)
-        counts = torch.full((num_blocks,), float(s), device=units.device)
-        if num_blocks:
-            counts[-1].fill_(num_rest - (num_blocks - 1) * s)  # no host copy: CUDA-graph safe
-        return torch.cat((units[..., :1], sums / counts), dim=-1)
+        s, first = self.config.shrink_size, state["frames"]
+        num_frames = units.shape[-1]
+        acc = state.get("sb_acc")
+        head = (-first) % s + 1  # frames up to and including the next block end
+        if num_frames < head:  # no block ends in this chunk
+            state["sb_acc"] = units.sum(-1, keepdim=True) + (0 if acc is None else acc)
+            return state["sb_out"].expand(*units.shape[:2], num_frames)
+        first_sum = units[..., :head].sum(-1, keepdim=True)
+        if acc is not None:
+            first_sum = acc + first_sum
+        rest = units[..., head:]
+        num_full = rest.shape[-1] // s
+        full = rest[..., : num_full * s].reshape(*rest.shape[:-1], num_full, s).sum(-1)
+        left = rest[..., num_full * s :]
+        blocks = [first_sum / (1 if first == 0 else s), full / s]
+        if whole and left.shape[-1]:
+            blocks.append(left.mean(-1, keepdim=True))
+        out = self.subband(torch.cat(blocks, dim=-1), state)[..., : 1 + num_full]
+        state["sb_acc"] = left.sum(-1, keepdim=True)
+        previous = out[..., :1] if first == 0 else state["sb_out"]  # frame 0 never uses it
+        state["sb_out"] = out[..., -1:]
+        # Frame first + t uses the (count of block ends in first..first + t)-th entry.
+        ends = torch.arange(first, first + num_frames, device=units.device) // s
+        index = ends - (first - 1) // s
+        return torch.cat((previous.to(out.dtype), out), dim=-1).index_select(-1, index)
 
-    def expand(self, blocks: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """Sub-band steps ``[..., Tb]`` back to frames ``[..., num_frames]`` (frame t gets block t // s)."""
-        index = torch.arange(num_frames, device=blocks.device) // self.config.shrink_size
-        return blocks.index_select(-1, index)
+    # ---------------------------------------------------------------- chunks of frames
+    def forward_chunk(
+        self, noisy_mag: torch.Tensor, state: dict, whole: bool = False
+    ) -> torch.Tensor:
+        """Frames ``[B, 1, F, T]`` that follow ``state`` -> the decoder's output for them
+        ``[B, 2, F, T]``; ``state`` moves on by T frames.
+
+        Output t is the mask of the frame ``look_ahead`` steps earlier: feed ``look_ahead`` zero
+        frames at the end, as ``forward`` pads. Any split of a sequence into chunks gives the
+        same outputs (to float rounding) as one chunk; memory grows with T, not with the stream.
+        ``whole``: the chunk is a whole utterance (``forward``; see ``chunk_subband``).
+        """
+        if self.norm != "cumulative" and state["frames"]:
+            raise ValueError("a model with utterance-level norm cannot run in chunks")
+        first = state["frames"]
+        mel = self.to_mel(noisy_mag[:, 0])
+        encoded = self.encode(mel, state)
+        units = self.subband_units(mel, encoded)
+        if units.shape[-1] == 1:  # one frame: the cell kernels, CUDA-graph and ONNX safe
+            self.step_subband(units, state, first, self.runs_subband(first))
+            subband_out = state["sb_out"]
+        else:
+            subband_out = self.chunk_subband(units, state, whole)
+        state["frames"] = first + units.shape[-1]
+        return self.decode(encoded, subband_out, state)
 
     # ---------------------------------------------------------------- whole sequence
     def forward(self, noisy_mag: torch.Tensor) -> torch.Tensor:
@@ -208,31 +250,23 @@ class FastFullSubNet(nn.Module):
         The mask of frame t sees frames up to ``t + look_ahead`` (zeros past the end).
         """
         look_ahead = self.config.look_ahead
-        mag = F.pad(noisy_mag[:, 0], (0, look_ahead))
-        state = self.init_state()
-        mel = self.to_mel(mag)
-        encoded = self.encode(mel, state)
-        blocks = self.subband(self.shrink(self.subband_units(mel, encoded)), state)
-        mask = self.decode(encoded, self.expand(blocks, mag.shape[-1]), state)
+        padded = F.pad(noisy_mag, (0, look_ahead))
+        mask = self.forward_chunk(padded, self.init_state(), whole=True)
         return mask[..., look_ahead:]
 
     # ---------------------------------------------------------------- one frame
     def step(self, noisy_mag: torch.Tensor, state: dict) -> torch.Tensor:
-        """One frame ``[B, 1, F, 1]`` -> the decoder's output for it ``[B, 2, F, 1]``.
+        """One frame ``[B, 1, F, 1]`` -> the decoder's output for it ``[B, 2, F, 1]``
+        (``forward_chunk`` on one frame).
 
         That output is the mask of the frame ``look_ahead`` steps earlier; feed zero frames at
         the end of a stream to drain the look-ahead, as ``forward`` pads.
         """
         if self.norm != "cumulative":
             raise ValueError("a model with utterance-level norm cannot run frame by frame")
-        frame_index = state["frames"]
-        mel = self.to_mel(noisy_mag[:, 0])
-        encoded = self.encode(mel, state)
-        self.step_subband(
-            self.subband_units(mel, encoded), state, frame_index, self.runs_subband(frame_index)
-        )
-        state["frames"] = frame_index + 1
-        return self.decode(encoded, state["sb_out"], state)
+        if noisy_mag.shape[-1] != 1:
+            raise ValueError(f"step takes one frame, got {noisy_mag.shape[-1]}")
+        return self.forward_chunk(noisy_mag, state)
 
     def step_subband(
         self, units: torch.Tensor, state: dict, frame_index: int | torch.Tensor, runs: bool

@@ -411,8 +411,10 @@ class OnnxStreamingEnhancer(StreamingEnhancer):
         if state_names(self.model) != self.onnx.state_names:
             raise FsnetError(f"the ONNX graphs in {onnx_dir} have another state layout")
 
-    def _network_step(self, mag: torch.Tensor, state: dict) -> torch.Tensor:
-        return self.onnx.step(mag, state)
+    def _network_chunk(self, mag: torch.Tensor, state: dict) -> torch.Tensor:
+        # The graphs take one frame: a chunk runs frame by frame.
+        frames = [self.onnx.step(mag[..., t : t + 1], state) for t in range(mag.shape[-1])]
+        return frames[0] if len(frames) == 1 else torch.cat(frames, dim=-1)
 
 
 # -------------------------------------------------------------------------------------- CLI

@@ -2,7 +2,8 @@
 
 It owns only what streaming adds: the last window of input, the spectra waiting for their
 look-ahead, and the overlap-add tail. Every number the network computes comes from
-``FastFullSubNet.step`` on the model's own parameters.
+``FastFullSubNet.forward_chunk`` on the model's own parameters, over all the hops a call makes
+ready.
 
 All carried state lives in tensors of fixed shape. With ``cuda_graphs=True`` (or autocast) the
 new values are copied into the same tensors after each hop, so that the hop can be captured once
@@ -51,8 +52,12 @@ class StreamingEnhancer:
     that concatenating everything and dropping the first ``latency_samples`` gives
     ``enhance(model, x)``; it then resets the engine for a new stream.
 
+    All the hops one call makes ready run through the network as one chunk
+    (``FastFullSubNet.forward_chunk``), at most ``max_chunk_seconds`` of audio at a time, so a
+    call that brings several hops costs about what the offline forward costs for them.
+
     ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the network under autocast;
-    ``cuda_graphs=True`` captures the hop as CUDA graphs (CUDA models only).
+    ``cuda_graphs=True`` captures the hop as CUDA graphs (CUDA models only) and runs hop by hop.
     """
 
     def __init__(
@@ -61,6 +66,7 @@ class StreamingEnhancer:
         num_streams: int = 1,
         autocast_dtype: torch.dtype | None = None,
         cuda_graphs: bool = False,
+        max_chunk_seconds: float = 10.0,
     ):
         if model.norm != "cumulative":
             raise FsnetError(
@@ -80,6 +86,12 @@ class StreamingEnhancer:
         if cuda_graphs and self.device.type != "cuda":
             raise ValueError("cuda_graphs needs the model on a CUDA device")
         self.cuda_graphs = cuda_graphs
+        if not max_chunk_seconds > 0:
+            raise ValueError("max_chunk_seconds must be > 0")
+        # The most frames one network call runs: bounds memory when a call brings a long signal.
+        self.max_chunk_frames = max(
+            1, round(max_chunk_seconds * self.sample_rate / self.hop_samples)
+        )
         # Only a captured graph (and autocast, whose steps hand back low-precision tensors)
         # needs the hop's results copied into the fixed state tensors.
         self._in_place = cuda_graphs or autocast_dtype is not None
@@ -122,18 +134,23 @@ class StreamingEnhancer:
         self._samples_out = 0
         self._numpy_out = True
 
-    # ------------------------------------------------------------------ one hop
-    def _network_step(self, mag: torch.Tensor, state: dict) -> torch.Tensor:
-        """``model.step`` on one frame; a subclass may run it elsewhere (fsnet.onnx_export)."""
-        return self.model.step(mag, state)
+    # ------------------------------------------------------------------ a run of hops
+    def _network_chunk(self, mag: torch.Tensor, state: dict) -> torch.Tensor:
+        """``model.forward_chunk`` on ``mag [B, 1, F, n]``; a subclass may run it elsewhere
+        (fsnet.onnx_export)."""
+        return self.model.forward_chunk(mag, state)
 
-    def _hop_function(self, block: torch.Tensor | None, frame_index: int) -> torch.Tensor:
-        """One hop on the carried tensors; writes the new state back in place.
+    def _hop_function(
+        self, block: torch.Tensor | None, frame_index: int, num_frames: int = 1
+    ) -> torch.Tensor:
+        """``num_frames`` hops as one chunk on the carried tensors; writes the new state back.
 
-        ``block [B, hop]`` is the newest input; None is a look-ahead frame past the end (zero
-        spectrum, as ``forward`` pads). Returns ``[B, hop]`` final output samples.
+        ``block [B, num_frames * hop]`` is the newest input; None stands for look-ahead frames
+        past the end (zero spectra, as ``forward`` pads). Returns ``[B, num_frames * hop]``
+        final output samples.
         """
         bufs, hop, in_place = self._buffers, self.hop_samples, self._in_place
+        n_fft = self.config.n_fft
         state = _copy_structure(self._state) if in_place else self._state
         state["frames"] = frame_index
         autocast = (
@@ -144,21 +161,22 @@ class StreamingEnhancer:
         with autocast:
             if block is None:
                 window = bufs["window"]
-                spec = torch.zeros_like(bufs["waiting"][0])
+                spec = bufs["waiting"].new_zeros(
+                    self.num_streams, self.config.num_freqs, num_frames
+                )
             else:
-                window = torch.cat((bufs["window"][:, hop:], block), dim=1)
-                spec = self.stft.analyze(window[:, None, :])[..., 0]  # [B, F]
-            mask = self._network_step(spec.abs()[:, None, :, None], state)
-        waiting = torch.cat((bufs["waiting"][1:], spec[None]))
-        ola = bufs["ola"] + self.stft.synthesize(apply_mask(waiting[0][..., None], mask))[:, 0]
-        out = ola[:, :hop] / self.stft.ola_envelope
-        new_buffers = {
-            "window": window,
-            "waiting": waiting,
-            "ola": torch.nn.functional.pad(ola[:, hop:], (0, hop)),
-        }
+                signal = torch.cat((bufs["window"][:, hop:], block), dim=1)
+                window = signal[:, -n_fft:]
+                spec = self.stft.analyze(signal.unfold(-1, n_fft, hop))  # [B, F, n]
+            mask = self._network_chunk(spec.abs()[:, None], state)
+        # waiting[0] is the frame the next mask is for; the look-ahead frames follow it.
+        spectra = torch.cat((bufs["waiting"], spec.permute(2, 0, 1)))
+        targets = spectra[1 : 1 + num_frames].permute(1, 2, 0)
+        frames = self.stft.synthesize(apply_mask(targets, mask))  # [B, n, n_fft]
+        ola, out = self._overlap_add(frames)
+        new_buffers = {"window": window, "waiting": spectra[num_frames:], "ola": ola}
         if not in_place:
-            self._buffers = new_buffers  # step() has already rebound self._state's entries
+            self._buffers = new_buffers  # the network has already rebound self._state's entries
             return out
         for target, value in zip(
             _tensor_leaves((self._buffers, self._state)),
@@ -168,6 +186,22 @@ class StreamingEnhancer:
             if target is not value:
                 target.copy_(value)
         return out
+
+    def _overlap_add(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Windowed frames ``[B, n, n_fft]`` onto the carried tail -> (new tail ``[B, n_fft]``,
+        ``[B, n * hop]`` finished output samples)."""
+        batch, num_frames, n_fft = frames.shape
+        hop = self.hop_samples
+        summed = torch.nn.functional.pad(self._buffers["ola"], (0, (num_frames - 1) * hop))
+        parts = frames.reshape(batch, num_frames, n_fft // hop, hop)
+        # Earlier frames first (the last hop of each frame), as hop-by-hop adding would.
+        for m in reversed(range(n_fft // hop)):
+            summed[:, m * hop : (m + num_frames) * hop] += parts[:, :, m].reshape(batch, -1)
+        done = num_frames * hop
+        out = (summed[:, :done].reshape(batch, num_frames, hop) / self.stft.ola_envelope).reshape(
+            batch, done
+        )
+        return torch.nn.functional.pad(summed[:, done:], (0, hop)), out
 
     def _graph_for(self, runs_subband: bool) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
         """Capture (once) the hop that does or does not step the sub-band model."""
@@ -190,22 +224,39 @@ class StreamingEnhancer:
             self._graphs[runs_subband] = (graph, out)
         return self._graphs[runs_subband]
 
-    def _advance(self, block: torch.Tensor | None) -> torch.Tensor:
+    def _advance(self, block: torch.Tensor | None, num_frames: int = 1) -> torch.Tensor:
         frame_index = self._state["frames"]
-        if self.cuda_graphs and block is not None and frame_index > 0:
+        if self.cuda_graphs and block is not None and frame_index > 0 and num_frames == 1:
             graph, out = self._graph_for(self.model.runs_subband(frame_index))
             self._block.copy_(block)
             graph.replay()
             out = out.clone()
         else:
-            out = self._hop_function(block, frame_index)
-        self._state["frames"] = frame_index + 1
+            out = self._hop_function(block, frame_index, num_frames)
+        self._state["frames"] = frame_index + num_frames
         # Stream samples before latency_samples precede the signal: keep them silent.
         silent = self.latency_samples - self._samples_out
         if silent > 0:
-            out[:, : min(silent, self.hop_samples)] = 0
-        self._samples_out += self.hop_samples
+            out[:, : min(silent, out.shape[-1])] = 0
+        self._samples_out += out.shape[-1]
         return out
+
+    def _run_frames(self, samples: torch.Tensor | None, num_frames: int) -> torch.Tensor:
+        """``num_frames`` frames of input ``samples [B, num_frames * hop]`` (None: look-ahead zero
+        frames) -> ``[B, num_frames * hop]`` output, in chunks of at most ``max_chunk_frames``
+        (one hop at a time under CUDA graphs, which replay a captured hop)."""
+        hop = self.hop_samples
+        most = 1 if self.cuda_graphs else self.max_chunk_frames
+        outputs = []
+        for start in range(0, num_frames, most):
+            n = min(most, num_frames - start)
+            block = None if samples is None else samples[:, start * hop : (start + n) * hop]
+            outputs.append(self._advance(block, n))
+        if len(outputs) == 1:
+            return outputs[0]
+        if not outputs:
+            return torch.zeros(self.num_streams, 0, device=self.device)
+        return torch.cat(outputs, dim=-1)
 
     # ------------------------------------------------------------------ public API
     @torch.inference_mode()
@@ -234,13 +285,11 @@ class StreamingEnhancer:
         self._samples_in += x.shape[-1]
         hop = self.hop_samples
         num_hops = pending.shape[-1] // hop
-        outputs = [self._advance(pending[:, i * hop : (i + 1) * hop]) for i in range(num_hops)]
+        # All the hops this call makes ready run as one chunk: the full-band weights are read
+        # once per chunk rather than once per hop.
+        out = self._run_frames(pending[:, : num_hops * hop], num_hops)
         # A copy: the rest may be a view of the caller's buffer, which it may then overwrite.
         self._pending = pending[:, num_hops * hop :].clone()
-        if len(outputs) == 1:
-            out = outputs[0]
-        else:
-            out = torch.cat(outputs, dim=-1) if outputs else x.new_zeros(self.num_streams, 0)
         if not batch_dims:
             out = out[0]
         return out if is_tensor else out.cpu().numpy()
@@ -262,16 +311,12 @@ class StreamingEnhancer:
                 self._pending, (0, frames_left * hop - self._pending.shape[-1])
             )
             outputs = [
-                self._advance(padded[:, i * hop : (i + 1) * hop]) for i in range(frames_left)
+                self._run_frames(padded, frames_left),
+                self._run_frames(None, self.config.look_ahead),
             ]
-            outputs += [self._advance(None) for _ in range(self.config.look_ahead)]
+        out = torch.cat(outputs, dim=-1) if outputs else self._run_frames(None, 0)
         total_wanted = self._samples_in + self.latency_samples if self._samples_in else 0
-        emitted_before = self._samples_out - hop * len(outputs)
-        out = (
-            torch.cat(outputs, dim=-1)
-            if outputs
-            else torch.zeros(self.num_streams, 0, device=self.device)
-        )
+        emitted_before = self._samples_out - out.shape[-1]
         out = out[:, : max(0, total_wanted - emitted_before)]
         as_numpy = self._numpy_out
         self.reset()
