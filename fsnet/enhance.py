@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from fsnet.audio import as_float_samples
 from fsnet.frontend import apply_mask
 from fsnet.model import FastFullSubNet
 
@@ -20,10 +21,12 @@ def enhance_batch(model: FastFullSubNet, wave: torch.Tensor) -> torch.Tensor:
 def enhance(model: FastFullSubNet, x: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
     """Enhance a 1-D signal at ``model.config.sample_rate`` (16 kHz by default).
 
-    Returns the same type and length as ``x``, aligned sample for sample (no delay).
+    Returns the same type and length as ``x``, aligned sample for sample (no delay), as float32.
+    Integer samples are scaled by their type's full scale (``fsnet.audio.as_float_samples``:
+    int16 / 32768, ...); None, text or int64 raise TypeError.
     """
     is_numpy = not isinstance(x, torch.Tensor)
-    wave = torch.as_tensor(np.asarray(x) if is_numpy else x, dtype=torch.float32)
+    wave = torch.as_tensor(as_float_samples(x))  # int16 etc. scaled by their full scale
     if wave.dim() != 1:
         raise ValueError(f"enhance takes a 1-D signal, got shape {tuple(wave.shape)}")
     if not bool(torch.isfinite(wave).all()):
