@@ -1,7 +1,8 @@
 """Release files, Lightning checkpoints and original FullSubNet checkpoints -> a ready model.
 
 A release file is plain data (``torch.load(weights_only=True)`` reads it): no classes are
-pickled, so renaming a module never breaks an old file.
+pickled, so renaming a module never breaks an old file. Every checkpoint is read that way
+(:func:`read_checkpoint`): unpickling a class or function from a file runs code of its choosing.
 """
 
 from __future__ import annotations
@@ -164,11 +165,14 @@ def _allowed_globals() -> list[Any]:
     the numeric dtypes (under numpy 1's name too). None of these runs code chosen by the file.
     """
     import numpy as np
-    from numpy._core.multiarray import scalar
 
-    dtypes = np.dtypes
-    numeric = [dtypes.Float64DType, dtypes.Float32DType, dtypes.Int64DType, dtypes.Int32DType]
-    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, dtypes.BoolDType, *numeric]
+    try:
+        from numpy._core.multiarray import scalar  # numpy 2
+    except ImportError:  # pragma: no cover - numpy 1
+        from numpy.core.multiarray import scalar
+    names = ("Float64DType", "Float32DType", "Int64DType", "Int32DType", "BoolDType")
+    dtypes = [getattr(np.dtypes, n) for n in names] if hasattr(np, "dtypes") else []
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *dtypes]
 
 
 def _refused_global(text: str) -> str:
@@ -210,7 +214,7 @@ def read_checkpoint(
         if "Weights only load failed" not in str(exc):
             raise FsnetError(f"{path} is not a torch checkpoint (or it is truncated)") from None
         raise FsnetError(
-            f"{path} refused: it holds {_refused_global(str(exc))}, and loading it would run code "
+            f"{path} refused: it holds {_refused_global(str(exc))}, and loading it could run code "
             "from the file (fsnet checkpoints hold plain data only; a file you wrote yourself: "
             "load_model(..., unsafe_trust_checkpoint_code=True))"
         ) from None
@@ -227,7 +231,7 @@ def read_checkpoint(
         raise FsnetError(f"{path} is not a readable torch checkpoint: {reason}") from None
 
 
-_read = read_checkpoint  # the name fsnet.train used before it was public
+_read = read_checkpoint  # fsnet.train imports it under this older name
 
 
 def _fixed_config(path: Path, stored: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
