@@ -65,6 +65,26 @@ def evil_checkpoints(folder: Path) -> tuple[Path, dict[str, Path]]:
     return marker, {name: folder / name for name in files}
 
 
+def run_python(args: list) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+
+
+def tiny_train(tree_root: Path, run_dir: Path) -> list[str]:
+    """``train.py`` arguments of a tiny CPU run (refused before it trains, in these tests)."""
+    return [
+        "train.py",
+        "recipe=dns",
+        "model=tiny",
+        "trainer=cpu",
+        "data.num_workers=0",
+        f"recipe.root={tree_root}",
+        "recipe.rir_root=null",
+        f"hydra.run.dir={run_dir}",
+    ]
+
+
 def one_error_line(proc: subprocess.CompletedProcess) -> str:
     assert proc.returncode == 1, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
     assert "Traceback" not in proc.stderr, proc.stderr
@@ -103,17 +123,7 @@ def test_the_three_clis_refuse_a_checkpoint_that_pickles_code(tmp_path, fake_dns
     source = tmp_path / "in.wav"
     sf.write(source, 0.1 * np.sin(np.arange(8000) / 5.0), 16000)
     testset = make_dns_set(tmp_path / "set", n=1, seconds=0.5)
-    tree = fake_dns_tree(n_rir=0)
-    train_args = [
-        "train.py",
-        "recipe=dns",
-        "model=tiny",
-        "trainer=cpu",
-        "data.num_workers=0",
-        f"recipe.root={tree.root}",
-        "recipe.rir_root=null",
-        f"hydra.run.dir={tmp_path / 'run'}",
-    ]
+    train_args = tiny_train(fake_dns_tree(n_rir=0).root, tmp_path / "run")
     runs = {
         "stream_infer": ["stream_infer.py", "--input", source, "--output", tmp_path / "o.wav"]
         + ["--checkpoint", evil],
@@ -123,9 +133,7 @@ def test_the_three_clis_refuse_a_checkpoint_that_pickles_code(tmp_path, fake_dns
         "train resume": [*train_args, f"resume={files['last.ckpt']}"],
     }
     for name, args in runs.items():
-        proc = subprocess.run(
-            [sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=300
-        )
+        proc = run_python(args)
         assert "refused: it holds io.open" in one_error_line(proc), name
         assert not marker.exists(), f"{name}: the checkpoint's code ran"
 
@@ -159,7 +167,7 @@ def test_missing_checkpoint_entries_are_named(tmp_path):
 
 
 # ------------------------------------------------------------------------- checkpoints: NaN
-def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path):
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path, fake_dns_tree):
     model = tiny_model()
     name = "bottleneck.rnn.weight_hh_l0"
     with torch.no_grad():
@@ -168,18 +176,14 @@ def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path):
     path = save_release(model, tmp_path / "nan.pt")
     with pytest.raises(FsnetError, match=rf"weight '{name}' holds 2 NaN/Inf value\(s\)"):
         fsnet.load_model(path)
-    # through a CLI (all three load with load_model): one line, no output file
+    # through the CLIs (they load with load_model): one line, no output file; train.py's
+    # init_from used to start and then blame the NaN loss on the learning rate
     source = tmp_path / "in.wav"
     sf.write(source, 0.1 * np.sin(np.arange(8000) / 5.0), 16000)
-    proc = subprocess.run(
-        [sys.executable, "stream_infer.py", "--input", str(source), "--output"]
-        + [str(tmp_path / "o.wav"), "--checkpoint", str(path)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert f"weight '{name}' holds 2 NaN/Inf" in one_error_line(proc)
+    stream = ["stream_infer.py", "--input", source, "--output", tmp_path / "o.wav"]
+    train = tiny_train(fake_dns_tree(n_rir=0).root, tmp_path / "run")
+    for args in ([*stream, "--checkpoint", path], [*train, f"init_from={path}"]):
+        assert f"weight '{name}' holds 2 NaN/Inf" in one_error_line(run_python(args))
     assert not (tmp_path / "o.wav").exists()
 
 
