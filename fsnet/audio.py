@@ -46,6 +46,8 @@ def resample(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
         return x
     length = x.shape[-1]
     wanted = math.ceil(length * to_rate / from_rate)
+    if length == 0:
+        return np.zeros((*x.shape[:-1], 0), dtype=np.float32)
     frames = np.ascontiguousarray(x.reshape(-1, length).T)  # soxr takes [N, channels]
     y = soxr.resample(frames, from_rate, to_rate, quality="VHQ")
     y = y[:wanted] if y.shape[0] >= wanted else np.pad(y, ((0, wanted - y.shape[0]), (0, 0)))
@@ -140,10 +142,11 @@ def load_audio(
         notices.append(f"{path.name}: resampled from {file_rate} Hz to {sample_rate} Hz")
         x = resample(x, file_rate, sample_rate)
     peak = float(np.abs(x).max())
-    if peak > 1.0:
+    if peak > 1.001:  # float files only; a hair above 1.0 is full scale, not a level problem
         notices.append(
-            f"{path.name}: peaks at {peak:.3g}, above full scale (1.0); the enhanced signal "
-            "keeps that level, so a 16/24-bit output clips unless the input is scaled down"
+            f"{path.name}: peaks at {peak:.4g}, above full scale (1.0); the enhanced signal "
+            "keeps that level, so a 16/24-bit output clips unless the input is scaled down "
+            "(or the output written as FLOAT)"
         )
     elif peak >= 0.999:
         notices.append(f"{path.name}: reaches full scale (clipped input); results may suffer")
