@@ -38,8 +38,8 @@ def resample(x: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     """Band-limited resampling of ``x [..., N]`` to float32 ``[..., ceil(N * to_rate / from_rate)]``.
 
     soxr (very high quality, delay compensated): its cost follows the signal length whatever the
-    two rates are. A windowed sinc over the exact rational ratio (torchaudio's) builds one filter
-    per output phase, ``to_rate / gcd`` of them: 44,101 Hz -> 16 kHz needed 12 GB for 2 s.
+    two rates are. A windowed sinc over the exact rational ratio (torchaudio's) builds a kernel of
+    about ``(to_rate / gcd) * (from_rate / gcd)`` taps: 44,101 Hz -> 16 kHz needed 12 GB for 2 s.
     """
     x = np.asarray(x, dtype=np.float32)
     if from_rate == to_rate:
@@ -115,7 +115,8 @@ def load_audio(
     """Read a file as mono float32 ``[N]`` at ``sample_rate`` Hz.
 
     Multichannel input is averaged and other rates are resampled, each with a notice in the
-    returned list. Missing, unreadable, empty or non-finite files raise ``FsnetError``.
+    returned list; so are a truncated file (read as far as it goes) and float samples beyond
+    full scale. Missing, unreadable, empty or non-finite files raise ``FsnetError``.
     """
     path = Path(path)
     if not path.exists():
