@@ -1,7 +1,8 @@
 """Release files, Lightning checkpoints and original FullSubNet checkpoints -> a ready model.
 
 A release file is plain data (``torch.load(weights_only=True)`` reads it): no classes are
-pickled, so renaming a module never breaks an old file.
+pickled, so renaming a module never breaks an old file. Every checkpoint is read that way
+(:func:`read_checkpoint`): unpickling a class or function from a file runs code of its choosing.
 """
 
 from __future__ import annotations
@@ -155,7 +156,47 @@ def to_original_state_dict(model: FastFullSubNet) -> dict[str, torch.Tensor]:
 
 
 # ----------------------------------------------------------------------------- loading
-def _read(path: Path) -> Any:
+def _allowed_globals() -> list[Any]:
+    """What a checkpoint may name beyond torch's plain data (tensors, dicts, lists, numbers, text).
+
+    A Lightning ``.ckpt`` from ``train.py`` needs nothing more: its hyper-parameters, optimiser,
+    scheduler, loop and callback states are all plain data. Checkpoints of the original FullSubNet
+    trainer hold their ``best_score`` as a numpy scalar, which needs numpy's scalar constructor and
+    the numeric dtypes (under numpy 1's name too). None of these runs code chosen by the file.
+    """
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import scalar  # numpy 2
+    except ImportError:  # pragma: no cover - numpy 1
+        from numpy.core.multiarray import scalar
+    names = ("Float64DType", "Float32DType", "Int64DType", "Int32DType", "BoolDType")
+    dtypes = [getattr(np.dtypes, n) for n in names] if hasattr(np, "dtypes") else []
+    return [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, *dtypes]
+
+
+def _refused_global(text: str) -> str:
+    """The name torch's weights-only unpickler refused, from its message (or a placeholder)."""
+    match = re.search(r"GLOBAL (\S+) was not an allowed", text) or re.search(
+        r"but got <class '([^']+)'>", text
+    )
+    return match.group(1) if match else "an object that is not plain data"
+
+
+def read_checkpoint(
+    path: str | os.PathLike,
+    map_location: Any = "cpu",
+    *,
+    unsafe_trust_checkpoint_code: bool = False,
+) -> Any:
+    """The contents of a torch checkpoint, read without running code from the file.
+
+    ``torch.load(weights_only=True)`` with the allow-list of :func:`_allowed_globals`: a file that
+    pickles anything else (a class, a function to call) is refused with one line naming it, as
+    unpickling it would run code of the file's choosing. ``unsafe_trust_checkpoint_code=True``
+    unpickles such a file fully: only for a file you wrote yourself.
+    """
+    path = Path(path)
     if path.is_dir():
         raise FsnetError(f"checkpoint {path} is a directory, not a file")
     if not path.is_file():
@@ -163,12 +204,20 @@ def _read(path: Path) -> Any:
     if path.stat().st_size == 0:
         raise FsnetError(f"{path} is not a readable torch checkpoint: it is empty")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        if unsafe_trust_checkpoint_code:
+            return torch.load(path, map_location=map_location, weights_only=False)
+        with torch.serialization.safe_globals(_allowed_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
     except OSError as exc:  # permissions, I/O: the file itself may be fine
         raise FsnetError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" not in str(exc):
             raise FsnetError(f"{path} is not a torch checkpoint (or it is truncated)") from None
+        raise FsnetError(
+            f"{path} refused: it holds {_refused_global(str(exc))}, and loading it could run code "
+            "from the file (fsnet checkpoints hold plain data only; a file you wrote yourself: "
+            "load_model(..., unsafe_trust_checkpoint_code=True))"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - a damaged file can fail anywhere in the unpickler
         # torch's own text names its internals (PytorchStreamReader, a bare KeyError '101'):
         # say what it means for the file instead
@@ -180,17 +229,9 @@ def _read(path: Path) -> Any:
         else:
             reason = "it is damaged or another kind of file"
         raise FsnetError(f"{path} is not a readable torch checkpoint: {reason}") from None
-    # Lightning checkpoints may hold callback state that is not plain data; they are the
-    # user's own training output, so read them the way Lightning itself does.
-    if path.suffix != ".ckpt":
-        raise FsnetError(
-            f"{path} is not an fsnet release file or a FullSubNet state dict (it is not plain "
-            "tensor data; only Lightning .ckpt files from train.py are unpickled)"
-        )
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001
-        raise FsnetError(f"cannot read checkpoint {path}: {exc}") from None
+
+
+_read = read_checkpoint  # fsnet.train imports it under this older name
 
 
 def _fixed_config(path: Path, stored: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -213,8 +254,72 @@ def _fixed_config(path: Path, stored: dict[str, Any], overrides: dict[str, Any])
     return dict(stored)
 
 
+def _entry(path: Path, mapping: dict[str, Any], key: str, kind: type, what: str) -> Any:
+    """``mapping[key]`` if it is a ``kind``; else one line naming the missing or odd entry."""
+    if key not in mapping:
+        raise FsnetError(f"{path} is {what} without its {key!r} entry (damaged or hand-edited?)")
+    if not isinstance(mapping[key], kind):
+        raise FsnetError(
+            f"{path}: the {key!r} entry of {what} is a {type(mapping[key]).__name__}, "
+            f"not a {kind.__name__}"
+        )
+    return mapping[key]
+
+
+def _model_parts(
+    path: Path, payload: Any, overrides: dict[str, Any]
+) -> tuple[ModelConfig, dict[str, Any], str | None]:
+    """``(config, state dict in fsnet's layout, stored norm or None)`` of a loaded checkpoint."""
+    if not isinstance(payload, dict):
+        raise FsnetError(f"{path} is not a checkpoint (found {type(payload).__name__})")
+    if payload.get("format") == RELEASE_FORMAT:
+        what = "an fsnet release file"
+        cfg_dict = _entry(path, payload, "model_config", dict, what)
+        state_dict = _entry(path, payload, "state_dict", dict, what)
+        cfg = ModelConfig.from_dict(_fixed_config(path, cfg_dict, overrides))
+        return cfg, state_dict, payload.get("norm")
+    if "state_dict" in payload and "hyper_parameters" in payload:
+        what = "a Lightning checkpoint"
+        hparams = _entry(path, payload, "hyper_parameters", dict, what)
+        cfg_dict = _entry(path, hparams, "model_config", dict, f"{what}'s hyper_parameters")
+        cfg = ModelConfig.from_dict(_fixed_config(path, dict(cfg_dict), overrides))
+        weights = _entry(path, payload, "state_dict", dict, what)
+        state_dict = {k[len("model.") :]: v for k, v in weights.items() if k.startswith("model.")}
+        return cfg, state_dict, None
+    original = payload.get("model", payload)
+    if not isinstance(original, dict) or not any(
+        str(k).removeprefix("module.").startswith(("encoder.", "decoder_lstm.")) for k in original
+    ):
+        raise FsnetError(f"{path}: unrecognised checkpoint layout (keys: {list(payload)[:5]})")
+    cfg, state_dict = convert_original_state_dict(original, **overrides)
+    return cfg, state_dict, None
+
+
+def _checked_weights(path: Path, state_dict: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """float32 copies of the weights; one line naming the first entry that is not a tensor or
+    holds NaN/Inf (such a model loads and runs, and writes a file of NaN or of full-scale noise)."""
+    checked = {}
+    for name, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            raise FsnetError(f"{path}: weight {name!r} is a {type(value).__name__}, not a tensor")
+        if value.is_floating_point():
+            value = value.float()
+            bad = int((~torch.isfinite(value)).sum())
+            if bad:
+                raise FsnetError(
+                    f"{path}: weight {name!r} holds {bad} NaN/Inf value(s) of {value.numel()}; "
+                    "refusing a model that can only output garbage (a diverged training?)"
+                )
+        checked[name] = value
+    return checked
+
+
 def load_model(
-    path: str | os.PathLike | None = None, device: str | torch.device = "cpu", **overrides: Any
+    path: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    *,
+    unsafe_trust_checkpoint_code: bool = False,
+    **overrides: Any,
 ) -> FastFullSubNet:
     """Load a model in eval mode.
 
@@ -222,39 +327,19 @@ def load_model(
     the original FullSubNet trainer (a dict whose ``model`` entry is the state dict, or the bare
     state dict). None loads the bundled pretrained model. Keyword overrides set config fields
     (and ``norm='utterance'`` reproduces an original checkpoint trained with offline norm).
+
+    The file is read as plain data (:func:`read_checkpoint`): one that pickles code is refused
+    unless ``unsafe_trust_checkpoint_code=True``. Weights holding NaN/Inf are refused.
     """
     path = Path(path) if path is not None else BUNDLED_RELEASE
     if not path.exists() and path == BUNDLED_RELEASE:
         raise FsnetError(f"no bundled pretrained model at {path}; pass a checkpoint path")
-    payload = _read(path)
+    payload = read_checkpoint(path, unsafe_trust_checkpoint_code=unsafe_trust_checkpoint_code)
     norm = overrides.pop("norm", None)
-    if not isinstance(payload, dict):
-        raise FsnetError(f"{path} is not a checkpoint (found {type(payload).__name__})")
-    if payload.get("format") == RELEASE_FORMAT:
-        cfg_dict, state_dict = payload["model_config"], payload["state_dict"]
-        norm = norm or payload.get("norm", "cumulative")
-        cfg = ModelConfig.from_dict(_fixed_config(path, cfg_dict, overrides))
-    elif "state_dict" in payload and "hyper_parameters" in payload:
-        hparams = payload["hyper_parameters"]
-        if "model_config" not in hparams:
-            raise FsnetError(f"{path} is a Lightning checkpoint without a model_config")
-        cfg = ModelConfig.from_dict(_fixed_config(path, dict(hparams["model_config"]), overrides))
-        state_dict = {
-            k[len("model.") :]: v
-            for k, v in payload["state_dict"].items()
-            if k.startswith("model.")
-        }
-    else:
-        original = payload.get("model", payload)
-        if not isinstance(original, dict) or not any(
-            k.removeprefix("module.").startswith(("encoder.", "decoder_lstm.")) for k in original
-        ):
-            raise FsnetError(f"{path}: unrecognised checkpoint layout (keys: {list(payload)[:5]})")
-        cfg, state_dict = convert_original_state_dict(original, **overrides)
-    model = FastFullSubNet(cfg, norm=norm or "cumulative")
-    state_dict = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
+    cfg, state_dict, stored_norm = _model_parts(path, payload, overrides)
+    model = FastFullSubNet(cfg, norm=norm or stored_norm or "cumulative")
     try:
-        model.load_state_dict(state_dict, strict=True)
+        model.load_state_dict(_checked_weights(path, state_dict), strict=True)
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:300]
         raise FsnetError(f"{path} does not match the model architecture: {detail}") from None

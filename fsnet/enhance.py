@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from fsnet.audio import as_float_samples
 from fsnet.frontend import apply_mask
 from fsnet.model import FastFullSubNet
 from fsnet.streaming import StreamingEnhancer
@@ -37,9 +38,11 @@ def enhance(
     memory (host and GPU) is bounded by the chunk length whatever the input length; the result
     equals one whole-signal forward to float rounding. ``chunk_seconds=None`` runs the whole
     signal at once, as does a model with utterance-level norm (that norm needs all of it).
+    The result is float32; integer samples are scaled by their type's full scale (``fsnet.audio.as_float_samples``:
+    int16 / 32768, ...); None, text or int64 raise TypeError.
     """
     is_numpy = not isinstance(x, torch.Tensor)
-    wave = torch.as_tensor(np.asarray(x) if is_numpy else x, dtype=torch.float32)
+    wave = torch.as_tensor(as_float_samples(x))  # int16 etc. scaled by their full scale
     if wave.dim() != 1:
         raise ValueError(f"enhance takes a 1-D signal, got shape {tuple(wave.shape)}")
     if not bool(torch.isfinite(wave).all()):

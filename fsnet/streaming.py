@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fsnet.audio import as_float_samples
 from fsnet.errors import FsnetError
 from fsnet.frontend import apply_mask
 from fsnet.model import FastFullSubNet
@@ -263,16 +264,17 @@ class StreamingEnhancer:
     def process(self, chunk: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """Feed samples (1-D, or ``[B, n]``) and get the ready output (same shape convention).
 
-        ValueError for host (numpy or CPU) input holding NaN or infinite samples."""
+        Integer samples are scaled by their type's full scale (``fsnet.audio.as_float_samples``:
+        int16 / 32768, ...); None or text raise TypeError. ValueError for host (numpy or CPU)
+        input holding NaN or infinite samples."""
         is_tensor = isinstance(chunk, torch.Tensor)
-        x = torch.as_tensor(chunk if is_tensor else np.asarray(chunk), dtype=torch.float32)
+        x = torch.as_tensor(as_float_samples(chunk))  # int16 etc. scaled by their full scale
+        shape = tuple(x.shape)
         batch_dims = x.dim() == 2
         if not batch_dims:
             x = x[None]
         if x.dim() != 2 or x.shape[0] != self.num_streams:
-            raise ValueError(
-                f"expected input for {self.num_streams} stream(s), got shape {tuple(x.shape)}"
-            )
+            raise ValueError(f"expected input for {self.num_streams} stream(s), got shape {shape}")
         # One NaN would reach the LSTM states and the cumulative norm and make every later output
         # NaN; refuse it before any state moves (the live tool zeroes such samples itself). Only
         # for host input: on a GPU the check would stall every hop on a device-to-host sync, and

@@ -90,6 +90,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Lightning's own writer stages the file in the system temp folder and *moves* it, which is a
     copy when that folder is on another file system: a kill mid-copy leaves a truncated
     ``last.ckpt``. Here a kill at any moment leaves the previous checkpoint or the new one.
+    Resuming reads through :func:`fsnet.checkpoint.read_checkpoint` (plain data only).
     """
 
     def save_checkpoint(
@@ -101,6 +102,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, f)
             f.flush()
             os.fsync(f.fileno())
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Resume reads the file as plain data whatever ``weights_only`` Lightning passes (its
+        None leaves the choice to torch and to ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``): a
+        checkpoint that pickles code is refused in one line, never run."""
+        from fsnet.checkpoint import read_checkpoint
+
+        return read_checkpoint(path, map_location=map_location or "cpu")
 
 
 class InterruptCheckpoint(pl.Callback):

@@ -82,8 +82,9 @@ def test_train_validate_checkpoint_resume(fake_dns_tree, tmp_path, run_cli):
     assert list((run_dir / "tensorboard").glob("version_0/events.*"))
     assert "no RIR folder" not in (run_dir / "train.log").read_text()
 
-    # the checkpoint alone rebuilds the network; the release file holds the best weights
-    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    # the checkpoint alone rebuilds the network; it is plain data (weights_only=True, as fsnet
+    # reads it: read_checkpoint, resume), and the release file holds the best weights
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 4 and ckpt["hyper_parameters"]["model_config"]["num_mels"] == 16
     from_ckpt = fsnet.load_model(last)
     release = fsnet.load_model(summary["release_path"])
@@ -98,7 +99,7 @@ def test_train_validate_checkpoint_resume(fake_dns_tree, tmp_path, run_cli):
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     summary = json.loads((run_dir / "train_summary.json").read_text())
     assert summary["resumed_from"] == str(last) and summary["global_step"] == 6
-    assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 6
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 6
     resumed_rows = read_csv_rows(run_dir, 1)
     train_steps = [int(r["step"]) for r in resumed_rows if r.get("train/loss")]
     assert train_steps and min(train_steps) >= 4  # continued, not restarted
@@ -679,7 +680,7 @@ def test_ctrl_c_saves_last_checkpoint_and_resume_continues(fake_dns_tree, tmp_pa
     stopped = json.loads((run_dir / "train_summary.json").read_text())
     assert stopped["stopped_by"] == "SIGINT" and stopped["interrupted"]
     assert (run_dir / "release.pt").is_file()  # the weights so far, loadable at once
-    step = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
     assert step > 0
     assert f"interrupted at step {step}" in log_file.read_text()
 
@@ -728,7 +729,7 @@ def test_resume_state_names_the_best_file_that_exists(fake_dns_tree, tmp_path, r
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((run_dir / "train_summary.json").read_text())
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     (ranked,) = [v for k, v in ckpt["callbacks"].items() if "'monitor': 'step'" in k]
     assert Path(ranked["best_model_path"]).is_file()
     assert ranked["best_model_path"] == summary["best_model_path"]
