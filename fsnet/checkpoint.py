@@ -231,9 +231,6 @@ def read_checkpoint(
         raise FsnetError(f"{path} is not a readable torch checkpoint: {reason}") from None
 
 
-_read = read_checkpoint  # fsnet.train imports it under this older name
-
-
 def _fixed_config(path: Path, stored: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """The stored config of an fsnet checkpoint; overrides may only repeat it.
 

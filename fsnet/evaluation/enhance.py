@@ -11,13 +11,14 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from fsnet.audio import SAMPLE_RATE, load_audio, write_audio
+from fsnet.audio import SAMPLE_RATE, ClippedOutputWarning, load_audio, write_audio
 from fsnet.cli import StopSignals
 from fsnet.errors import FsnetError
 from fsnet.evaluation.options import Options
@@ -130,6 +131,20 @@ def check_finite(y: np.ndarray, item: Item, mode: str) -> None:
         )
 
 
+def _save(path: Path, y: np.ndarray, notice: Notice) -> None:
+    """Write an enhanced file; its clipping (if any) becomes a notice of the run."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ClippedOutputWarning)
+        write_audio(path, y, SAMPLE_RATE)
+    for warning in caught:
+        if issubclass(warning.category, ClippedOutputWarning):
+            notice(str(warning.message))
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+
+
 def _load_pair(item: Item, paired: bool, notice: Notice) -> tuple[np.ndarray, np.ndarray | None]:
     """The item's noisy input and clean reference (cut to the input's length, with a notice)."""
     x, notes = load_audio(item.noisy, SAMPLE_RATE)
@@ -190,7 +205,7 @@ def enhance_all(
                 check_finite(y, item, mode)
                 out.outputs[mode].append(y)
                 if save_dirs is not None:
-                    write_audio(save_dirs[mode] / save_names[index], y, SAMPLE_RATE)
+                    _save(save_dirs[mode] / save_names[index], y, notice)
             if len(run) == 2:
                 diff = np.abs(out.outputs["offline"][-1] - out.outputs["streaming"][-1])
                 out.sample_diffs.append(float(diff.max()))

@@ -160,7 +160,8 @@ def _file_and_report_options(out: argparse._ArgumentGroup) -> None:
         "--block-samples",
         type=int,
         metavar="N",
-        help="file mode: samples at 16 kHz fed to the engine at a time (default 256, one hop)",
+        help="file mode: samples at 16 kHz fed to the engine at a time (default 16000, one second; "
+        "256, one hop, with --realtime)",
     )
     out.add_argument(
         "--subtype",

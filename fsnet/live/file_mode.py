@@ -91,7 +91,9 @@ def run_file(args: argparse.Namespace, stop: StopSignals, undo: contextlib.ExitS
     stop.check()
     warm_up(engine)
     stop.check()
-    block = args.block_samples or 256
+    # As fast as possible, a second per call runs the network over 62 frames at once (offline
+    # speed); in real time a hop per call, as a sound card would deliver it.
+    block = args.block_samples or (256 if args.realtime else SAMPLE_RATE)
     stats = Stats(block / SAMPLE_RATE)
     mode = "real time" if args.realtime else "as fast as possible"
     print(
@@ -127,6 +129,8 @@ def _stream_to_file(
     with ``x``) until the end or a stop signal; returns the samples written."""
     import soundfile as sf
 
+    from fsnet.audio import ClipCounter
+    from fsnet.errors import check_finite_output
     from fsnet.files import atomic_write, write_failure
 
     out_path = Path(args.output)
@@ -136,6 +140,14 @@ def _stream_to_file(
     try:
         with atomic_write(out_path) as tmp, _Locked(tmp):
             writer = open_writer(tmp, args.subtype, display=args.output)
+            clip = ClipCounter(writer.subtype)
+
+            def write(y: np.ndarray) -> int:
+                check_finite_output(y, args.output)
+                if len(y):
+                    writer.write(clip(y))
+                return len(y)
+
             try:
                 t_next = time.monotonic()
                 for start in range(0, len(x), block):
@@ -146,16 +158,16 @@ def _stream_to_file(
                     y = engine.process(chunk)
                     stats.add_block(time.perf_counter() - t0, len(chunk) / SAMPLE_RATE)
                     consumed += len(chunk)
-                    written += _write(writer, align(y)[: len(x) - written])
+                    written += write(align(y)[: len(x) - written])
                     status.maybe_print(stats)
                     if args.realtime:
                         t_next += len(chunk) / SAMPLE_RATE
                         delay = t_next - time.monotonic()
                         if delay > 0:
                             stop.wait(delay)
-                written += _write(writer, align(engine.flush())[: max(0, consumed - written)])
+                written += write(align(engine.flush())[: max(0, consumed - written)])
                 if written < consumed:
-                    written += _write(writer, np.zeros(consumed - written, dtype=np.float32))
+                    written += write(np.zeros(consumed - written, dtype=np.float32))
             finally:
                 writer.close()
     except (sf.LibsndfileError, OSError) as exc:  # only the writes do I/O in this loop
@@ -163,13 +175,10 @@ def _stream_to_file(
         raise FsnetError(f"cannot write {args.output}: {reason}") from None
     finally:
         status.end()
+    clipped = clip.notice(out_path.name)
+    if clipped:
+        print(f"note: {clipped}", file=sys.stderr)
     return written
-
-
-def _write(writer: Any, y: np.ndarray) -> int:
-    if len(y):
-        writer.write(y)
-    return len(y)
 
 
 def _summary(

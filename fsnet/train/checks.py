@@ -89,10 +89,10 @@ def resume_checkpoint(resume: Any, output_dir: Path) -> Path | None:
 def _check_resumable(path: Path, hint: str) -> None:
     """One line now, rather than a traceback from inside ``Trainer.fit``, for a file that
     cannot be resumed (truncated by a crash during a save, or not a training checkpoint)."""
-    from fsnet.checkpoint import _read
+    from fsnet.checkpoint import read_checkpoint
 
     try:
-        payload = _read(path)
+        payload = read_checkpoint(path)
     except FsnetError as exc:
         raise FsnetError(f"cannot resume: {exc}; {hint}") from None
     if not isinstance(payload, dict) or "pytorch-lightning_version" not in payload:
