@@ -23,17 +23,14 @@ import torch
 
 from fsnet.config import ModelConfig, as_config
 from fsnet.errors import FsnetError
-from fsnet.files import atomic_write
 from fsnet.frontend import apply_mask, build_cirm
 from fsnet.metrics import compute_metrics, set_dnsmos_threads
 from fsnet.model import build_model
 
 try:
     import pytorch_lightning as pl
-    from pytorch_lightning.plugins.io import TorchCheckpointIO
 except ImportError:  # pragma: no cover
     import lightning.pytorch as pl  # type: ignore[no-redef]
-    from lightning.pytorch.plugins.io import TorchCheckpointIO  # type: ignore[no-redef]
 
 log = logging.getLogger(__name__)
 
@@ -82,36 +79,6 @@ def _init_metric_worker() -> None:
 def default_optimizer(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """Adam as in the original recipe (lr 1e-3, betas 0.9 / 0.999)."""
     return torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999))
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint writer: temp file in the same folder, fsync, rename.
-
-    Lightning's own writer stages the file in the system temp folder and *moves* it, which is a
-    copy when that folder is on another file system: a kill mid-copy leaves a truncated
-    ``last.ckpt``. Here a kill at any moment leaves the previous checkpoint or the new one.
-    Resuming reads through :func:`fsnet.checkpoint.read_checkpoint` (plain data only).
-    """
-
-    def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None
-    ) -> None:
-        if storage_options is not None:
-            raise TypeError(f"{type(self).__name__} takes no storage_options")
-        with atomic_write(path) as tmp, open(tmp, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-
-    def load_checkpoint(
-        self, path: Any, map_location: Any = None, weights_only: bool | None = None
-    ) -> dict[str, Any]:
-        """Resume reads the file as plain data whatever ``weights_only`` Lightning passes (its
-        None leaves the choice to torch and to ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``): a
-        checkpoint that pickles code is refused in one line, never run."""
-        from fsnet.checkpoint import read_checkpoint
-
-        return read_checkpoint(path, map_location=map_location or "cpu")
 
 
 class InterruptCheckpoint(pl.Callback):

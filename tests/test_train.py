@@ -458,7 +458,7 @@ _KILL_WRITERS = {
     # Lightning checkpoints (what train.py's Trainer writes): step i holds a tensor full of i.
     "ckpt": """
 import sys, torch
-from fsnet.system import AtomicCheckpointIO
+from fsnet.train.checkpoint_io import AtomicCheckpointIO
 io, path = AtomicCheckpointIO(), sys.argv[1]
 print("ready", flush=True)
 for i in range(1, 10**6):
@@ -523,7 +523,7 @@ def test_killed_while_saving_leaves_a_complete_file(kind, tmp_path):
 
 
 def test_failed_checkpoint_save_keeps_the_previous_one(tmp_path):
-    from fsnet.system import AtomicCheckpointIO
+    from fsnet.train.checkpoint_io import AtomicCheckpointIO
 
     path = tmp_path / "last.ckpt"
     io = AtomicCheckpointIO()

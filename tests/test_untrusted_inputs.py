@@ -96,8 +96,8 @@ def one_error_line(proc: subprocess.CompletedProcess) -> str:
 # ------------------------------------------------------------------------- checkpoints: code
 def test_a_checkpoint_that_pickles_code_is_refused_not_run(tmp_path):
     from fsnet.checkpoint import main as checkpoint_main
-    from fsnet.system import AtomicCheckpointIO
     from fsnet.train import resume_checkpoint
+    from fsnet.train.checkpoint_io import AtomicCheckpointIO
 
     marker, files = evil_checkpoints(tmp_path)
     for path in files.values():

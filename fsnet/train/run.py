@@ -147,7 +147,8 @@ def build(cfg: Any) -> Run:
     and warm-start weights. A refused run raises FsnetError having written nothing of its own."""
     import torch
 
-    from fsnet.system import AtomicCheckpointIO, EnhancementSystem
+    from fsnet.system import EnhancementSystem
+    from fsnet.train.checkpoint_io import AtomicCheckpointIO
 
     pl = _lightning()
     output_dir = Path(cfg.paths.output_dir).resolve()
