@@ -27,7 +27,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-SAMPLE_RATE = 16000  # Hz; every metric here is computed at this rate
+from fsnet.audio import SAMPLE_RATE  # every metric here is computed at this rate
 
 INTRUSIVE_METRICS = ("pesq_wb", "pesq_nb", "stoi", "estoi", "si_sdr")
 DNSMOS_METRICS = ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl", "dnsmos_p808")

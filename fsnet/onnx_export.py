@@ -57,7 +57,7 @@ from fsnet.config import ModelConfig
 from fsnet.errors import FsnetError
 from fsnet.interrupts import interrupts_held
 from fsnet.model import FastFullSubNet
-from fsnet.streaming import StreamingEnhancer
+from fsnet.streaming import StreamingEnhancer, check_streamable
 
 FORMAT_VERSION = 1
 OPSET = 18  # torch 2.11's exporter library is written for opset 18: no version conversion
@@ -173,11 +173,7 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 def _check_exportable(model: FastFullSubNet) -> None:
-    if model.norm != "cumulative":
-        raise FsnetError(
-            "this model uses utterance-level normalisation and cannot stream; "
-            "load it with norm='cumulative'"
-        )
+    check_streamable(model)
     layers = [*model.encoder, model.bottleneck, *model.decoder]
     if not all(hasattr(layer.rnn, "weight_ih_l0") for layer in layers):
         raise FsnetError(

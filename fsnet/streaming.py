@@ -43,6 +43,15 @@ def _copy_structure(tree: Any) -> Any:
     return {k: _copy_structure(v) for k, v in tree.items()} if isinstance(tree, dict) else tree
 
 
+def check_streamable(model: FastFullSubNet) -> None:
+    """FsnetError unless ``model``'s norm is causal (utterance norm needs the whole signal)."""
+    if model.norm != "cumulative":
+        raise FsnetError(
+            "this model uses utterance-level normalisation and cannot stream; "
+            "load it with norm='cumulative'"
+        )
+
+
 class StreamingEnhancer:
     """Enhance B independent streams chunk by chunk.
 
@@ -69,11 +78,7 @@ class StreamingEnhancer:
         cuda_graphs: bool = False,
         max_chunk_seconds: float = 10.0,
     ):
-        if model.norm != "cumulative":
-            raise FsnetError(
-                "this model uses utterance-level normalisation and cannot stream; "
-                "load it with norm='cumulative'"
-            )
+        check_streamable(model)
         if num_streams < 1:
             raise ValueError("num_streams must be >= 1")
         self.model = model.eval()

@@ -18,6 +18,7 @@ import torch
 from scipy.signal import fftconvolve, lfilter
 from torch.utils.data import Dataset
 
+from fsnet.audio import SAMPLE_RATE
 from fsnet.data.corpus import AudioEntry, ValPair
 from fsnet.data.mixing import (
     SPEED_GRID_STEPS,
@@ -382,7 +383,7 @@ class ValidationPairs(Dataset):
     """The fixed synthetic test set: ``{"noisy", "clean", "name"}`` per pair, whole files as
     float32 tensors ``[N]`` at ``sample_rate``."""
 
-    def __init__(self, pairs: Sequence[ValPair], sample_rate: int = 16000):
+    def __init__(self, pairs: Sequence[ValPair], sample_rate: int = SAMPLE_RATE):
         self.pairs = list(pairs)
         self.sample_rate = sample_rate
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.signal import resample_poly
 
+from fsnet.audio import SAMPLE_RATE
 from fsnet.data.corpus import AudioEntry
 from fsnet.errors import FsnetError
 
@@ -99,7 +100,7 @@ def mix_at_snr(
 class MixingConfig:
     """How training examples are made (see the module docstring)."""
 
-    sample_rate: int = 16000  # Hz
+    sample_rate: int = SAMPLE_RATE  # Hz
     segment_seconds: float = 3.072  # length of a training example
     snr_range_db: tuple[float, float] = (-5.0, 20.0)  # SNR drawn uniformly in [low, high] dB
     target_level_dbfs: float = -25.0  # mixture RMS level, dBFS
