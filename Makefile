@@ -7,7 +7,9 @@ SYSTEM_PYTHON ?= python3
 PYTHON := $(VENV)/bin/python
 UV_VERSION := 0.13.9
 LOCK := requirements.lock
-LOCK_SOURCE_HASH = $$(sha256sum pyproject.toml | cut -d' ' -f1)
+# What the lock is made from: pyproject.toml's Python version and dependency lists (other edits of
+# pyproject.toml, e.g. scripts or tool settings, need no new lock).
+LOCK_SOURCE_HASH = $$(sed -n '/^requires-python/p; /^dependencies = \[/,/^\]/p; /^\[project.optional-dependencies\]/,/^\[/p' pyproject.toml | sha256sum | cut -d' ' -f1)
 
 .PHONY: install system-deps venv lock-fresh check-install lock lock-upgrade test test-slow lint format bench demo
 
@@ -21,8 +23,8 @@ venv:
 	@test -x $(PYTHON) || $(SYSTEM_PYTHON) -m venv $(VENV)
 
 lock-fresh:  ## the lock must have been made from this pyproject.toml (else a loosened pin would hide behind it)
-	@grep -q "^# pyproject-sha256: $(LOCK_SOURCE_HASH)$$" $(LOCK) || \
-		{ echo "error: $(LOCK) was not made from this pyproject.toml: run 'make lock', then 'make install test'"; exit 1; }
+	@grep -q "^# dependencies-sha256: $(LOCK_SOURCE_HASH)$$" $(LOCK) || \
+		{ echo "error: $(LOCK) was not made from the dependencies in pyproject.toml: run 'make lock', then 'make install test'"; exit 1; }
 
 install: lock-fresh system-deps venv
 	$(PYTHON) -m pip install -q --disable-pip-version-check -c $(LOCK) -e ".[dev]"
@@ -37,7 +39,7 @@ lock: venv  ## re-resolve requirements.lock after editing pyproject.toml (keeps 
 	@test -x $(VENV)/bin/uv || $(PYTHON) -m pip install -q uv==$(UV_VERSION)
 	$(VENV)/bin/uv pip compile -q --universal --python-version 3.10 pyproject.toml --extra dev \
 		--custom-compile-command "make lock" -o $(LOCK) $(UV_FLAGS)
-	@sed -i "1i # pyproject-sha256: $(LOCK_SOURCE_HASH)" $(LOCK)
+	@sed -i "1i # dependencies-sha256: $(LOCK_SOURCE_HASH)" $(LOCK)
 
 lock-upgrade:  ## the same, taking the newest versions the ranges allow
 	@$(MAKE) --no-print-directory lock UV_FLAGS=--upgrade
