@@ -27,7 +27,7 @@ PROGRAM = REPO / "stream_infer.py"
 RUNS = 36
 PARALLEL = 3
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-BLOCK = 256
+BLOCK = 256  # one hop per block: many block boundaries for the signals to land between
 
 
 def _as_from_a_terminal() -> None:
@@ -91,6 +91,7 @@ def test_file_mode_stopped_anywhere_keeps_a_valid_prefix(tmp_path):
         folder.mkdir()
         out = folder / "enhanced.wav"
         args = ["--input", str(noisy), "--output", str(out), "--checkpoint", str(model_path)]
+        args += ["--block-samples", str(BLOCK)]
         rc, err = _stopped_run([*args, "--subtype", "FLOAT"], when, delay, sig)
         return plan, rc, err, out
 

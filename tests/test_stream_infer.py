@@ -523,3 +523,16 @@ def test_underflow_at_the_first_callback_is_start_up_not_dropped_audio():
     assert keep_up_warnings({**summary, "startup_output_underflows": 1}) == []
     warned = keep_up_warnings({**summary, "output_underflows": 1})
     assert warned and warned[0].startswith("audio was dropped")
+
+
+def test_fifo_keeps_its_contents_when_it_grows():
+    """A write larger than the free space grows the ring buffer without losing what it held
+    (the --dry delay line meets this with file mode's one-second blocks)."""
+    from fsnet.live.engine import Fifo
+
+    fifo = Fifo(16)
+    fifo.write(np.arange(10, dtype=np.float32))
+    assert fifo.read(3).tolist() == [0, 1, 2]
+    fifo.write(np.arange(10, 40, dtype=np.float32))
+    assert fifo.size == 37
+    np.testing.assert_array_equal(fifo.read(100), np.arange(3, 40, dtype=np.float32))

@@ -41,8 +41,9 @@ class Fifo:
             return
         if self.size + n > len(self.buf):  # rare: grow (amortised)
             grown = np.zeros(max(2 * len(self.buf), self.size + n), dtype=np.float32)
-            grown[: self.size] = self.read(self.size)
-            self.buf, self.start = grown, 0
+            size = self.size
+            grown[:size] = self.read(size)  # read() empties the buffer: keep its size
+            self.buf, self.start, self.size = grown, 0, size
         cap = len(self.buf)
         end = (self.start + self.size) % cap
         first = min(n, cap - end)
