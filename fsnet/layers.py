@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fsnet import fused_lstm
+
 RecurrentState = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # GRU: h; LSTM: (h, c), [L, B, H]
 
 # Rows (streams, or streams x bands) from which a packed LSTM step takes oneDNN's activations:
@@ -13,6 +15,10 @@ FUSED_ACTIVATION_ROWS = 16
 # Below this many frames, a chunk runs frame by frame on packed cells:
 # oneDNN's sequence kernel re-packs the weights on every call, which only pays off over longer runs.
 CELL_LOOP_FRAMES = 16
+# From this many sequences on (the sub-band model: batch x 64 bands), CUDA training takes
+# fsnet.fused_lstm's kernels instead of cuDNN's; the full-band layers (one sequence per
+# example) keep cuDNN's.
+FUSED_TRAINING_ROWS = 1024
 
 
 class RecurrentLayer(nn.Module):
@@ -38,6 +44,9 @@ class RecurrentLayer(nn.Module):
         self.proj = nn.Linear(hidden_size, output_size) if output_size else None
         self.relu_output = relu_output
         self.is_lstm = rnn_type == "LSTM"
+        # Which kernels a CUDA training forward takes: auto (fsnet.fused_lstm from
+        # FUSED_TRAINING_ROWS sequences on), cudnn, or fused (always; also on CPU, for tests).
+        self.training_kernel = "auto"
         self.num_layers = num_layers
         self.hidden_size = hidden_size
         # Parameter names per layer, formatted once: the frame path looks them up every hop.
@@ -200,6 +209,32 @@ class RecurrentLayer(nn.Module):
             and not torch.is_autocast_enabled("cpu")
         )
 
+    def _takes_fused_kernels(self, x: torch.Tensor) -> bool:
+        """Whether ``x [B, T, input]`` runs on fsnet.fused_lstm (see ``training_kernel``)."""
+        if not self.is_lstm or not torch.is_grad_enabled() or x.shape[1] < 2:
+            return False
+        if self.training_kernel == "fused":
+            return True
+        return (
+            self.training_kernel == "auto"
+            and x.is_cuda
+            and x.shape[0] >= FUSED_TRAINING_ROWS
+            and fused_lstm.kernels_available()
+        )
+
+    def _fused_sequence(
+        self, x: torch.Tensor, state: RecurrentState | None
+    ) -> tuple[torch.Tensor, RecurrentState]:
+        """``x [B, T, input]`` through every layer on fsnet.fused_lstm's kernels."""
+        if state is None:
+            state = self.zero_state(x.shape[0], x.device)
+        new_h, new_c = [], []
+        for k in range(self.num_layers):
+            x, h, c = fused_lstm.lstm_layer(x, state[0][k], state[1][k], *self._layer_weights(k))
+            new_h.append(h)
+            new_c.append(c)
+        return x, (torch.stack(new_h), torch.stack(new_c))
+
     def forward(
         self, x: torch.Tensor, state: RecurrentState | None = None
     ) -> tuple[torch.Tensor, RecurrentState]:
@@ -212,6 +247,8 @@ class RecurrentLayer(nn.Module):
             y, state = self._step(x[:, 0], state)
         elif unpacked and self._cells_are_faster(x):
             y, state = self._cell_loop(x, state)
+        elif unpacked and self._takes_fused_kernels(x):
+            y, state = self._fused_sequence(x, state)
         else:
             y, state = self.rnn(x, state)
         if self.proj is not None:
