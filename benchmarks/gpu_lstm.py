@@ -16,6 +16,7 @@ import json
 import torch
 
 import fsnet
+from fsnet import fused_lstm
 from fsnet.frontend import build_cirm
 from fsnet.layers import RecurrentLayer
 
@@ -45,10 +46,14 @@ def timed(fn, iters: int = 20, graph: bool = False) -> float:
     return sorted(times)[len(times) // 2]
 
 
+KINDS = ("cudnn", "fused", "fused-cell")  # fused-cell: cuBLAS GEMM + separate gate kernel
+
+
 def set_kernel(module: torch.nn.Module, kind: str) -> None:
+    fused_lstm.FUSED_STEP = kind == "fused"
     for m in module.modules():
         if isinstance(m, RecurrentLayer):
-            m.training_kernel = kind
+            m.training_kernel = "cudnn" if kind == "cudnn" else "auto"
 
 
 def layer_rows(batch: int, out: list) -> None:
@@ -57,7 +62,7 @@ def layer_rows(batch: int, out: list) -> None:
         layer = RecurrentLayer(inputs, 384).cuda()
         x = torch.randn(rows, frames, inputs, device="cuda", requires_grad=True)
         flop = 3 * 2 * 4 * 384 * (inputs + 384) * rows * frames
-        for kind in ("cudnn", "auto"):
+        for kind in KINDS:
             set_kernel(layer, kind)
 
             def step(layer=layer, x=x):
@@ -96,7 +101,7 @@ def step_rows(batch: int, out: list) -> None:
         loss.backward()
         optimizer.step()
 
-    for kind in ("cudnn", "auto"):
+    for kind in KINDS:
         set_kernel(model, kind)
         for graph in (False, True):
             ms = timed(step, iters=15, graph=graph)
@@ -112,12 +117,37 @@ def step_rows(batch: int, out: list) -> None:
             out.append(row)
 
 
+def profile_layer(batch: int, inputs: int = 384) -> None:
+    """GPU time per kernel of one fused layer's forward + backward (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    layer = RecurrentLayer(inputs, 384).cuda()
+    x = torch.randn(batch * 64, 97, inputs, device="cuda", requires_grad=True)
+    for kind in ("auto", "cudnn"):
+        set_kernel(layer, kind)
+        for _ in range(3):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                y, _ = layer(x)
+            y.float().square().mean().backward()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                y, _ = layer(x)
+            y.float().square().mean().backward()
+            torch.cuda.synchronize()
+        print(f"--- {kind} layer {inputs}->384")
+        print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=12))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=72)
     parser.add_argument("--json", default=None, help="write the rows here (JSON lines)")
     parser.add_argument("--layers-only", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="kernel table of one layer only")
     args = parser.parse_args()
+    if args.profile:
+        return profile_layer(args.batch)
     rows: list = []
     layer_rows(args.batch, rows)
     if not args.layers_only:

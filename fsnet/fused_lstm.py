@@ -60,6 +60,10 @@ def backward_cell_torch(
     act.copy_(torch.cat(grads, dim=1))
 
 
+# CUDA: one kernel per step for the GEMM and the gates (False: cuBLAS GEMM + gate kernel)
+FUSED_STEP = True
+
+
 def kernels_available() -> bool:
     """Whether Triton is installed (the CUDA path's kernels need it)."""
     return importlib.util.find_spec("triton") is not None
@@ -83,6 +87,28 @@ def backward_cell(act, c, c_prev, dh, dc) -> None:
     lstm_kernels.backward_cell(act, c, c_prev, dh, dc)
 
 
+def forward_step(gates, h_prev, w_hh, c_prev, h_out, c_out) -> None:
+    """One step: ``gates [R, 4H]`` holds the input projections and becomes the activations;
+    ``h_out``, ``c_out`` get the new state. On CUDA one Triton kernel (GEMM and gates)."""
+    if gates.is_cuda and FUSED_STEP:
+        from fsnet import lstm_kernels
+
+        return lstm_kernels.forward_step(gates, h_prev, w_hh, c_prev, h_out, c_out)
+    gates.addmm_(h_prev, w_hh.t())
+    forward_cell(gates, c_prev, h_out, c_out)
+
+
+def backward_step(act, dgates_next, w_hh, dy, c, c_prev, dc) -> None:
+    """One step back: ``act [R, 4H]`` becomes the gate gradients, ``dc`` moves one step back.
+    The gradient on ``h`` is ``dy`` plus ``dgates_next @ W_hh`` (None for the last step)."""
+    if act.is_cuda and FUSED_STEP:
+        from fsnet import lstm_kernels
+
+        return lstm_kernels.backward_step(act, dgates_next, w_hh, dy, c, c_prev, dc)
+    dh = dy if dgates_next is None else torch.addmm(dy, dgates_next, w_hh)
+    backward_cell(act, c, c_prev, dh, dc)
+
+
 class _LSTMLayer(torch.autograd.Function):
     """One LSTM layer over time-major ``x [T, R, I]`` from ``(h0, c0)``, each ``[R, H]``."""
 
@@ -98,10 +124,8 @@ class _LSTMLayer(torch.autograd.Function):
         cells = torch.empty(num_steps + 1, rows, hidden, device=x.device, dtype=torch.float32)
         cells[0] = c0
         h = h0
-        w_hh_t = w_hh.t()
         for t in range(num_steps):
-            gates[t].addmm_(h, w_hh_t)
-            forward_cell(gates[t], cells[t], y[t], cells[t + 1])
+            forward_step(gates[t], h, w_hh, cells[t], y[t], cells[t + 1])
             h = y[t]
         ctx.save_for_backward(x, h0, w_ih, w_hh, gates, cells, y)
         return y, cells[-1].clone()
@@ -112,11 +136,9 @@ class _LSTMLayer(torch.autograd.Function):
         num_steps, rows, hidden = y.shape
         dy = dy.contiguous() if dy is not None else torch.zeros_like(y)
         dc = dc_last.float().clone() if dc_last is not None else cells.new_zeros(rows, hidden)
-        dh = dy[-1]
         for t in range(num_steps - 1, -1, -1):
-            backward_cell(gates[t], cells[t + 1], cells[t], dh, dc)  # gates now hold dgates
-            if t:
-                dh = torch.addmm(dy[t - 1], gates[t], w_hh)
+            dgates_next = gates[t + 1] if t + 1 < num_steps else None
+            backward_step(gates[t], dgates_next, w_hh, dy[t], cells[t + 1], cells[t], dc)
         dgates = gates.view(num_steps * rows, 4 * hidden)
         dh0 = gates[0] @ w_hh
         dx = (dgates @ w_ih).view(num_steps, rows, -1)
