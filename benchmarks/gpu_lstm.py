@@ -16,7 +16,6 @@ import json
 import torch
 
 import fsnet
-from fsnet import fused_lstm
 from fsnet.frontend import build_cirm
 from fsnet.layers import RecurrentLayer
 
@@ -46,14 +45,13 @@ def timed(fn, iters: int = 20, graph: bool = False) -> float:
     return sorted(times)[len(times) // 2]
 
 
-KINDS = ("cudnn", "fused", "fused-cell")  # fused-cell: cuBLAS GEMM + separate gate kernel
+KINDS = ("cudnn", "auto")  # auto: fsnet.fused_lstm for the sub-band layers
 
 
 def set_kernel(module: torch.nn.Module, kind: str) -> None:
-    fused_lstm.FUSED_STEP = kind == "fused"
     for m in module.modules():
         if isinstance(m, RecurrentLayer):
-            m.training_kernel = "cudnn" if kind == "cudnn" else "auto"
+            m.training_kernel = kind
 
 
 def layer_rows(batch: int, out: list) -> None:

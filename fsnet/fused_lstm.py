@@ -60,10 +60,6 @@ def backward_cell_torch(
     act.copy_(torch.cat(grads, dim=1))
 
 
-# CUDA: one kernel per step for the GEMM and the gates (False: cuBLAS GEMM + gate kernel)
-FUSED_STEP = True
-
-
 def kernels_available() -> bool:
     """Whether Triton is installed (the CUDA path's kernels need it)."""
     return importlib.util.find_spec("triton") is not None
@@ -87,28 +83,6 @@ def backward_cell(act, c, c_prev, dh, dc) -> None:
     lstm_kernels.backward_cell(act, c, c_prev, dh, dc)
 
 
-def forward_step(gates, h_prev, w_hh, c_prev, h_out, c_out) -> None:
-    """One step: ``gates [R, 4H]`` holds the input projections and becomes the activations;
-    ``h_out``, ``c_out`` get the new state. On CUDA one Triton kernel (GEMM and gates)."""
-    if gates.is_cuda and FUSED_STEP:
-        from fsnet import lstm_kernels
-
-        return lstm_kernels.forward_step(gates, h_prev, w_hh, c_prev, h_out, c_out)
-    gates.addmm_(h_prev, w_hh.t())
-    forward_cell(gates, c_prev, h_out, c_out)
-
-
-def backward_step(act, dgates_next, w_hh, dy, c, c_prev, dc) -> None:
-    """One step back: ``act [R, 4H]`` becomes the gate gradients, ``dc`` moves one step back.
-    The gradient on ``h`` is ``dy`` plus ``dgates_next @ W_hh`` (None for the last step)."""
-    if act.is_cuda and FUSED_STEP:
-        from fsnet import lstm_kernels
-
-        return lstm_kernels.backward_step(act, dgates_next, w_hh, dy, c, c_prev, dc)
-    dh = dy if dgates_next is None else torch.addmm(dy, dgates_next, w_hh)
-    backward_cell(act, c, c_prev, dh, dc)
-
-
 class _LSTMLayer(torch.autograd.Function):
     """One LSTM layer over time-major ``x [T, R, I]`` from ``(h0, c0)``, each ``[R, H]``."""
 
@@ -124,8 +98,10 @@ class _LSTMLayer(torch.autograd.Function):
         cells = torch.empty(num_steps + 1, rows, hidden, device=x.device, dtype=torch.float32)
         cells[0] = c0
         h = h0
+        w_hh_t = w_hh.t()
         for t in range(num_steps):
-            forward_step(gates[t], h, w_hh, cells[t], y[t], cells[t + 1])
+            gates[t].addmm_(h, w_hh_t)
+            forward_cell(gates[t], cells[t], y[t], cells[t + 1])
             h = y[t]
         ctx.save_for_backward(x, h0, w_ih, w_hh, gates, cells, y)
         return y, cells[-1].clone()
@@ -134,11 +110,16 @@ class _LSTMLayer(torch.autograd.Function):
     def backward(ctx, dy, dc_last):
         x, h0, w_ih, w_hh, gates, cells, y = ctx.saved_tensors
         num_steps, rows, hidden = y.shape
-        dy = dy.contiguous() if dy is not None else torch.zeros_like(y)
+        # Our own copy: each step adds the recurrent gradient into the previous step's rows
+        # in place (addmm into a fresh tensor would first copy them there).
+        dh_all = (
+            torch.zeros_like(y) if dy is None else dy.clone(memory_format=torch.contiguous_format)
+        )
         dc = dc_last.float().clone() if dc_last is not None else cells.new_zeros(rows, hidden)
         for t in range(num_steps - 1, -1, -1):
-            dgates_next = gates[t + 1] if t + 1 < num_steps else None
-            backward_step(gates[t], dgates_next, w_hh, dy[t], cells[t + 1], cells[t], dc)
+            backward_cell(gates[t], cells[t + 1], cells[t], dh_all[t], dc)  # gates: now dgates
+            if t:
+                dh_all[t - 1].addmm_(gates[t], w_hh)
         dgates = gates.view(num_steps * rows, 4 * hidden)
         dh0 = gates[0] @ w_hh
         dx = (dgates @ w_ih).view(num_steps, rows, -1)
@@ -150,31 +131,34 @@ class _LSTMLayer(torch.autograd.Function):
         return dx, dh0, dc, dw_ih, dw_hh, dbias
 
 
-def lstm_layer(
+def lstm_layers(
     x: torch.Tensor,
     h0: torch.Tensor,
     c0: torch.Tensor,
-    w_ih: torch.Tensor,
-    w_hh: torch.Tensor,
-    b_ih: torch.Tensor,
-    b_hh: torch.Tensor,
+    weights: list[tuple[torch.Tensor, ...]],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``nn.LSTM``'s one-layer arithmetic on batch-first ``x [R, T, I]`` from ``h0, c0 [R, H]``
-    -> ``(y [R, T, H], h_T, c_T)``; gradients flow to every argument.
+    """``nn.LSTM``'s arithmetic on batch-first ``x [R, T, I]`` from ``h0, c0 [L, R, H]``, layer k
+    with ``weights[k] = (w_ih, w_hh, b_ih, b_hh)`` -> ``(y [R, T, H], h_T, c_T [L, R, H])``;
+    gradients flow to every argument.
 
     Under CUDA autocast the GEMMs and ``y`` run in the autocast dtype, the cell state in float32.
+    Between layers the sequence stays time-major (one transpose in, one out).
     """
     dtype = x.dtype
     if x.is_cuda and torch.is_autocast_enabled("cuda"):
         dtype = torch.get_autocast_dtype("cuda")
+    h_last, c_last = [], []
     with torch.autocast(x.device.type, enabled=False):
-        y, c_last = _LSTMLayer.apply(
-            x.transpose(0, 1).to(dtype).contiguous(),
-            h0.to(dtype),
-            c0.float(),
-            w_ih.to(dtype),
-            w_hh.to(dtype),
-            (b_ih + b_hh).to(dtype),
-        )
-    y = y.transpose(0, 1)
-    return y, y[:, -1], c_last
+        y = x.transpose(0, 1).to(dtype).contiguous()
+        for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(weights):
+            y, c = _LSTMLayer.apply(
+                y,
+                h0[k].to(dtype),
+                c0[k].float(),
+                w_ih.to(dtype),
+                w_hh.to(dtype),
+                (b_ih + b_hh).to(dtype),
+            )
+            h_last.append(y[-1])
+            c_last.append(c)
+    return y.transpose(0, 1), torch.stack(h_last), torch.stack(c_last)

@@ -228,12 +228,9 @@ class RecurrentLayer(nn.Module):
         """``x [B, T, input]`` through every layer on fsnet.fused_lstm's kernels."""
         if state is None:
             state = self.zero_state(x.shape[0], x.device)
-        new_h, new_c = [], []
-        for k in range(self.num_layers):
-            x, h, c = fused_lstm.lstm_layer(x, state[0][k], state[1][k], *self._layer_weights(k))
-            new_h.append(h)
-            new_c.append(c)
-        return x, (torch.stack(new_h), torch.stack(new_c))
+        weights = [self._layer_weights(k) for k in range(self.num_layers)]
+        y, h, c = fused_lstm.lstm_layers(x, state[0], state[1], weights)
+        return y, (h, c)
 
     def forward(
         self, x: torch.Tensor, state: RecurrentState | None = None
