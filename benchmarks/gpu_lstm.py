@@ -82,7 +82,7 @@ def layer_rows(batch: int, out: list) -> None:
                 out.append(row)
 
 
-def step_rows(batch: int, out: list) -> None:
+def step_rows(batch: int, out: list, profile: bool = False) -> None:
     model = fsnet.build_model().cuda().train()
     samples = int(3.072 * 16000)
     noisy = torch.randn(batch, samples, device="cuda") * 0.1
@@ -99,6 +99,19 @@ def step_rows(batch: int, out: list) -> None:
         loss.backward()
         optimizer.step()
 
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as profiler
+
+        set_kernel(model, "auto")
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+        with profiler(activities=[ProfilerActivity.CUDA]) as prof:
+            step()
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25))
+        return
     for kind in KINDS:
         set_kernel(model, kind)
         for graph in (False, True):
@@ -115,37 +128,15 @@ def step_rows(batch: int, out: list) -> None:
             out.append(row)
 
 
-def profile_layer(batch: int, inputs: int = 384) -> None:
-    """GPU time per kernel of one fused layer's forward + backward (torch.profiler)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    layer = RecurrentLayer(inputs, 384).cuda()
-    x = torch.randn(batch * 64, 97, inputs, device="cuda", requires_grad=True)
-    for kind in ("auto", "cudnn"):
-        set_kernel(layer, kind)
-        for _ in range(3):
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                y, _ = layer(x)
-            y.float().square().mean().backward()
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                y, _ = layer(x)
-            y.float().square().mean().backward()
-            torch.cuda.synchronize()
-        print(f"--- {kind} layer {inputs}->384")
-        print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=12))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=72)
     parser.add_argument("--json", default=None, help="write the rows here (JSON lines)")
     parser.add_argument("--layers-only", action="store_true")
-    parser.add_argument("--profile", action="store_true", help="kernel table of one layer only")
+    parser.add_argument("--profile", action="store_true", help="kernel table of one bare step")
     args = parser.parse_args()
     if args.profile:
-        return profile_layer(args.batch)
+        return step_rows(args.batch, [], profile=True)
     rows: list = []
     layer_rows(args.batch, rows)
     if not args.layers_only:
