@@ -30,7 +30,8 @@ The ratio is audio-seconds per second over the original's at the same batch size
 FLOP counting (``training_flops``), analytic from the model config: per frame and sequence, an
 LSTM layer's forward costs 2·4·H·(I+H) FLOP (its four gates' input and recurrent GEMMs; GRU:
 2·3·H·(I+H)), a linear layer 2·I·O. Full-band layers (F_l2m, F_m2l) run T + look_ahead frames
-(T STFT frames of the segment), one sequence per example; the sub-band model runs
+(T: fsnet's STFT frames of the segment, 193 for 3.072 s as the original's), one sequence per
+example; the sub-band model runs
 1 + ceil((T + look_ahead - 1) / shrink_size) blocks, num_mels sequences per example. Backward is
 counted as twice the forward (input and weight gradients), so a training step is 3× the forward
 times the batch. Not counted: biases, gate non-linearities, norms, the mel projection, STFT,
@@ -68,6 +69,7 @@ from compare_original import original_model_class  # noqa: E402
 
 from fsnet.config import ModelConfig  # noqa: E402
 from fsnet.files import atomic_write  # noqa: E402
+from fsnet.frontend import STFT  # noqa: E402
 from fsnet.model import build_model  # noqa: E402
 
 RECIPE_TOML = "recipes/dns_interspeech_2020/fast_fullsubnet/train_shrinkSize2.toml"
@@ -94,7 +96,7 @@ def _fullband_flops(input_size: int, hidden_sizes, output_size: int, rnn_type: s
 
 def forward_flops(cfg: ModelConfig, num_samples: int) -> dict[str, int]:
     """Forward FLOP of one example of ``num_samples`` samples, per part (see the module doc)."""
-    frames = num_samples // cfg.hop_samples + 1 + cfg.look_ahead  # centred STFT + look-ahead pad
+    frames = STFT(cfg.n_fft, cfg.hop_samples).num_frames(num_samples) + cfg.look_ahead
     blocks = 1 + math.ceil((frames - 1) / cfg.shrink_size)
     m = cfg.num_mels
     encoder = _fullband_flops(m, cfg.encoder_hidden_sizes, m, cfg.rnn_type)
