@@ -124,7 +124,8 @@ def train_command(
     seed: int = 0,
 ) -> list[str]:
     """``python train.py ...`` on ``corpus`` for ``steps`` steps into ``run_dir``, timed by
-    ``StepTimer``, CSV logs only, no sanity validation, no release file; ``extra`` overrides win."""
+    ``StepTimer``, CSV logs only, no sanity validation, no checkpoints or release file; ``extra``
+    overrides win."""
     base = [
         "recipe=dns",
         f"recipe.root={corpus}",
@@ -136,6 +137,9 @@ def train_command(
         "trainer.num_sanity_val_steps=0",
         "logger=csv",
         "export_release=false",
+        "callbacks.model_checkpoint=null",  # measurements only: no checkpoint files
+        "callbacks.last_checkpoint=null",
+        "+trainer.enable_checkpointing=false",  # nor Lightning's default one
         "resume=false",
         f"seed={seed}",
         f"hydra.run.dir={run_dir}",

@@ -8,7 +8,7 @@ Runs ``train.py`` (``benchmarks/loop_runs.py``: synthetic corpus with DNS-like f
 log, no checkpoints) three times from the same seed's weights and mixtures:
 
 * **fast** — the default config with ``--fast``'s Hydra overrides;
-* **fast, seed + 1** — the same with the next seed (other weights, other mixtures): the spread
+* **fast, other seed** — the same with the next seed (other weights, other mixtures): the spread
   between the two fast runs is the run-to-run noise the comparison is read against
   (``--no-noise-run`` leaves it out);
 * **reference** — the default config with ``--reference``'s overrides (default: fp32, no CUDA
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -43,16 +44,13 @@ from fsnet.files import atomic_write  # noqa: E402
 
 def run(args, label: str, overrides: list[str], seed: int, corpus: Path) -> dict[str, Any]:
     """One training run; its logged curves ``{metric: (steps, values)}`` and its overrides."""
-    slug = "".join(c for c in label.replace(" ", "_") if c.isalnum() or c == "_")
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", label).strip("_")
     run_dir = (args.out / f"{args.name}_runs" / slug).resolve()
     base = [
         f"model={args.model}",
         f"trainer.val_check_interval={args.val_every}",
         "trainer.log_every_n_steps=10",
         f"system.metric_workers={args.metric_workers}",
-        "callbacks.model_checkpoint=null",  # curves only: no checkpoint files
-        "callbacks.last_checkpoint=null",
-        "+trainer.enable_checkpointing=false",  # nor Lightning's default one
         *([f"data.batch_size={args.batch}"] if args.batch else []),
     ]
     command = loop_runs.train_command(
@@ -85,7 +83,7 @@ def moving_average(values: list[float], window: int) -> np.ndarray:
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Per run: mean training loss over its last 10 % of logged steps and its last validation
-    values; then each metric's |fast - reference| beside |fast - fast(seed + 1)|."""
+    values; then each metric's |fast - reference| beside |fast - fast(other seed)|."""
     per_run = {}
     for r in runs:
         values = {}
@@ -95,14 +93,14 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
             tail = ys[-max(len(ys) // 10, 1) :] if name == "train/loss" else ys[-1:]
             values[name] = float(np.mean(tail))
         per_run[r["label"]] = values
-    fast, noise, ref = (per_run.get(k) for k in ("fast", "fast, seed + 1", "reference"))
+    fast, noise, ref = (per_run.get(k) for k in ("fast", "fast, other seed", "reference"))
     differences = {}
     if fast and ref:
         for name in fast:
             if name in ref:
                 differences[name] = {
                     "fast - reference": fast[name] - ref[name],
-                    "fast - fast(seed + 1)": fast[name] - noise[name]
+                    "fast - fast(other seed)": fast[name] - noise[name]
                     if noise and name in noise
                     else None,
                 }
@@ -123,7 +121,7 @@ def plot(path: Path, runs: list[dict[str, Any]], title: str, smooth: int) -> Non
     fig = Figure(figsize=(4.6 * cols, 3.2 * rows), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    colours = {"fast": "tab:blue", "fast, seed + 1": "tab:cyan", "reference": "tab:orange"}
+    colours = {"fast": "tab:blue", "fast, other seed": "tab:cyan", "reference": "tab:orange"}
     for ax, name in zip(axes, names, strict=False):
         for r in runs:
             steps, values = r["curves"].get(name, ([], []))
@@ -192,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     fast, reference = shlex.split(args.fast), shlex.split(args.reference)
     plan = [("fast", fast, args.seed)]
     if not args.no_noise_run:
-        plan.append(("fast, seed + 1", fast, args.seed + 1))
+        plan.append(("fast, other seed", fast, args.seed + 1))
     plan.append(("reference", reference, args.seed))
     runs = [run(args, label, overrides, seed, corpus) for label, overrides, seed in plan]
     title = (

@@ -40,7 +40,7 @@ over ``--peak-tflops`` (dense bf16/fp16 peak; 989 for H100/H200 SXM), the same f
 the rows do the same useful arithmetic, so MFU ranks them as the ratio does.
 
 ``--out DIR`` gets ``train_speed.json`` (rows and the setting), ``train_speed.md`` (the table)
-and the loop runs' folders (``loop_*``: config, CSV log, output). Smoke test on a CPU, tiny
+and the loop runs' folders (``runs/loop_*``: config, CSV log, output). Smoke test on a CPU, tiny
 sizes: ``python benchmarks/train_speed.py --device cpu --model tiny --batch 2 --seconds 1
 --iters 2 --warmup 1 --loop-steps 4 --loop-warmup 2 --loop-workers 1 --corpus-size tiny
 --original .original/FullSubNet --out /tmp/speed``.
@@ -245,7 +245,7 @@ def parse_loop(spec: str) -> tuple[str, list[str]]:
 
 def loop_row(args, label: str, overrides: list[str], corpus: Path, index: int) -> dict[str, Any]:
     """One ``train.py`` run of ``--loop-steps`` steps, measured after ``--loop-warmup``."""
-    run_dir = (args.out / f"loop_{index}").resolve()
+    run_dir = (args.out / "runs" / f"loop_{index}").resolve()
     base = [
         f"model={args.model}",
         f"data.batch_size={args.batch[0]}",

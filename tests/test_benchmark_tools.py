@@ -99,9 +99,9 @@ def test_curve_summary():
     curve = {"train/loss": ([0, 10], [1.0, 0.5]), "val/pesq_wb": ([5], [2.0])}
     runs = [
         {"label": "fast", "curves": curve},
-        {"label": "fast, seed + 1", "curves": {**curve, "val/pesq_wb": ([5], [2.5])}},
+        {"label": "fast, other seed", "curves": {**curve, "val/pesq_wb": ([5], [2.5])}},
         {"label": "reference", "curves": {**curve, "val/pesq_wb": ([5], [2.1])}},
     ]
     diff = train_curves.summary(runs)["differences"]["val/pesq_wb"]
     assert diff["fast - reference"] == pytest.approx(-0.1)
-    assert diff["fast - fast(seed + 1)"] == pytest.approx(-0.5)
+    assert diff["fast - fast(other seed)"] == pytest.approx(-0.5)
