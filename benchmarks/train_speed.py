@@ -50,11 +50,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import math
 import shlex
 import sys
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,7 @@ from fsnet.files import atomic_write  # noqa: E402
 from fsnet.frontend import STFT  # noqa: E402
 from fsnet.model import build_model  # noqa: E402
 
+DEFAULT_SECONDS = 3.072  # the recipes' training segment, s
 RECIPE_TOML = "recipes/dns_interspeech_2020/fast_fullsubnet/train_shrinkSize2.toml"
 
 
@@ -135,6 +138,9 @@ def original_step(checkout: Path, batch: int, seconds: float, device: torch.devi
         import tomli as tomllib
 
     model_class = original_model_class(checkout)  # puts the checkout on sys.path
+    if importlib.util.find_spec("librosa") is None:
+        # audio_zen's feature module imports librosa for functions its stft does not use.
+        sys.modules["librosa"] = types.SimpleNamespace()
     from audio_zen.acoustics.feature import stft
     from audio_zen.acoustics.mask import build_complex_ideal_ratio_mask
 
@@ -245,13 +251,12 @@ def parse_loop(spec: str) -> tuple[str, list[str]]:
 
 def loop_row(args, label: str, overrides: list[str], corpus: Path, index: int) -> dict[str, Any]:
     """One ``train.py`` run of ``--loop-steps`` steps, measured after ``--loop-warmup``."""
+    from omegaconf import OmegaConf
+
     run_dir = (args.out / "runs" / f"loop_{index}").resolve()
-    base = [
-        f"model={args.model}",
-        f"data.batch_size={args.batch[0]}",
-        f"data.mixing.segment_seconds={args.seconds}",
-        "system.metric_workers=0",  # no validation runs in these steps
-    ]
+    base = [f"model={args.model}", f"data.batch_size={args.batch[0]}"]
+    if args.seconds != DEFAULT_SECONDS:  # the config's own segment length otherwise
+        base.append(f"data.mixing.segment_seconds={args.seconds}")
     command = loop_runs.train_command(
         corpus,
         run_dir,
@@ -264,11 +269,9 @@ def loop_row(args, label: str, overrides: list[str], corpus: Path, index: int) -
     wall = loop_runs.run_train(command, run_dir, args.loop_timeout)
     timer = loop_runs.step_times(run_dir)
     cfg = loop_runs.resolved_config(run_dir)
-    from omegaconf import OmegaConf
-
     model_cfg = ModelConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
     batch = int(cfg.data.batch_size)
-    seconds = float(cfg.data.mixing.segment_seconds)
+    seconds = float(OmegaConf.select(cfg, "data.mixing.segment_seconds", default=args.seconds))
     ms = 1e3 * timer["seconds"] / max(timer["steps"], 1)
     rows = loop_runs.read_metrics(run_dir)
     steps, logged = loop_runs.series(rows, "train/audio_seconds_per_second")
@@ -360,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         default=[72, 256],
         help="bare-step batch sizes; the first is the loops' too",
     )
-    parser.add_argument("--seconds", type=float, default=3.072, help="audio per example")
+    parser.add_argument("--seconds", type=float, default=DEFAULT_SECONDS, help="audio per example")
     parser.add_argument(
         "--precision", choices=["bf16", "fp16", "fp32"], default="bf16", help="fsnet bare step"
     )
@@ -438,8 +441,10 @@ def main(argv: list[str] | None = None) -> int:
         for index, (label, overrides) in enumerate(loops):
             try:
                 report(loop_row(args, label, overrides, corpus, index))
-            except RuntimeError as error:  # one failed variant must not cost the others
-                print(f"train.py loop {label!r} failed: {error}", flush=True)
+            except Exception as error:  # one failed variant must not cost the others
+                print(
+                    f"train.py loop {label!r} failed: {type(error).__name__}: {error}", flush=True
+                )
     print()
     print(markdown(rows, setting))
     print(f"total {time.perf_counter() - t0:.0f} s; results in {args.out}")
