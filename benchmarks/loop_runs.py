@@ -143,7 +143,7 @@ def train_command(
         "resume=false",
         f"seed={seed}",
         f"hydra.run.dir={run_dir}",
-        "+callbacks.step_timer._target_=benchmarks.step_timer.StepTimer",
+        "+callbacks.step_timer._target_=step_timer.StepTimer",
         f"+callbacks.step_timer.path={run_dir / 'step_times.json'}",
         f"+callbacks.step_timer.warmup_steps={timer_warmup}",
     ]
@@ -157,7 +157,10 @@ def run_train(command: list[str], run_dir: Path, timeout_s: float) -> float:
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     log = run_dir / "train_stdout.txt"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # step_timer is imported from benchmarks/ as a top-level module: a namespace package
+    # "benchmarks" would lose to any regular package of that name installed elsewhere.
+    path = os.pathsep.join(p for p in (str(REPO / "benchmarks"), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
     env.pop("HYDRA_FULL_ERROR", None)
     t0 = time.perf_counter()
     with open(log, "w") as out:

@@ -2,7 +2,7 @@
 
 Added to a run from the command line (``benchmarks/loop_runs.py`` does this)::
 
-    python train.py ... +callbacks.step_timer._target_=benchmarks.step_timer.StepTimer \\
+    PYTHONPATH=benchmarks python train.py ... +callbacks.step_timer._target_=step_timer.StepTimer \\
         +callbacks.step_timer.path=RUN/step_times.json +callbacks.step_timer.warmup_steps=50
 
 It measures the loop as it runs, whatever the system does inside a step (graphs, GPU mixing):

@@ -5,7 +5,7 @@ over the first ``--steps`` steps on the synthetic corpus, in one PNG.
         [--steps 2000] [--val-every 250] [--out benchmarks/results]
 
 Runs ``train.py`` (``benchmarks/loop_runs.py``: synthetic corpus with DNS-like file lengths, CSV
-log, no checkpoints) three times from the same seed's weights and mixtures:
+log, no checkpoints) three times:
 
 * **fast** — the default config with ``--fast``'s Hydra overrides;
 * **fast, other seed** — the same with the next seed (other weights, other mixtures): the spread
@@ -18,7 +18,9 @@ Validation (loss and ``system.metrics``) runs every ``--val-every`` steps on the
 validation set (8 utterances of 4 s). Writes ``<out>/<name>.png`` (training loss, raw and a
 moving average; validation loss and metrics), ``<out>/<name>.json`` (the curves and a summary:
 final training loss averaged over the last 10 % of steps, last validation values, and the
-fast-vs-reference difference beside the fast-vs-fast one). Smoke test on a CPU:
+fast-vs-reference difference beside the fast-vs-fast one). On one H200 with 16 cores,
+``--parallel --workers 5`` runs the three together (about 2,000 fp32 steps' time). Smoke test
+on a CPU:
 ``python benchmarks/train_curves.py --device cpu --model tiny --batch 2 --steps 6 --val-every 3
 --workers 1 --corpus-size tiny --fast "" --reference "" --out /tmp/curves``.
 """
@@ -26,6 +28,7 @@ fast-vs-reference difference beside the fast-vs-fast one). Smoke test on a CPU:
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import re
 import shlex
@@ -174,7 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--model", default="fast_fullsubnet", help="configs/model/<name>.yaml")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
-    parser.add_argument("--workers", type=int, default=12, help="data.num_workers")
+    parser.add_argument("--workers", type=int, default=12, help="data.num_workers of each run")
+    parser.add_argument(
+        "--parallel", action="store_true", help="start the runs together (divide --workers)"
+    )
     parser.add_argument("--metric-workers", type=int, default=4, help="system.metric_workers")
     parser.add_argument("--corpus", type=Path, default=Path("/tmp/fsnet_speed_corpus"))
     parser.add_argument("--corpus-size", choices=["dns", "tiny"], default="dns")
@@ -192,7 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_noise_run:
         plan.append(("fast, other seed", fast, args.seed + 1))
     plan.append(("reference", reference, args.seed))
-    runs = [run(args, label, overrides, seed, corpus) for label, overrides, seed in plan]
+    if args.parallel:  # one GPU, several processes: the curves, not the speed, are measured
+        with concurrent.futures.ThreadPoolExecutor(len(plan)) as pool:
+            runs = list(pool.map(lambda p: run(args, *p, corpus), plan))
+    else:
+        runs = [run(args, label, overrides, seed, corpus) for label, overrides, seed in plan]
     title = (
         f"first {args.steps} steps, synthetic corpus; fast: {args.fast or '(default config)'}; "
         f"reference: {args.reference or '(default config)'}"
