@@ -345,7 +345,7 @@ def _setting(args, device: torch.device) -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument(
         "--original",
@@ -405,18 +405,26 @@ def main(argv: list[str] | None = None) -> int:
         help="dense bf16 peak of the GPU (H100/H200 SXM: 989)",
     )
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("train_speed.py: error: no CUDA GPU (--device cpu for a smoke run)")
     if args.original is not None:
         args.original = args.original.expanduser().resolve()
     loops = [] if args.no_default_loop else [("default config", [])]
     loops += [parse_loop(spec) for spec in args.loop]
+    t0 = time.perf_counter()
+    if loops:  # first: its worker processes fork from a process that has not touched CUDA yet
+        spec = loop_runs.CorpusSpec() if args.corpus_size == "dns" else loop_runs.CorpusSpec.tiny()
+        corpus = loop_runs.make_corpus(args.corpus, spec)
     device = torch.device(args.device)
     torch.backends.cudnn.enabled = True
     torch.backends.cudnn.benchmark = True
     args.out.mkdir(parents=True, exist_ok=True)
-    setting, rows, t0 = _setting(args, device), [], time.perf_counter()
+    setting, rows = _setting(args, device), []
 
     def report(row: dict[str, Any]) -> None:
         rows.append(row)
@@ -435,16 +443,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.skip_bare:
         bare_rows(args, device, report)
-    if loops:
-        spec = loop_runs.CorpusSpec() if args.corpus_size == "dns" else loop_runs.CorpusSpec.tiny()
-        corpus = loop_runs.make_corpus(args.corpus, spec)
-        for index, (label, overrides) in enumerate(loops):
-            try:
-                report(loop_row(args, label, overrides, corpus, index))
-            except Exception as error:  # one failed variant must not cost the others
-                print(
-                    f"train.py loop {label!r} failed: {type(error).__name__}: {error}", flush=True
-                )
+    for index, (label, overrides) in enumerate(loops):
+        try:
+            report(loop_row(args, label, overrides, corpus, index))
+        except Exception as error:  # one failed variant must not cost the others
+            print(f"train.py loop {label!r} failed: {type(error).__name__}: {error}", flush=True)
     print()
     print(markdown(rows, setting))
     print(f"total {time.perf_counter() - t0:.0f} s; results in {args.out}")
