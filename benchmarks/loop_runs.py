@@ -12,6 +12,7 @@ import csv
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -166,12 +167,21 @@ def run_train(command: list[str], run_dir: Path, timeout_s: float) -> float:
     with open(log, "w") as out:
         out.write(" ".join(command) + "\n")
         out.flush()
+        # A session of its own, so that a stop takes its loader workers with it.
+        process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
         try:
-            done = subprocess.run(
-                command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=timeout_s
-            )
-            failed = f"exit status {done.returncode}" if done.returncode else ""
+            code = process.wait(timeout=timeout_s)
+            failed = f"exit status {code}" if code else ""
         except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
             failed = f"still running after {timeout_s:.0f} s (stopped)"
     if failed:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])

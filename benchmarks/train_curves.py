@@ -67,13 +67,18 @@ def run(args, label: str, overrides: list[str], seed: int, corpus: Path) -> dict
         seed=seed,
     )
     print(f"{label}: python {' '.join(shlex.quote(c) for c in command[1:])}", flush=True)
-    wall = loop_runs.run_train(command, run_dir, args.timeout)
+    try:
+        wall = loop_runs.run_train(command, run_dir, args.timeout)
+        print(f"{label}: {wall:.0f} s", flush=True)
+        error = None
+    except RuntimeError as failure:  # a stopped or failed run still shows what it logged
+        error = str(failure)
+        print(f"{label}: {error}", flush=True)
     rows = loop_runs.read_metrics(run_dir)
     names = sorted({k for r in rows for k in r if k.startswith(("train/loss", "val/"))})
     curves = {name: loop_runs.series(rows, name) for name in names}
     curves.pop("val/num_utterances", None)
-    print(f"{label}: {wall:.0f} s", flush=True)
-    return {"label": label, "overrides": overrides, "seed": seed, "curves": curves}
+    return {"label": label, "overrides": overrides, "seed": seed, "curves": curves, "error": error}
 
 
 def moving_average(values: list[float], window: int) -> np.ndarray:
@@ -131,7 +136,7 @@ def plot(path: Path, runs: list[dict[str, Any]], title: str, smooth: int) -> Non
             if not steps:
                 continue
             colour = colours.get(r["label"])
-            label = f"{r['label']} (seed {r['seed']})"
+            label = f"{r['label']} (seed {r['seed']}" + (", stopped)" if r.get("error") else ")")
             if name == "train/loss":
                 ax.plot(steps, values, color=colour, alpha=0.2, linewidth=0.6)
                 ax.plot(steps, moving_average(values, smooth), color=colour, label=label)
@@ -185,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=Path("/tmp/fsnet_speed_corpus"))
     parser.add_argument("--corpus-size", choices=["dns", "tiny"], default="dns")
     parser.add_argument(
-        "--timeout", type=float, default=590, help="seconds before a run is stopped"
+        "--timeout", type=float, default=480, help="seconds before a run is stopped"
     )
     parser.add_argument("--smooth", type=int, default=20, help="logged points per moving average")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
