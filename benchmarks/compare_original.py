@@ -3,6 +3,9 @@
     git clone https://github.com/Audio-WestlakeU/FullSubNet /path/to/FullSubNet
     python benchmarks/compare_original.py --original /path/to/FullSubNet [--checkpoint PATH]
 
+(``bash benchmarks/fetch_original.sh`` extracts just the files this needs into
+``.original/FullSubNet``, at the commit the comparisons were made against.)
+
 The original code is imported from the given checkout at run time (nothing of it is in fsnet).
 fsnet's weights (the bundled model by default) are written into the original layout with
 ``fsnet.checkpoint.to_original_state_dict`` and loaded strictly into the original ``Model``; both

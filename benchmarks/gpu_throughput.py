@@ -22,62 +22,84 @@ from fsnet.frontend import build_cirm
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def cuda_time(fn, warmup: int, iters: int) -> float:
+def synchronize(device: torch.device | str = "cuda") -> None:
+    """Wait for the device's queued work (nothing to wait for on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def cuda_time(fn, warmup: int, iters: int, device: torch.device | str = "cuda") -> float:
     """Median wall time of fn() in ms, synchronising around each call."""
     for _ in range(warmup):
         fn()
-    torch.cuda.synchronize()
+    synchronize(device)
     times = []
     for _ in range(iters):
         t0 = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
+        synchronize(device)
         times.append(1e3 * (time.perf_counter() - t0))
     times.sort()
     return times[len(times) // 2]
 
 
-def bench_train(args) -> dict:
-    model = fsnet.build_model().cuda().train()
-    rate = model.config.sample_rate
-    samples = int(args.seconds * rate)
-    noisy = torch.randn(args.batch, samples, device="cuda") * 0.1
-    clean = noisy * 0.5
+def train_step(
+    model: torch.nn.Module,
+    noisy: torch.Tensor,
+    clean: torch.Tensor,
+    precision: str = "bf16",
+    cuda_graph: bool = False,
+    compile: bool = False,
+):
+    """A callable running one bare training step of ``model`` on the batch ``noisy``/``clean``
+    ``[B, N]`` (on the model's device): STFT, cIRM target, forward under autocast, MSE,
+    backward, clipping at 10, fused Adam.
+
+    ``cuda_graph``: the whole step (front end, forward, backward, clipping, Adam) replayed as one
+    graph, which removes the per-kernel CPU launch cost that small-batch recurrent steps are
+    bound by.
+    """
     # capturable: the step counter stays on the GPU, so the optimiser step can live in a graph
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=1e-3, fused=True, capturable=args.cuda_graph
-    )
-    dtype = DTYPES[args.precision]
-    forward = torch.compile(model) if args.compile else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True, capturable=cuda_graph)
+    dtype = DTYPES[precision]
+    device_type = noisy.device.type
+    forward = torch.compile(model) if compile else model
 
     def step():
         with torch.no_grad():
             noisy_spec = model.stft.stft(noisy)
             target = build_cirm(noisy_spec, model.stft.stft(clean))
             mag = noisy_spec.abs()[:, None]
-        with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+        with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
             loss = torch.nn.functional.mse_loss(forward(mag).float(), target)
         optimizer.zero_grad(set_to_none=False)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         optimizer.step()
 
-    if args.cuda_graph:
-        # The whole step (front end, forward, backward, clipping, Adam) replayed as one graph:
-        # removes the per-kernel CPU launch cost that small-batch recurrent steps are bound by.
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                step()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            step()
-        run = graph.replay
-    else:
-        run = step
+    return graphed(step) if cuda_graph else step
 
+
+def graphed(step):
+    """``step`` captured as a CUDA graph after three warm-up calls; returns the graph's replay."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
+
+
+def bench_train(args) -> dict:
+    model = fsnet.build_model().cuda().train()
+    samples = int(args.seconds * model.config.sample_rate)
+    noisy = torch.randn(args.batch, samples, device="cuda") * 0.1
+    clean = noisy * 0.5
+    run = train_step(model, noisy, clean, args.precision, args.cuda_graph, args.compile)
     ms = cuda_time(run, warmup=5 if not args.compile else 10, iters=args.iters)
     if args.profile:
         profile_step(run, args.profile)
