@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from fsnet.audio import SAMPLE_RATE
+from fsnet.data.batch_mixing import components_item
 from fsnet.data.corpus import AudioEntry, ValPair
 from fsnet.data.mixing import (
     SPEED_GRID_STEPS,
@@ -82,6 +83,7 @@ class TrainingMixtures(Dataset):
         self.seed = int(seed)
         self.on_bad_file = on_bad_file
         self.epoch = 0
+        self.components = False  # items: finished mixtures (False) or their components (True)
         self._bad: set[str] = set()
         self._rir_cache: dict[str, np.ndarray] = {}
         self.noise_groups, self.noise_group_probs = group_noise_files(self.noise, self.mixing)
@@ -92,7 +94,11 @@ class TrainingMixtures(Dataset):
     def __len__(self) -> int:
         return self.samples_per_epoch
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | dict[str, Any]:
+        """``(noisy, target)`` tensors; with ``components`` set, what they are mixed from
+        (:func:`~fsnet.data.batch_mixing.components_item`, batched by ``collate_components``)."""
+        if self.components:
+            return components_item(self.draw(index)[0])
         noisy, target, _ = self.generate(index)
         return torch.from_numpy(noisy), torch.from_numpy(target)
 

@@ -1,0 +1,266 @@
+"""Mixing a batch of training examples on the training device, from the loader's components.
+
+With ``data.mix_on=device`` the DataLoader workers only read and draw
+(:meth:`~fsnet.data.datasets.TrainingMixtures.draw`): each example arrives as its
+:class:`~fsnet.data.mixing.Components`, :func:`collate_components` pads them into one batch, and
+after the batch is on the device :func:`mix_batch` does the arithmetic of
+:func:`~fsnet.data.mixing.mix_components` for the whole batch at once: reverberation (FFT
+convolution), the early-reflection target, colouring, overlay, SNR, level and peak limit. All the
+randomness was drawn in the loader, so the mixtures are those of the CPU path to float32 rounding
+(``tests/test_batch_mixing.py`` checks each example) and as reproducible.
+
+Colouring is the one place where the batched path is not the CPU's algorithm: ``lfilter`` is a
+recursion over samples (a loop of 49,152 steps on a GPU), so here the biquad is applied as its
+transfer function ``B / A`` on an FFT grid of ``segment + K`` points. That is exact for the
+impulse response's first ``K`` taps, and the taps beyond ``K`` are left out; with every
+coefficient in ``[-limit, limit]`` the poles lie within radius ``r(limit)`` (0.83 at RNNoise's
+0.375), so ``|h[k]| <= (1 + 2 limit) (k + 1) r^(k-2)`` and :func:`eq_tail_taps` picks ``K`` so that
+the left-out tail sums to less than ``EQ_TAIL_TOLERANCE`` of the signal's peak (192 taps at 0.375).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from fsnet.data.mixing import EARLY_REFLECTIONS_SECONDS, Components, MixingConfig
+
+EQ_TAIL_TOLERANCE = 1e-8  # colouring error bound, relative to the signal's peak (float32: 6e-8)
+PAD_MULTIPLE = 1024  # RIR taps and speech context are padded to multiples of this: few FFT sizes
+
+
+def components_item(c: Components) -> dict[str, Any]:
+    """One example's components as tensors and numbers (what a DataLoader worker returns)."""
+    no_eq = np.zeros(4)
+    return {
+        "speech": torch.from_numpy(np.ascontiguousarray(c.speech, dtype=np.float32)),
+        "lead": int(c.lead),
+        "rir": None if c.rir is None else torch.from_numpy(c.rir.astype(np.float32)),
+        "noise": torch.from_numpy(np.ascontiguousarray(c.noise, dtype=np.float32)),
+        "overlay": None if c.overlay is None else torch.from_numpy(c.overlay.astype(np.float32)),
+        "overlay_db": 0.0 if c.overlay_db is None else float(c.overlay_db),
+        "snr_db": float(c.snr_db),
+        "level_dbfs": float(c.level_dbfs),
+        "clean_eq": _eq_row(c.clean_eq, no_eq),
+        "noise_eq": _eq_row(c.noise_eq, no_eq),
+        "has_clean_eq": c.clean_eq is not None,
+        "has_noise_eq": c.noise_eq is not None,
+    }
+
+
+def _eq_row(eq: tuple[np.ndarray, np.ndarray] | None, default: np.ndarray) -> np.ndarray:
+    """``(b1, b2, a1, a2)`` of a biquad ``(b, a)`` with ``b[0] = a[0] = 1``."""
+    return default if eq is None else np.array([eq[0][1], eq[0][2], eq[1][1], eq[1][2]])
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def collate_components(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """A batch of components, all tensors (so the batch moves to the device as one).
+
+    ``speech [B, context + segment]``: every example's segment starts at column ``context``
+    (zeros before an example's own context, as the CPU's convolution assumes); ``rir [B, taps]``
+    zero-padded, ``has_rir [B]``; ``noise``, ``overlay [B, segment]`` (zeros where
+    ``has_overlay`` is false); ``overlay_db``, ``snr_db``, ``level_dbfs [B]`` float64;
+    ``clean_eq``, ``noise_eq [B, 4]`` float64 ``(b1, b2, a1, a2)`` with ``has_clean_eq``,
+    ``has_noise_eq [B]``.
+    """
+    batch, seg = len(items), items[0]["noise"].shape[0]
+    taps = _round_up(
+        max([1] + [item["rir"].shape[0] for item in items if item["rir"] is not None]), PAD_MULTIPLE
+    )
+    context = _round_up(max([taps - 1] + [item["lead"] for item in items]), PAD_MULTIPLE)
+    speech = torch.zeros(batch, context + seg)
+    rir = torch.zeros(batch, taps)
+    overlay = torch.zeros(batch, seg)
+    for i, item in enumerate(items):
+        speech[i, context - item["lead"] :] = item["speech"]
+        if item["rir"] is not None:
+            rir[i, : item["rir"].shape[0]] = item["rir"]
+        if item["overlay"] is not None:
+            overlay[i] = item["overlay"]
+
+    def column(key: str, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        return torch.tensor([item[key] for item in items], dtype=dtype)
+
+    return {
+        "speech": speech,
+        "rir": rir,
+        "has_rir": torch.tensor([item["rir"] is not None for item in items]),
+        "noise": torch.stack([item["noise"] for item in items]),
+        "overlay": overlay,
+        "has_overlay": torch.tensor([item["overlay"] is not None for item in items]),
+        "overlay_db": column("overlay_db"),
+        "snr_db": column("snr_db"),
+        "level_dbfs": column("level_dbfs"),
+        "clean_eq": torch.from_numpy(np.stack([item["clean_eq"] for item in items])),
+        "noise_eq": torch.from_numpy(np.stack([item["noise_eq"] for item in items])),
+        "has_clean_eq": column("has_clean_eq", torch.bool),
+        "has_noise_eq": column("has_noise_eq", torch.bool),
+    }
+
+
+def is_components(batch: Any) -> bool:
+    """Whether ``batch`` is a :func:`collate_components` batch (and not mixtures or validation)."""
+    return isinstance(batch, dict) and "speech" in batch and "has_rir" in batch
+
+
+# ------------------------------------------------------------------------------------ mixing
+def mix_batch(
+    batch: dict[str, torch.Tensor], mixing: MixingConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(noisy, target)`` float32 ``[B, segment]`` on the batch's device: what
+    :func:`~fsnet.data.mixing.mix_components` makes of each example, in the same order.
+    """
+    device = batch["noise"].device
+    with torch.autocast(device.type, enabled=False), torch.no_grad():
+        noise = batch["noise"].float()
+        seg = noise.shape[1]
+        target, reverberant = _reverberate(batch, seg, mixing)
+        if mixing.noise_overlay_probability > 0:
+            noise = _overlay(noise, batch["overlay"], batch["has_overlay"], batch["overlay_db"])
+        # one colouring pass over the signals a config colours (decided by the config, not the
+        # batch's flags: reading those would wait for the device)
+        plain = {}
+        if mixing.clean_eq_probability > 0:
+            plain["target"] = (target, batch["clean_eq"], batch["has_clean_eq"])
+            if reverberant is not target:
+                plain["reverberant"] = (reverberant, batch["clean_eq"], batch["has_clean_eq"])
+        if mixing.noise_eq_probability > 0:
+            plain["noise"] = (noise, batch["noise_eq"], batch["has_noise_eq"])
+        if plain:
+            signals, eqs, flags = (torch.cat(parts) for parts in zip(*plain.values(), strict=True))
+            coloured = colour(signals, eqs, mixing.eq_coefficient_limit)
+            coloured = torch.where(flags[:, None], coloured, signals).chunk(len(plain))
+            new = dict(zip(plain, coloured, strict=True))
+            early = reverberant is not target
+            target = new.get("target", target)
+            reverberant = new.get("reverberant", reverberant) if early else target
+            noise = new.get("noise", noise)
+        return _mix_at_snr(target, reverberant, noise, batch, mixing.peak_limit)
+
+
+def _fft_size(n: int) -> int:
+    """The smallest ``2^a 3^b 5^c >= n`` (sizes the FFT libraries handle fastest)."""
+    best = 1 << max(0, (n - 1).bit_length())
+    power3 = 1
+    while power3 < best:
+        power5 = power3
+        while power5 < best:
+            size = power5 << max(0, math.ceil(math.log2(n / power5)))
+            best = min(best, size)
+            power5 *= 5
+        power3 *= 3
+    return best
+
+
+def _reverberate(
+    batch: dict[str, torch.Tensor], seg: int, mixing: MixingConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(target, reverberant speech) [B, seg]`` (the same tensor unless ``reverb_target=early``)."""
+    speech, rir, has_rir = batch["speech"].float(), batch["rir"].float(), batch["has_rir"]
+    context = speech.shape[1] - seg
+    dry = speech[:, context:]
+    if rir.device.type == "cpu" and not bool(has_rir.any()):  # (on a GPU the test would sync)
+        return dry, dry
+    size = _fft_size(speech.shape[1])  # >= context + seg: no wrap-around reaches the segment
+    spectrum = torch.fft.rfft(speech, size)
+
+    def convolve(response: torch.Tensor) -> torch.Tensor:
+        wet = torch.fft.irfft(spectrum * torch.fft.rfft(response, size), size)
+        return torch.where(has_rir[:, None], wet[:, context : context + seg], dry)
+
+    reverberant = convolve(rir)
+    if mixing.reverb_target != "early":
+        return reverberant, reverberant
+    peak = torch.argmax(rir.abs(), dim=1, keepdim=True)  # the first of equal peaks, as numpy
+    keep = peak + int(EARLY_REFLECTIONS_SECONDS * mixing.sample_rate) + 1
+    taps = torch.arange(rir.shape[1], device=rir.device)
+    return convolve(torch.where(taps < keep, rir, 0.0)), reverberant
+
+
+def _overlay(
+    noise: torch.Tensor, extra: torch.Tensor, has: torch.Tensor, level_db: torch.Tensor
+) -> torch.Tensor:
+    """:func:`~fsnet.data.mixing.overlay_noise` per row where ``has``."""
+    noise_power = noise.double().square().mean(dim=1)
+    extra_power = extra.double().square().mean(dim=1)
+    gain = torch.where(
+        noise_power > 0,
+        torch.sqrt(noise_power / extra_power) * 10.0 ** (level_db / 20.0),
+        torch.ones_like(noise_power),
+    )
+    gain = torch.where(has & (extra_power > 0), gain, torch.zeros_like(gain))
+    return torch.where((gain != 0)[:, None], noise + gain.float()[:, None] * extra, noise)
+
+
+def eq_tail_taps(limit: float, tolerance: float = EQ_TAIL_TOLERANCE) -> int:
+    """Taps ``K`` (a multiple of 64) beyond which a colouring filter's impulse response sums to
+    less than ``tolerance``, for any coefficients in ``[-limit, limit]`` (limit < 0.5)."""
+    # largest pole radius of 1 + a1 z^-1 + a2 z^-2: real poles at a1 = +-limit, a2 = -limit,
+    # complex ones at radius sqrt(a2)
+    radius = max((limit + math.sqrt(limit * limit + 4 * limit)) / 2, math.sqrt(limit))
+    if radius == 0.0:
+        return 64
+    gain = 1.0 + 2.0 * limit  # the numerator's taps
+    tail, k = 0.0, 100_000
+    # sum the bound from far out inwards until it reaches the tolerance
+    while k > 2:
+        term = gain * (k + 1) * radius ** (k - 2)
+        if tail + term > tolerance:
+            break
+        tail += term
+        k -= 1
+    return _round_up(k + 1, 64)
+
+
+def colour(x: torch.Tensor, coefficients: torch.Tensor, limit: float) -> torch.Tensor:
+    """Each row of ``x [R, N]`` through its biquad ``coefficients [R, 4]`` = ``(b1, b2, a1, a2)``
+    from rest, as ``scipy.signal.lfilter`` (to the bound in the module docstring)."""
+    length = x.shape[1]
+    size = _fft_size(length + eq_tail_taps(limit))
+    delay = torch.exp(
+        -2j * math.pi * torch.arange(size // 2 + 1, device=x.device, dtype=torch.float64) / size
+    )  # z^-1 on the grid
+    c = coefficients.to(device=x.device, dtype=torch.float64)
+    numerator = 1 + c[:, 0:1] * delay + c[:, 1:2] * delay.square()
+    denominator = 1 + c[:, 2:3] * delay + c[:, 3:4] * delay.square()
+    response = (numerator / denominator).to(torch.complex64)
+    return torch.fft.irfft(torch.fft.rfft(x, size) * response, size)[:, :length]
+
+
+def _mix_at_snr(
+    target: torch.Tensor,
+    reverberant: torch.Tensor,
+    noise: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    peak_limit: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`~fsnet.data.mixing.mix_at_snr` of ``reverberant`` and ``noise`` per row, in float64;
+    an early ``target`` is scaled as the mixed speech was."""
+    speech, noise = reverberant.double(), noise.double()
+    snr, level = batch["snr_db"].to(speech), batch["level_dbfs"].to(speech)
+    speech_power = speech.square().mean(dim=1)
+    noise_power = noise.square().mean(dim=1)
+    both = (noise_power > 0) & (speech_power > 0)
+    scale = torch.sqrt(speech_power / (noise_power * 10.0 ** (snr / 10.0)))
+    scale = torch.where(both, scale, torch.where(speech_power > 0, 0.0, 1.0))
+    noisy = speech + noise * scale[:, None]
+    noisy_rms = noisy.square().mean(dim=1).sqrt()
+    gain = torch.where(noisy_rms > 0, 10.0 ** (level / 20.0) / noisy_rms, 1.0)
+    noisy, speech = noisy * gain[:, None], speech * gain[:, None]
+    peak = torch.maximum(noisy.abs().amax(dim=1), speech.abs().amax(dim=1))
+    limit = torch.where(peak > peak_limit, peak_limit / peak, 1.0)
+    noisy, scaled = (noisy * limit[:, None]).float(), (speech * limit[:, None]).float()
+    if target is reverberant:
+        return noisy, scaled
+    power = reverberant.double().square().mean(dim=1)
+    ratio = torch.sqrt(scaled.double().square().mean(dim=1) / power)
+    ratio = torch.where(power > 0, ratio, 0.0)
+    return noisy, target * ratio.float()[:, None]
