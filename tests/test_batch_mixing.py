@@ -165,7 +165,7 @@ def test_datamodule_mix_on(corpus):
 
 
 def test_tiny_cpu_training_mixes_on_the_device(corpus, tiny_model_config):
-    import pytorch_lightning as pl
+    from test_train import pl, quiet_trainer
 
     from fsnet.system import EnhancementSystem
 
@@ -186,16 +186,7 @@ def test_tiny_cpu_training_mixes_on_the_device(corpus, tiny_model_config):
             seen.append(batch)
 
     system = EnhancementSystem(tiny_model_config, metric_workers=0, metrics=[])
-    pl.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[Spy()],
-    ).fit(system, datamodule=dm)
+    quiet_trainer(max_epochs=1, limit_val_batches=0, callbacks=[Spy()]).fit(system, datamodule=dm)
     assert len(seen) == 2
     for noisy, target in seen:  # the training step got (noisy, target) mixtures
         assert noisy.shape == target.shape == (2, 49152) and torch.isfinite(noisy).all()
@@ -215,3 +206,12 @@ def test_cuda_mixing_matches_cpu(corpus):
     for a, b in zip(cpu, gpu, strict=True):
         assert b.is_cuda
         torch.testing.assert_close(b.cpu(), a, rtol=0, atol=1e-6)
+
+
+def test_config_option_reaches_the_data_module(tmp_path):
+    from hydra.utils import instantiate
+    from test_train_config import compose_cfg
+
+    cfg = compose_cfg(["data.mix_on=device", f"recipe.root={tmp_path}"], tmp_path)
+    assert instantiate(cfg.data).mix_on == "device"
+    assert compose_cfg([], tmp_path).data.mix_on == "auto"
