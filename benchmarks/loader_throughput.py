@@ -79,19 +79,24 @@ def write_corpus(root: Path, n_clean: int, n_noise: int, n_rir: int, seed: int =
         write(root / "test_set" / "synthetic" / "no_reverb" / kind / name, x)
 
 
-def worker_rate(ds: TrainingMixtures, components: bool, examples: int, batch: int) -> float:
-    """Examples per second of one single-threaded worker: items, then the batch's collate."""
+def worker_rate(
+    ds: TrainingMixtures, components: bool, examples: int, batch: int
+) -> tuple[float, float]:
+    """Examples per second of one single-threaded worker, ``(per CPU second, per wall second)``:
+    items, then the batch's collate. CPU seconds (user + system, file reads included) are what a
+    loader core must supply, and do not count the time other processes on a shared machine take."""
     ds.components = components
     collate = collate_components if components else default_collate
     ds[0]  # decode the first RIRs and warm the caches outside the timing
-    start = time.perf_counter()
+    cpu, wall = time.process_time(), time.perf_counter()
     for first in range(1, examples + 1, batch):
         collate([ds[i] for i in range(first, min(first + batch, examples + 1))])
-    return examples / (time.perf_counter() - start)
+    return examples / (time.process_time() - cpu), examples / (time.perf_counter() - wall)
 
 
 def mixer_ms(ds: TrainingMixtures, device: str, batch: int, repeats: int) -> float:
-    """Milliseconds of ``mix_batch`` per batch on ``device`` (after the transfer)."""
+    """Milliseconds of ``mix_batch`` per batch on ``device`` (after the transfer), the median of
+    ``repeats`` batches."""
     ds.components = True
     components = collate_components([ds[i] for i in range(batch)])
     components = {k: v.to(device) for k, v in components.items()}
@@ -99,11 +104,13 @@ def mixer_ms(ds: TrainingMixtures, device: str, batch: int, repeats: int) -> flo
     for _ in range(2):
         mix_batch(components, ds.mixing)
     sync()
-    start = time.perf_counter()
+    times = []
     for _ in range(repeats):
+        start = time.perf_counter()
         mix_batch(components, ds.mixing)
-    sync()
-    return 1e3 * (time.perf_counter() - start) / repeats
+        sync()
+        times.append(time.perf_counter() - start)
+    return 1e3 * float(np.median(times))
 
 
 def main() -> None:
@@ -144,11 +151,11 @@ def main() -> None:
             torch.set_num_threads(args.mixer_threads if args.device == "cpu" else 1)
             ms = mixer_ms(ds, args.device, args.batch, args.repeats)
             torch.set_num_threads(1)
-            for mode, rate in rates.items():
+            for mode, (rate, wall_rate) in rates.items():
                 print(
-                    f"[{preset}] mix_on={mode:6s}: {rate:7.1f} examples/s per worker"
-                    f" ({1e3 / rate:5.2f} ms each) -> {math.ceil(target / rate):4d} loader cores"
-                    f" per node"
+                    f"[{preset}] mix_on={mode:6s}: {rate:7.1f} examples per CPU-second of one worker"
+                    f" ({1e3 / rate:5.2f} ms each; {wall_rate:7.1f} per wall second)"
+                    f" -> {math.ceil(target / rate):4d} loader cores per node"
                 )
             per_example = ms / args.batch
             print(

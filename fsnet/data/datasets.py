@@ -54,7 +54,8 @@ def _seed_words(*values: int) -> list[int]:
 
 
 class TrainingMixtures(Dataset):
-    """Map-style dataset of ``samples_per_epoch`` freshly mixed ``(noisy, target)`` examples.
+    """Map-style dataset of ``samples_per_epoch`` freshly mixed ``(noisy, target)`` examples, or
+    with ``components`` set, what each is mixed from (mixed on the device, ``data.mix_on``).
 
     Example ``index`` of epoch ``epoch`` is a pure function of ``(seed, epoch, index)``. Call
     ``set_epoch`` before the epoch's DataLoader iterator is created (workers copy the dataset
