@@ -141,6 +141,19 @@ def test_eq_tail_bound_holds():
     assert eq_tail_taps(0.375) == 192 and eq_tail_taps(0.0) == 64
 
 
+def test_fft_sizes_are_smooth_and_large_enough():
+    from fsnet.data.batch_mixing import _fft_size
+
+    for n in [1, 2, 7, 49152, 49344, 65537, *range(49000, 49400, 7)]:
+        size = _fft_size(n)
+        rest = size
+        for p in (2, 3, 5):
+            while rest % p == 0:
+                rest //= p
+        assert size >= n and rest == 1 and size < 1.25 * n + 2
+    assert _fft_size(49152 + 192) == 50000 and _fft_size(49152) == 49152
+
+
 def test_datamodule_mix_on(corpus):
     tree, _ = corpus
 

@@ -160,6 +160,8 @@ def _fft_size(n: int) -> int:
         power5 = power3
         while power5 < best:
             size = power5 << max(0, math.ceil(math.log2(n / power5)))
+            while size < n:  # log2 rounded down
+                size <<= 1
             best = min(best, size)
             power5 *= 5
         power3 *= 3
