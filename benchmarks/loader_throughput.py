@@ -31,7 +31,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
-from torch.utils.data import default_collate  # noqa: E402
+from torch.utils.data import DataLoader, default_collate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
@@ -40,6 +40,7 @@ from conftest import noise_like, rir_like, speech_like  # noqa: E402
 
 from fsnet.data import MixingConfig, TrainingMixtures, scan_corpus  # noqa: E402
 from fsnet.data.batch_mixing import collate_components, mix_batch  # noqa: E402
+from fsnet.data.datasets import _worker_init  # noqa: E402
 
 SAMPLE_RATE = 16000
 # the training rate to feed: 2x the original's bare step (3,995 audio-s/s on one H200), in
@@ -94,6 +95,26 @@ def worker_rate(
     return examples / (time.process_time() - cpu), examples / (time.perf_counter() - wall)
 
 
+def dataloader_rate(ds: TrainingMixtures, components: bool, examples: int, batch: int) -> float:
+    """Examples per wall second through a real DataLoader with ONE worker process (its start and
+    first batch left out): the worker's work plus handing batches to this process."""
+    ds.components = components
+    loader = DataLoader(
+        ds,
+        batch_size=batch,
+        num_workers=1,
+        collate_fn=collate_components if components else None,
+        worker_init_fn=_worker_init,
+        sampler=range(examples + batch),
+        drop_last=True,
+    )
+    batches = iter(loader)
+    next(batches)
+    start = time.perf_counter()
+    count = sum(len(b["noise"] if components else b[0]) for b in batches)
+    return count / (time.perf_counter() - start)
+
+
 def mixer_ms(ds: TrainingMixtures, device: str, batch: int, repeats: int) -> float:
     """Milliseconds of ``mix_batch`` per batch on ``device`` (after the transfer), the median of
     ``repeats`` batches."""
@@ -120,6 +141,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="where the mixer is timed: cpu | cuda")
     parser.add_argument("--mixer-threads", type=int, default=1, help="torch threads, CPU mixer")
     parser.add_argument("--repeats", type=int, default=5, help="mixer batches timed")
+    parser.add_argument(
+        "--dataloader", action="store_true", help="also time a real DataLoader, one worker"
+    )
     parser.add_argument("--preset", choices=[*PRESETS, "all"], default="all")
     parser.add_argument("--corpus", type=Path, help="reuse/write the synthetic corpus here")
     parser.add_argument("--files", type=int, nargs=3, default=[200, 100, 100],
@@ -148,6 +172,10 @@ def main() -> None:
                 mode: worker_rate(ds, mode == "device", args.examples, args.batch)
                 for mode in ("loader", "device")
             }
+            through = {
+                mode: dataloader_rate(ds, mode == "device", args.examples, args.batch)
+                for mode in (("loader", "device") if args.dataloader else ())
+            }
             torch.set_num_threads(args.mixer_threads if args.device == "cpu" else 1)
             ms = mixer_ms(ds, args.device, args.batch, args.repeats)
             torch.set_num_threads(1)
@@ -157,6 +185,11 @@ def main() -> None:
                     f" ({1e3 / rate:5.2f} ms each; {wall_rate:7.1f} per wall second)"
                     f" -> {math.ceil(target / rate):4d} loader cores per node"
                 )
+                if mode in through:
+                    print(
+                        f"[{preset}] mix_on={mode:6s}: {through[mode]:7.1f} examples per wall"
+                        " second through a DataLoader with one worker process"
+                    )
             per_example = ms / args.batch
             print(
                 f"[{preset}] mix_batch on {args.device} ({args.mixer_threads if args.device == 'cpu' else 'GPU'}"
