@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -164,7 +166,11 @@ def test_datamodule_mix_on(corpus):
 
     with pytest.raises(FsnetError, match="data.mix_on must be one of auto, loader, device"):
         module("gpu")
-    assert not module("auto").mixes_on_device()  # no trainer: the loader mixes
+    auto = module("auto")
+    assert not auto.mixes_on_device()  # no trainer: the loader mixes
+    for device, on_device in (("cpu", False), ("cuda", True)):
+        auto.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
+        assert auto.mixes_on_device() is on_device
     loader_batch = next(iter(module("loader").train_dataloader()))
     on_device = module("device")
     components = next(iter(on_device.train_dataloader()))
