@@ -159,9 +159,9 @@ def test_fft_sizes_are_smooth_and_large_enough():
 def test_datamodule_mix_on(corpus):
     tree, _ = corpus
 
-    def module(mix_on: str) -> DnsDataModule:
+    def module(mix_on: str, workers: int = 0) -> DnsDataModule:
         return DnsDataModule(
-            str(tree.root), batch_size=4, samples_per_epoch=8, num_workers=0, mix_on=mix_on
+            str(tree.root), batch_size=4, samples_per_epoch=8, num_workers=workers, mix_on=mix_on
         )
 
     with pytest.raises(FsnetError, match="data.mix_on must be one of auto, loader, device"):
@@ -172,7 +172,7 @@ def test_datamodule_mix_on(corpus):
         auto.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
         assert auto.mixes_on_device() is on_device
     loader_batch = next(iter(module("loader").train_dataloader()))
-    on_device = module("device")
+    on_device = module("device", workers=1)  # collated in shared memory by a worker process
     components = next(iter(on_device.train_dataloader()))
     assert is_components(components)
     noisy, target = on_device.on_after_batch_transfer(components, 0)

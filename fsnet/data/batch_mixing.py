@@ -62,6 +62,15 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def _buffer(*shape: int) -> torch.Tensor:
+    """An uninitialised float32 tensor; in a DataLoader worker, in shared memory (as
+    ``default_collate`` does), so handing the batch over copies nothing more."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape)
+    storage = torch.empty(0)._typed_storage()._new_shared(math.prod(shape))
+    return torch.empty(0).new(storage).view(shape)
+
+
 def collate_components(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
     """A batch of components, all tensors (so the batch moves to the device as one).
 
@@ -78,10 +87,10 @@ def collate_components(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tenso
     # context >= taps - 1: no wrap-around of the FFT convolution reaches the segment
     context = _round_up(max([longest - 1] + [item["lead"] for item in items]), PAD_MULTIPLE)
     # empty + zeroing only the padding: zeros() would write every sample twice
-    speech = torch.empty(batch, context + seg)
-    rir = torch.empty(batch, _round_up(longest, PAD_MULTIPLE))
-    overlaid = any(item["overlay"] is not None for item in items)
-    overlay = torch.zeros(batch, seg if overlaid else 0)
+    speech = _buffer(batch, context + seg)
+    rir = _buffer(batch, _round_up(longest, PAD_MULTIPLE))
+    noise = _buffer(batch, seg)
+    overlay = _buffer(batch, seg if any(item["overlay"] is not None for item in items) else 0)
     for i, item in enumerate(items):
         start = context - item["lead"]
         speech[i, :start] = 0.0
@@ -89,8 +98,9 @@ def collate_components(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tenso
         taps = 0 if item["rir"] is None else item["rir"].shape[0]
         rir[i, :taps] = item["rir"] if taps else 0.0
         rir[i, taps:] = 0.0
-        if item["overlay"] is not None:
-            overlay[i] = item["overlay"]
+        noise[i] = item["noise"]
+        if overlay.shape[1]:
+            overlay[i] = 0.0 if item["overlay"] is None else item["overlay"]
 
     def column(key: str, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         return torch.tensor([item[key] for item in items], dtype=dtype)
@@ -99,7 +109,7 @@ def collate_components(items: Sequence[dict[str, Any]]) -> dict[str, torch.Tenso
         "speech": speech,
         "rir": rir,
         "has_rir": torch.tensor([item["rir"] is not None for item in items]),
-        "noise": torch.stack([item["noise"] for item in items]),
+        "noise": noise,
         "overlay": overlay,
         "has_overlay": torch.tensor([item["overlay"] is not None for item in items]),
         "overlay_db": column("overlay_db"),
