@@ -32,6 +32,7 @@ BUSY = dict(
 )
 CONFIGS = {
     "default": {},
+    "dry": {"reverb_probability": 0.0, "clean_eq_probability": 0.5},
     "early": {"reverb_target": "early"},
     "busy": BUSY,
     "busy_early": {**BUSY, "reverb_target": "early", "reverb_probability": 0.5},
