@@ -4,7 +4,9 @@
 - :mod:`~fsnet.data.reading`: a segment of a file at the model rate, without reading the rest;
 - :mod:`~fsnet.data.mixing`: the mixing rule, :class:`MixingConfig` (``data.mixing``) and the
   augmentations (speed, colouring, busier noise);
-- :mod:`~fsnet.data.datasets`: training mixtures, validation pairs, the DDP validation sampler;
+- :mod:`~fsnet.data.batch_mixing`: the same mixing for a whole batch on the training device;
+- :mod:`~fsnet.data.datasets`: training mixtures (or their components), validation pairs, the DDP
+  validation sampler;
 - :mod:`~fsnet.data.module`: :class:`DnsDataModule`, what ``configs/data/default.yaml`` builds.
 """
 

@@ -15,18 +15,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.signal import fftconvolve, lfilter
 from torch.utils.data import Dataset
 
 from fsnet.audio import SAMPLE_RATE
+from fsnet.data.batch_mixing import components_item
 from fsnet.data.corpus import AudioEntry, ValPair
 from fsnet.data.mixing import (
     SPEED_GRID_STEPS,
+    Components,
     MixingConfig,
     change_speed,
     group_noise_files,
-    mix_at_snr,
-    overlay_noise,
+    mix_components,
     random_eq,
 )
 from fsnet.data.reading import _resample, load_whole, read_frames, read_segment
@@ -37,7 +37,6 @@ log = logging.getLogger("fsnet.data")
 SILENT_RMS = 1e-4  # -80 dBFS: a clean segment quieter than this is drawn again
 MAX_ATTEMPTS = 20  # draws of a file before giving up on unreadable / silent material
 RIR_CACHE_SIZE = 256  # RIRs kept decoded per worker
-EARLY_REFLECTIONS_SECONDS = 0.05  # reverb_target=early keeps the RIR up to 50 ms after its peak
 
 
 class _SkipFile(Exception):
@@ -55,7 +54,8 @@ def _seed_words(*values: int) -> list[int]:
 
 
 class TrainingMixtures(Dataset):
-    """Map-style dataset of ``samples_per_epoch`` freshly mixed ``(noisy, target)`` examples.
+    """Map-style dataset of ``samples_per_epoch`` freshly mixed ``(noisy, target)`` examples, or
+    with ``components`` set, what each is mixed from (mixed on the device, ``data.mix_on``).
 
     Example ``index`` of epoch ``epoch`` is a pure function of ``(seed, epoch, index)``. Call
     ``set_epoch`` before the epoch's DataLoader iterator is created (workers copy the dataset
@@ -84,6 +84,7 @@ class TrainingMixtures(Dataset):
         self.seed = int(seed)
         self.on_bad_file = on_bad_file
         self.epoch = 0
+        self.components = False  # items: finished mixtures (False) or their components (True)
         self._bad: set[str] = set()
         self._rir_cache: dict[str, np.ndarray] = {}
         self.noise_groups, self.noise_group_probs = group_noise_files(self.noise, self.mixing)
@@ -94,7 +95,11 @@ class TrainingMixtures(Dataset):
     def __len__(self) -> int:
         return self.samples_per_epoch
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | dict[str, Any]:
+        """``(noisy, target)`` tensors; with ``components`` set, what they are mixed from
+        (:func:`~fsnet.data.batch_mixing.components_item`, batched by ``collate_components``)."""
+        if self.components:
+            return components_item(self.draw(index)[0])
         noisy, target, _ = self.generate(index)
         return torch.from_numpy(noisy), torch.from_numpy(target)
 
@@ -103,7 +108,13 @@ class TrainingMixtures(Dataset):
         self, index: int, epoch: int | None = None
     ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """``(noisy, target, info)`` of example ``index``: float32 ``[segment samples]`` each, at
-        ``mixing.sample_rate``; ``info`` records every random choice.
+        ``mixing.sample_rate``; ``info`` records every random choice."""
+        components, info = self.draw(index, epoch)
+        noisy, target = mix_components(components, self.mixing)
+        return noisy, target, info
+
+    def draw(self, index: int, epoch: int | None = None) -> tuple[Components, dict[str, Any]]:
+        """``(components, info)`` of example ``index``: what it is mixed from, and every choice.
 
         The order of the draws is part of the data: changing it changes every mixture.
         """
@@ -117,7 +128,6 @@ class TrainingMixtures(Dataset):
             rir_path, rir = self._draw_rir(rng)
         pre_roll = 0 if rir is None else rir.shape[0] - 1
         clean_steps, clean_path, clean, lead = self._draw_speech(rng, seg, pre_roll)
-        target, reverberant = self._reverberate(clean, rir, lead, seg)
         noise_steps = self._draw_speed(rng, m.noise_speed_probability)
         if noise_steps:
             factor = 1.0 + noise_steps / SPEED_GRID_STEPS
@@ -133,27 +143,17 @@ class TrainingMixtures(Dataset):
             )
         )
         # Drawn after everything else, so switching the colouring on keeps each example's files,
-        # speeds, SNR and level. Filtering the reverberant target equals filtering the dry speech
-        # before the room (both are linear and time-invariant).
+        # speeds, SNR and level.
         clean_eq = self._draw_eq(rng, m.clean_eq_probability)
         noise_eq = self._draw_eq(rng, m.noise_eq_probability)
-        if clean_eq is not None:
-            coloured = lfilter(*clean_eq, target).astype(np.float32)
-            reverberant = (
-                coloured
-                if reverberant is target
-                else lfilter(*clean_eq, reverberant).astype(np.float32)
-            )
-            target = coloured
         overlay_paths: list[str] = []
-        overlay_db = None
+        overlay = overlay_db = None
         if _happens(rng, m.noise_overlay_probability):
-            overlay_paths, extra = self._draw_noise(rng, seg)
+            overlay_paths, overlay = self._draw_noise(rng, seg)
             overlay_db = float(rng.uniform(*m.noise_overlay_level_range_db))
-            noise = overlay_noise(noise, extra, overlay_db)
-        if noise_eq is not None:
-            noise = lfilter(*noise_eq, noise).astype(np.float32)
-        noisy, target = self._mix(target, reverberant, noise, snr, level)
+        components = Components(
+            clean, lead, rir, noise, overlay, overlay_db, snr, level, clean_eq, noise_eq
+        )
         info = {
             "clean": clean_path,
             "noise": noise_paths,
@@ -169,7 +169,7 @@ class TrainingMixtures(Dataset):
             "epoch": epoch,
             "index": index,
         }
-        return noisy, target, info
+        return components, info
 
     def _draw_speech(
         self, rng: np.random.Generator, seg: int, pre_roll: int
@@ -187,44 +187,6 @@ class TrainingMixtures(Dataset):
         lead_out = int(lead / factor)
         clean = change_speed(clean, clean_steps, lead_out + seg)
         return clean_steps, clean_path, clean, lead_out
-
-    def _reverberate(
-        self, clean: np.ndarray, rir: np.ndarray | None, lead: int, seg: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``(target, reverberant speech)`` of ``seg`` samples; the same array when the target is
-        the reverberant speech itself (no RIR, or ``reverb_target=reverberant``)."""
-        if rir is None:
-            target = clean[lead : lead + seg]
-            return target, target
-        target_rir = rir
-        if self.mixing.reverb_target == "early":
-            peak = int(np.argmax(np.abs(rir)))
-            target_rir = rir[: peak + int(EARLY_REFLECTIONS_SECONDS * self.mixing.sample_rate) + 1]
-        target = fftconvolve(clean, target_rir)[lead : lead + seg]
-        reverberant = target if target_rir is rir else fftconvolve(clean, rir)[lead : lead + seg]
-        return target, reverberant
-
-    def _mix(
-        self,
-        target: np.ndarray,
-        reverberant: np.ndarray,
-        noise: np.ndarray,
-        snr: float,
-        level: float,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``(noisy, target)``: the reverberant speech mixed with ``noise``; an early-reflection
-        target is scaled as the mixed speech was."""
-        peak_limit = self.mixing.peak_limit
-        if target is reverberant:
-            return mix_at_snr(target, noise, snr, level, peak_limit)
-        noisy, scaled = mix_at_snr(reverberant, noise, snr, level, peak_limit)
-        power = float(np.mean(np.square(reverberant, dtype=np.float64)))
-        gain = (
-            math.sqrt(float(np.mean(np.square(scaled, dtype=np.float64))) / power)
-            if power > 0
-            else 0.0
-        )
-        return noisy, (target * gain).astype(np.float32)
 
     # ---------------------------------------------------------------- drawing files
     def _draw_speed(self, rng: np.random.Generator, probability: float) -> int:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.signal import resample_poly
+from scipy.signal import fftconvolve, lfilter, resample_poly
 
 from fsnet.audio import SAMPLE_RATE
 from fsnet.data.corpus import AudioEntry
@@ -34,6 +34,7 @@ from fsnet.errors import FsnetError
 # Speed factors are drawn on a grid of 1/50 (2 %): the resampling ratio is then 50 : (50 + k), whose
 # small terms keep the polyphase filter short; a free real factor can make it thousands of taps.
 SPEED_GRID_STEPS = 50
+EARLY_REFLECTIONS_SECONDS = 0.05  # reverb_target=early keeps the RIR up to 50 ms after its peak
 _PROBABILITIES = (
     "clean_speed_probability",
     "noise_speed_probability",
@@ -286,6 +287,84 @@ def overlay_noise(noise: np.ndarray, extra: np.ndarray, level_db: float) -> np.n
         math.sqrt(noise_power / extra_power) * 10.0 ** (level_db / 20.0) if noise_power > 0 else 1.0
     )
     return (noise + gain * extra).astype(np.float32)
+
+
+@dataclass
+class Components:
+    """Everything one training example is mixed from: what was read and every number drawn.
+
+    The loader draws these (:meth:`fsnet.data.datasets.TrainingMixtures.draw`); the mixture is
+    :func:`mix_components` in the loader or :func:`fsnet.data.batch_mixing.mix_batch` on the
+    training device, which agree to float32 precision. Arrays are float32.
+    """
+
+    speech: np.ndarray  # [lead + segment]: the clean segment after ``lead`` samples of context
+    lead: int  # samples of context before the segment (reverberation tail into its start)
+    rir: np.ndarray | None  # [taps], None: not reverberated
+    noise: np.ndarray  # [segment]: joined noise files (speed and per-file gains applied)
+    overlay: np.ndarray | None  # [segment]: the second noise track, None: no overlay
+    overlay_db: float | None  # its level relative to ``noise``, dB
+    snr_db: float
+    level_dbfs: float
+    clean_eq: tuple[np.ndarray, np.ndarray] | None  # (b, a) of the speech's colouring
+    noise_eq: tuple[np.ndarray, np.ndarray] | None  # (b, a) of the noise's colouring
+
+
+def early_rir_taps(rir: np.ndarray, sample_rate: int) -> int:
+    """Taps of ``rir`` kept by ``reverb_target=early``: up to ``EARLY_REFLECTIONS_SECONDS`` after its peak."""
+    return int(np.argmax(np.abs(rir))) + int(EARLY_REFLECTIONS_SECONDS * sample_rate) + 1
+
+
+def reverberate(
+    speech: np.ndarray, rir: np.ndarray | None, lead: int, seg: int, early_taps: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(target, reverberant speech)`` of ``seg`` samples; the same array when the target is the
+    reverberant speech itself (no RIR, or ``early_taps`` None: ``reverb_target=reverberant``)."""
+    if rir is None:
+        target = speech[lead : lead + seg]
+        return target, target
+    target_rir = rir if early_taps is None else rir[:early_taps]
+    target = fftconvolve(speech, target_rir)[lead : lead + seg]
+    reverberant = target if target_rir is rir else fftconvolve(speech, rir)[lead : lead + seg]
+    return target, reverberant
+
+
+def mix_components(c: Components, mixing: MixingConfig) -> tuple[np.ndarray, np.ndarray]:
+    """``(noisy, target)`` float32 ``[segment]`` of one example, on the CPU.
+
+    The order is the rule: reverberation, the speech's colouring (of the segment, from rest: a
+    filter is linear and time-invariant, so colouring the reverberant target equals colouring the
+    dry speech before the room), the overlay, the noise's colouring, then SNR, level and peak limit.
+    """
+    seg = c.noise.shape[0]
+    early = (
+        early_rir_taps(c.rir, mixing.sample_rate)
+        if c.rir is not None and mixing.reverb_target == "early"
+        else None
+    )
+    target, reverberant = reverberate(c.speech, c.rir, c.lead, seg, early)
+    if c.clean_eq is not None:
+        coloured = lfilter(*c.clean_eq, target).astype(np.float32)
+        if reverberant is not target:
+            reverberant = lfilter(*c.clean_eq, reverberant).astype(np.float32)
+        else:
+            reverberant = coloured
+        target = coloured
+    noise = c.noise
+    if c.overlay is not None:
+        noise = overlay_noise(noise, c.overlay, c.overlay_db)
+    if c.noise_eq is not None:
+        noise = lfilter(*c.noise_eq, noise).astype(np.float32)
+    peak_limit = mixing.peak_limit
+    if target is reverberant:
+        return mix_at_snr(target, noise, c.snr_db, c.level_dbfs, peak_limit)
+    # an early-reflection target is scaled as the mixed (reverberant) speech was
+    noisy, scaled = mix_at_snr(reverberant, noise, c.snr_db, c.level_dbfs, peak_limit)
+    power = float(np.mean(np.square(reverberant, dtype=np.float64)))
+    gain = (
+        math.sqrt(float(np.mean(np.square(scaled, dtype=np.float64))) / power) if power > 0 else 0.0
+    )
+    return noisy, (target * gain).astype(np.float32)
 
 
 def group_noise_files(

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from fsnet.data.batch_mixing import collate_components, is_components, mix_batch
 from fsnet.data.corpus import CorpusLists, rate_notices, scan_corpus
 from fsnet.data.datasets import (
     TrainingMixtures,
@@ -44,6 +45,10 @@ def mixing_config(mixing: MixingConfig | Mapping[str, Any] | None) -> MixingConf
         raise FsnetError(f"data.mixing: {exc} (keys: {known})") from None
 
 
+# auto: on the device when the trainer runs on CUDA, else in the loader
+MIX_ON = ("auto", "loader", "device")
+
+
 # ------------------------------------------------------------------------------------ data module
 class DnsDataModule(pl.LightningDataModule):
     """DNS-layout corpus -> on-the-fly training mixtures and the fixed synthetic validation set."""
@@ -67,6 +72,7 @@ class DnsDataModule(pl.LightningDataModule):
         seed: int = 0,
         on_bad_file: str = "skip",
         val_max_files: int | None = None,
+        mix_on: str = "auto",
     ):
         """``mixing``: :class:`MixingConfig` fields (the ``data.mixing`` group); the rest as in
         ``configs/data/default.yaml``."""
@@ -110,6 +116,9 @@ class DnsDataModule(pl.LightningDataModule):
                 f"data.val_max_files must be null (all pairs) or a whole number >= 1, got {val_max_files!r}"
             )
         self.val_max_files = val_max_files
+        if mix_on not in MIX_ON:
+            raise FsnetError(f"data.mix_on must be one of {', '.join(MIX_ON)}, got {mix_on!r}")
+        self.mix_on = mix_on
         self.lists: CorpusLists | None = None
         self.train_set: TrainingMixtures | None = None
         self.val_set: ValidationPairs | None = None
@@ -167,6 +176,13 @@ class DnsDataModule(pl.LightningDataModule):
     def _pin(self) -> bool:
         return torch.cuda.is_available() if self.pin_memory is None else bool(self.pin_memory)
 
+    def mixes_on_device(self) -> bool:
+        """Whether training batches are mixed after the transfer (``data.mix_on``)."""
+        if self.mix_on != "auto":
+            return self.mix_on == "device"
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
             self.setup("fit")
@@ -174,6 +190,9 @@ class DnsDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is not None:  # also right after a resume: the restored epoch
             self.train_set.set_epoch(trainer.current_epoch)
+        self.train_set.components = self.mixes_on_device()
+        if self.train_set.components:
+            log.info("mixing training batches on %s (data.mix_on=%s)", self._device(), self.mix_on)
         extra = {"prefetch_factor": self.prefetch_factor} if self.num_workers > 0 else {}
         return DataLoader(
             self.train_set,
@@ -184,8 +203,19 @@ class DnsDataModule(pl.LightningDataModule):
             pin_memory=self._pin(),
             persistent_workers=False,  # workers must see set_epoch() of each new epoch
             worker_init_fn=_worker_init,
+            collate_fn=collate_components if self.train_set.components else None,
             **extra,
         )
+
+    def _device(self) -> str:
+        trainer = getattr(self, "trainer", None)
+        return "the CPU" if trainer is None else str(trainer.strategy.root_device)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Training components -> ``(noisy, target)`` on the device; other batches as they are."""
+        if is_components(batch):
+            return mix_batch(batch, self.mixing)
+        return batch
 
     def val_dataloader(self) -> DataLoader:
         if self.val_set is None:
