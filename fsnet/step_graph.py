@@ -178,6 +178,9 @@ class StepGraph:
     def _prepare_optimizer(self, device: torch.device) -> None:
         """Capturable optimiser: device learning rates (the scheduler fills them in place) and
         device step counters (a graph cannot read host numbers that change)."""
+        # torch warns once when a capturable optimiser steps uncaptured: the warm-up and other
+        # batch shapes do, on purpose
+        self.optimizer._warned_capturable_if_run_uncaptured = True
         for group in self.optimizer.param_groups:
             group["capturable"] = True
             if not isinstance(group["lr"], torch.Tensor):

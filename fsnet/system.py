@@ -387,12 +387,12 @@ class EnhancementSystem(pl.LightningModule):
         optimizer = self.optimizer_factory(self.parameters())
         if self.lr_scheduler_factory is None:
             return optimizer
-        # Stepped every optimiser step, so a schedule's length is counted in steps, not epochs.
-        scheduler = self.lr_scheduler_factory(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        # Stepped every optimiser step, so a schedule's length is counted in steps, not epochs
+        # (by Lightning, or by _graphed_step under manual optimisation, where Lightning ignores it).
+        scheduler = {"scheduler": self.lr_scheduler_factory(optimizer)}
+        if self.automatic_optimization:
+            scheduler["interval"] = "step"
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     # ---------------------------------------------------------------- validation
     def _metric_pool(self) -> concurrent.futures.ProcessPoolExecutor | None:

@@ -230,6 +230,31 @@ def test_checkpoints_hold_plain_learning_rates():
     assert type(checkpoint["lr_schedulers"][0]["_last_lr"][0]) is float
 
 
+def test_build_moves_clipping_into_the_step_system(fake_dns_tree, tmp_path):
+    """train.py with system.cuda_graph=step: Lightning's clipping is off (manual optimisation
+    refuses it) and the system clips with the trainer's settings; accumulation is refused."""
+    from test_train_config import compose_cfg
+
+    from fsnet.train.run import build
+
+    tree = fake_dns_tree(n_val=1, n_rir=0)
+    common = [
+        "model=tiny",
+        "trainer=cpu",
+        "logger=none",
+        f"recipe.root={tree.root}",
+        "system.cuda_graph=step",
+        "trainer.gradient_clip_algorithm=value",
+    ]
+    run = build(compose_cfg(common, tmp_path))
+    assert run.trainer.gradient_clip_val is None and not run.system.automatic_optimization
+    assert (run.system.gradient_clip_val, run.system.gradient_clip_algorithm) == (10, "value")
+    with pytest.raises(FsnetError, match="accumulate_grad_batches=1"):
+        build(compose_cfg([*common, "trainer.accumulate_grad_batches=2"], tmp_path))
+    with pytest.raises(FsnetError, match="16-mixed cannot clip the gradients of a fused"):
+        build(compose_cfg([*common, "trainer.precision=16-mixed"], tmp_path))
+
+
 # ------------------------------------------------------------------------------ precision
 @pytest.mark.parametrize(
     "precision, accelerator, cuda, bf16, expected",
