@@ -364,9 +364,9 @@ class EnhancementSystem(pl.LightningModule):
         self._batch_ends.clear()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # Host clock over the last log_every_n_steps batches, no wait for the GPU: the host runs at
-        # most a few steps ahead of it (the launch queue is bounded), so over a window of many
-        # steps the host's rate is the GPU's.
+        # Host clock over the last log_every_n_steps batches, without waiting for the GPU: the
+        # logger's read every log_every_n_steps makes the host wait for the GPU once per window,
+        # so the window's rate is the GPU's, not the rate at which the host queues work.
         times = self._batch_ends
         times.append(time.perf_counter())
         del times[: -(max(int(self.trainer.log_every_n_steps), 1) + 1)]
