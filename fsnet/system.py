@@ -26,6 +26,8 @@ from fsnet.errors import FsnetError
 from fsnet.frontend import apply_mask, build_cirm
 from fsnet.metrics import compute_metrics, set_dnsmos_threads
 from fsnet.model import build_model
+from fsnet.nonfinite import NonFiniteWatch
+from fsnet.step_graph import StepGraph, graph_mode, graph_network, plain_optimizer_state
 
 try:
     import pytorch_lightning as pl
@@ -77,8 +79,8 @@ def _init_metric_worker() -> None:
 
 
 def default_optimizer(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """Adam as in the original recipe (lr 1e-3, betas 0.9 / 0.999)."""
-    return torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999))
+    """Adam as in the original recipe (lr 1e-3, betas 0.9 / 0.999), fused as in train.yaml."""
+    return torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999), fused=True)
 
 
 class InterruptCheckpoint(pl.Callback):
@@ -108,17 +110,6 @@ class InterruptCheckpoint(pl.Callback):
             )
 
 
-class _Forward(torch.nn.Module):
-    """``model(mag)`` as a module of its own, for ``torch.cuda.make_graphed_callables``."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, mag: torch.Tensor) -> torch.Tensor:
-        return self.model(mag)
-
-
 class EnhancementSystem(pl.LightningModule):
     """Fast FullSubNet + compressed-cIRM MSE loss + validation WB/NB-PESQ, STOI, SI-SDR.
 
@@ -128,9 +119,15 @@ class EnhancementSystem(pl.LightningModule):
         metric_workers: processes scoring validation utterances in the background (0 = inline).
         metrics: validation metrics to log as ``val/<name>`` (names in ``VALIDATION_METRICS``).
         lr_scheduler: ``optimizer -> scheduler``, stepped every optimiser step (None = constant).
-        cuda_graph: run the network's training forward and backward as CUDA graphs (one GPU,
-            fixed batch shape; other shapes and validation run eagerly). The small-batch
-            recurrent steps are bound by kernel-launch cost, which the graphs remove.
+        cuda_graph: replay training steps as CUDA graphs (one GPU, fixed batch shape; other
+            shapes and validation run eagerly): false, true or "network" (the network's forward
+            and backward), "step" (the whole step, update included: manual optimisation, see
+            fsnet.step_graph). Small-batch recurrent steps are bound by kernel-launch cost.
+        check_every_n_steps: training steps between host reads of the device-side NaN/Inf record
+            of the loss (also read at epoch end and before validation).
+        gradient_clip_val, gradient_clip_algorithm: clipping for ``cuda_graph="step"``, which
+            clips inside its graph (Lightning clips only in automatic optimisation; train.py
+            moves ``trainer.gradient_clip_*`` here).
         spectral_loss_weight: weight of a second training loss term on the *enhanced* spectrum
             (0 = the paper's cIRM loss alone): the compressed-spectrum loss of Braun & Tashev
             (2021), ``share * |S^p - Ŝ^p|^2 + (1 - share) * (|S|^p - |Ŝ|^p)^2`` with magnitudes
@@ -147,7 +144,10 @@ class EnhancementSystem(pl.LightningModule):
         metric_workers: int = 8,
         metrics: Sequence[str] = DEFAULT_METRICS,
         lr_scheduler: Callable[[torch.optim.Optimizer], Any] | None = None,
-        cuda_graph: bool = False,
+        cuda_graph: bool | str = False,
+        check_every_n_steps: int = 50,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str = "norm",
         spectral_loss_weight: float = 0.0,
         spectral_loss_power: float = 0.3,
         spectral_loss_complex_share: float = 0.3,
@@ -164,8 +164,13 @@ class EnhancementSystem(pl.LightningModule):
         spectral_loss_complex_share = _option(
             "spectral_loss_complex_share", spectral_loss_complex_share, float
         )
-        if not isinstance(cuda_graph, bool):
-            raise FsnetError(f"system.cuda_graph must be true or false, got {cuda_graph!r}")
+        self.cuda_graph = graph_mode(cuda_graph)
+        self.automatic_optimization = self.cuda_graph != "step"  # the graph makes the update
+        self.check_every_n_steps = _option("check_every_n_steps", check_every_n_steps, int)
+        if self.check_every_n_steps < 1:
+            raise FsnetError(f"system.check_every_n_steps must be >= 1, got {check_every_n_steps}")
+        self.gradient_clip_val = gradient_clip_val
+        self.gradient_clip_algorithm = gradient_clip_algorithm
         metrics = [str(m) for m in metrics]
         unknown = [m for m in metrics if m not in VALIDATION_METRICS]
         if unknown:
@@ -188,9 +193,8 @@ class EnhancementSystem(pl.LightningModule):
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._pending: list[tuple[Any, np.ndarray, np.ndarray]] = []
         self._val_loss = [0.0, 0]  # sum of squared errors, number of elements
-        self._last_batch_end: float | None = None
-        self._unchecked: tuple | None = None  # the last training loss, not yet checked for NaN/Inf
-        self.cuda_graph = cuda_graph
+        self._batch_ends: list[float] = []  # host clock at the latest training batches' ends
+        self._watch = NonFiniteWatch()
         self.spectral_loss_weight = spectral_loss_weight
         self.spectral_loss_power = spectral_loss_power
         self.spectral_loss_complex_share = spectral_loss_complex_share
@@ -200,8 +204,10 @@ class EnhancementSystem(pl.LightningModule):
             )
         if not 0.0 < self.spectral_loss_power <= 1.0:
             raise FsnetError("system.spectral_loss_power must be in (0, 1]")
-        # (input shape, graphed module): kept out of the module tree so checkpoints keep their layout
+        # Kept out of the module tree so checkpoints keep their layout: (input shape, graphed
+        # network) for cuda_graph=network, the StepGraph for cuda_graph=step.
         self.__dict__["_graphed"] = None
+        self.__dict__["_step_graph"] = None
 
     @property
     def config(self) -> ModelConfig:
@@ -258,91 +264,96 @@ class EnhancementSystem(pl.LightningModule):
         return share * complex_term + (1.0 - share) * magnitude_term
 
     def _network(self, mag: torch.Tensor) -> torch.Tensor:
-        """``self.model(mag)``, replayed from CUDA graphs for training batches when enabled."""
-        if not (self.cuda_graph and self.training and torch.is_grad_enabled()):
+        """``self.model(mag)``, replayed from CUDA graphs for training batches when
+        ``cuda_graph=network``."""
+        if not (self.cuda_graph == "network" and self.training and torch.is_grad_enabled()):
             return self.model(mag)
-        if mag.device.type != "cuda":
-            raise FsnetError("system.cuda_graph=true needs a CUDA device (trainer=gpu)")
-        if self.trainer.world_size > 1:
-            raise FsnetError(
-                "system.cuda_graph=true is for one GPU; DDP's gradient hooks cannot be captured"
-            )
+        self._check_one_gpu(mag)
         graphed = self.__dict__["_graphed"]
         if graphed is None:
-            graphed = (tuple(mag.shape), self._capture(mag))
+            graphed = (tuple(mag.shape), graph_network(self.model, mag))
             self.__dict__["_graphed"] = graphed
         shape, module = graphed
         return module(mag) if tuple(mag.shape) == shape else self.model(mag)
 
-    def _capture(self, mag: torch.Tensor) -> torch.nn.Module:
-        # A wrapper is graphed, not self.model: make_graphed_callables replaces the forward of
-        # what it is given, and the model itself must stay eager for validation and export.
-        wrapper = _Forward(self.model).train()
-        dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else None
-        # Graph capture needs autocast's weight-cast cache off, and emptied: casts cached by
-        # earlier eager steps inside Lightning's autocast invalidate the capture otherwise. The
-        # captured kernels keep the precision they were recorded with.
-        torch.clear_autocast_cache()
-        with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None, cache_enabled=False):
-            graphed = torch.cuda.make_graphed_callables(wrapper, (mag.detach().clone(),))
-        log.info(
-            "captured the network's training step as CUDA graphs for input %s", tuple(mag.shape)
-        )
-        return graphed
+    def _check_one_gpu(self, x: torch.Tensor) -> None:
+        name = "true" if self.cuda_graph == "network" else self.cuda_graph
+        if x.device.type != "cuda":
+            raise FsnetError(f"system.cuda_graph={name} needs a CUDA device (trainer=gpu)")
+        if self.trainer.world_size > 1:
+            raise FsnetError(
+                f"system.cuda_graph={name} is for one GPU; DDP's gradient hooks cannot be captured"
+            )
 
     # ---------------------------------------------------------------- training
-    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        self._check_previous_loss()
-        noisy, clean = batch[0], batch[1]
+    def training_loss(
+        self, noisy: torch.Tensor, clean: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training loss of ``noisy, clean [B, N]`` and its terms to log, by name."""
         err_sum, count, pred, noisy_spec, clean_spec = self.loss_terms(noisy, clean)
         loss = err_sum / count
-        if self.spectral_loss_weight > 0:
-            spectral = self.spectral_loss(noisy_spec, pred, clean_spec)
-            self.log("train/cirm_loss", loss.detach(), on_step=True, batch_size=noisy.shape[0])
-            self.log(
-                "train/spectral_loss", spectral.detach(), on_step=True, batch_size=noisy.shape[0]
-            )
-            loss = loss + self.spectral_loss_weight * spectral
-        # Checked at the next step (or epoch end), so the GPU never waits for this step to finish.
-        self._unchecked = (
-            loss.detach(),
-            self.global_step,
-            self.current_epoch,
-            batch_idx,
-            noisy,
-            clean,
-        )
-        self.log(
-            "train/loss", loss.detach(), on_step=True, prog_bar=True, batch_size=noisy.shape[0]
-        )
+        if self.spectral_loss_weight <= 0:
+            return loss, {}
+        spectral = self.spectral_loss(noisy_spec, pred, clean_spec)
+        terms = {"train/cirm_loss": loss, "train/spectral_loss": spectral}
+        return loss + self.spectral_loss_weight * spectral, terms
+
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        noisy, clean = batch[0], batch[1]
+        # Noted before the step: a graphed step advances global_step itself.
+        self._watch.note(self.global_step, self.current_epoch, batch_idx)
+        if self.cuda_graph == "step":
+            loss, terms = self._graphed_step(noisy, clean)
+        else:
+            loss, terms = self.training_loss(noisy, clean)
+            self._watch.record(loss, noisy, clean)
+        # Device tensors, on_step, no prog_bar: Lightning reads them on the host only every
+        # trainer.log_every_n_steps (a prog_bar value is read every step, which waits for the GPU).
+        for name, value in {**terms, "train/loss": loss}.items():
+            self.log(name, value.detach(), on_step=True, batch_size=noisy.shape[0])
+        if self._watch.unchecked >= self.check_every_n_steps:
+            shown = self._watch.check(self.model.parameters(), latest=loss)
+            # The progress bar's loss, refreshed when it was read anyway (a CPU tensor: no wait).
+            self.log("loss", torch.tensor(shown), prog_bar=True, logger=False, on_step=True)
         return loss
 
-    def _check_previous_loss(self) -> None:
-        """Raise FsnetError naming the step and batch if the last training loss was NaN/Inf."""
-        if self._unchecked is None:
-            return
-        loss, step, epoch, batch_idx, noisy, clean = self._unchecked
-        self._unchecked = None
-        if bool(torch.isfinite(loss)):
-            return
-        if not (torch.isfinite(noisy).all() and torch.isfinite(clean).all()):
-            cause = "the input batch contains NaN/Inf samples (check the data)"
-        else:
-            bad = sum(not bool(torch.isfinite(p).all()) for p in self.model.parameters())
-            cause = (
-                f"the inputs are finite and {bad} weight tensor(s) are now non-finite: training "
-                "diverged (try a lower optimizer.lr or trainer.precision=32-true)"
+    def _graphed_step(
+        self, noisy: torch.Tensor, clean: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``cuda_graph=step`` (manual optimisation): the whole step as one replayed graph."""
+        optimizer = self.optimizers()
+        graph = self.__dict__["_step_graph"]
+        if graph is None:
+            self._check_one_gpu(noisy)
+            graph = StepGraph(
+                self.training_loss,
+                [p for group in optimizer.param_groups for p in group["params"]],
+                optimizer.optimizer,
+                self._watch,
+                self.gradient_clip_val,
+                self.gradient_clip_algorithm,
+                precision=str(self.trainer.precision),
+                capture=noisy.device.type == "cuda",
             )
-        raise FsnetError(
-            f"training loss is {float(loss.float())} at global step {step} "
-            f"(epoch {epoch}, batch {batch_idx}); {cause}"
-        )
+            self.__dict__["_step_graph"] = graph
+        # Lightning counts optimiser steps (global_step, max_steps, checkpoint names) in these
+        # hooks of LightningOptimizer.step, which the replayed graph does not go through.
+        optimizer._on_before_step()
+        loss, terms = graph(noisy, clean)
+        optimizer._on_after_step()
+        scheduler = self.lr_schedulers()  # manual optimisation: stepped here, every step
+        if scheduler is not None:
+            scheduler.step()
+        # copies: the graph's outputs are overwritten by the next replay
+        return loss.clone(), {k: v.clone() for k, v in terms.items()}
 
     def on_train_epoch_end(self) -> None:
-        self._check_previous_loss()
+        self._watch.check(self.model.parameters())  # FsnetError if a loss since the last was NaN
 
-    def on_train_end(self) -> None:
-        self._check_previous_loss()
+    on_train_end = on_train_epoch_end
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        plain_optimizer_state(checkpoint)  # resumable in every cuda_graph mode
 
     def on_train_epoch_start(self) -> None:
         # New mixtures each epoch: the dataset seeds example i of epoch e from (seed, e, i).
@@ -350,33 +361,38 @@ class EnhancementSystem(pl.LightningModule):
         dataset = getattr(loader, "dataset", None)
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(self.current_epoch)
-        self._last_batch_end = None
+        self._batch_ends.clear()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        now = time.perf_counter()
-        if self._last_batch_end is not None:
-            noisy = batch[0]
-            seconds = (
-                noisy.shape[0] * noisy.shape[-1] / self.config.sample_rate * self.trainer.world_size
-            )
-            self.log(
-                "train/audio_seconds_per_second",
-                seconds / max(now - self._last_batch_end, 1e-9),
-                on_step=True,
-                batch_size=noisy.shape[0],
-            )
-        self._last_batch_end = now
+        # Host clock over the last log_every_n_steps batches, without waiting for the GPU: the
+        # logger's read every log_every_n_steps makes the host wait for the GPU once per window,
+        # so the window's rate is the GPU's, not the rate at which the host queues work.
+        times = self._batch_ends
+        times.append(time.perf_counter())
+        del times[: -(max(int(self.trainer.log_every_n_steps), 1) + 1)]
+        if len(times) < 2:
+            return
+        noisy = batch[0]
+        seconds = noisy.shape[0] * noisy.shape[-1] / self.config.sample_rate * (len(times) - 1)
+        rate = seconds * self.trainer.world_size / max(times[-1] - times[0], 1e-9)
+        # A CPU tensor: a Python number would be copied to the GPU, which waits for the GPU.
+        self.log(
+            "train/audio_seconds_per_second",
+            torch.tensor(rate),
+            on_step=True,
+            batch_size=noisy.shape[0],
+        )
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())
         if self.lr_scheduler_factory is None:
             return optimizer
-        # Stepped every optimiser step, so a schedule's length is counted in steps, not epochs.
-        scheduler = self.lr_scheduler_factory(optimizer)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
-        }
+        # Stepped every optimiser step, so a schedule's length is counted in steps, not epochs
+        # (by Lightning, or by _graphed_step under manual optimisation, where Lightning ignores it).
+        scheduler = {"scheduler": self.lr_scheduler_factory(optimizer)}
+        if self.automatic_optimization:
+            scheduler["interval"] = "step"
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     # ---------------------------------------------------------------- validation
     def _metric_pool(self) -> concurrent.futures.ProcessPoolExecutor | None:
@@ -393,7 +409,9 @@ class EnhancementSystem(pl.LightningModule):
         return self._pool
 
     def on_validation_epoch_start(self) -> None:
-        self._check_previous_loss()  # before validation can lead to a checkpoint of NaN weights
+        self._watch.check(
+            self.model.parameters()
+        )  # before validation can lead to a checkpoint of NaN weights
         self._pending = []
         self._val_loss = [0.0, 0]
 
@@ -466,7 +484,7 @@ class EnhancementSystem(pl.LightningModule):
                     int(totals[2] - count),
                     int(totals[2]),
                 )
-        self._last_batch_end = None  # validation time is not training throughput
+        self._batch_ends.clear()  # validation time is not training throughput
 
     # ---------------------------------------------------------------- cleanup
     def _shutdown_pool(self) -> None:

@@ -128,6 +128,17 @@ def _check_scalars(cfg: Any) -> None:
             "trainer.limit_val_batches=0 turns validation off, and with it the best checkpoint and"
             " release file; use a small number of batches instead"
         )
+    optimizer = cfg.get("optimizer") or {}
+    if (
+        str(trainer.get("precision")) in ("16-mixed", "16")
+        and optimizer.get("fused")
+        and trainer.get("gradient_clip_val")
+    ):
+        # Lightning unscales fp16 gradients for clipping; a fused optimiser unscales in its step
+        raise FsnetError(
+            "trainer.precision=16-mixed cannot clip the gradients of a fused optimiser; set "
+            "optimizer.fused=false or use trainer.precision=bf16-mixed"
+        )
     total_iters = (cfg.get("lr_scheduler") or {}).get("total_iters")
     if not _whole_or_none(total_iters, minimum=1):
         raise FsnetError(
