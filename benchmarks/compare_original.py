@@ -41,7 +41,7 @@ def original_model_class(checkout: Path) -> type:
     if not (recipe_dir / "fast_fullsubnet" / "model.py").exists():
         raise SystemExit(f"compare_original.py: error: no Fast FullSubNet model under {checkout}")
     sys.path[:0] = [str(checkout), str(recipe_dir)]
-    if importlib.util.find_spec("torchinfo") is None:
+    if "torchinfo" not in sys.modules and importlib.util.find_spec("torchinfo") is None:
         # The original module imports torchinfo.summary for its __main__ demo only.
         sys.modules["torchinfo"] = types.SimpleNamespace(summary=None)
     return importlib.import_module("fast_fullsubnet.model").Model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -18,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def _grads(layer: RecurrentLayer, x: torch.Tensor, state):
     """Outputs and gradients of ``layer(x, state)`` for fixed random output weights."""
     y, (h, c) = layer(x, state)
-    torch.manual_seed(1)
-    loss = sum((t * torch.randn_like(t)).sum() for t in (y, h, c))
+    # the same output weights on every device and dtype
+    generator = torch.Generator().manual_seed(1)
+    loss = sum((t * torch.randn(t.shape, generator=generator).to(t)).sum() for t in (y, h, c))
     inputs = [x, *state, *layer.parameters()]
     return [y, h, c, *torch.autograd.grad(loss, inputs)]
 
@@ -86,9 +88,15 @@ print("ok")
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
+def _double_cpu(x, state):
+    """Leaf float64 CPU copies of ``x`` and the state, for a float64 reference run."""
+    leaf = lambda t: t.detach().double().cpu().requires_grad_()  # noqa: E731
+    return leaf(x), tuple(leaf(t) for t in state)
+
+
 def _relative_errors(reference, fused) -> list[float]:
     return [
-        float((w.float() - g.float()).detach().abs().max() / w.float().abs().max())
+        float((w.double().cpu() - g.double().cpu()).detach().abs().max() / w.double().abs().max())
         for w, g in zip(reference, fused, strict=True)
     ]
 
@@ -99,20 +107,24 @@ def test_cuda_kernels_match_cudnn():
     layer = RecurrentLayer(12, 96, num_layers=2, output_size=1, relu_output=True).cuda()
     x = torch.randn(2048, 17, 12, device="cuda", requires_grad=True)
     state = tuple(torch.randn(2, 2048, 96, device="cuda", requires_grad=True) for _ in range(2))
+    # fp32 against a float64 reference: the fused kernels must be as close to it as 1e-5 of each
+    # tensor's largest value, or no further from it than cuDNN's own float32 result is
+    exact = _grads(copy.deepcopy(layer).double().cpu(), *_double_cpu(x, state))
     matmul_tf32, cudnn_tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
         layer.training_kernel = "cudnn"
-        reference = _grads(layer, x, state)
+        cudnn_errors = _relative_errors(exact, _grads(layer, x, state))
         layer.training_kernel = "auto"
         assert layer._takes_fused_kernels(x)
-        errors = _relative_errors(reference, _grads(layer, x, state))
+        fused_errors = _relative_errors(exact, _grads(layer, x, state))
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = (
             matmul_tf32,
             cudnn_tf32,
         )
-    assert max(errors) < 1e-5, errors
+    for fused, cudnn in zip(fused_errors, cudnn_errors, strict=True):
+        assert fused < 1e-5 or fused <= 1.5 * cudnn, (fused_errors, cudnn_errors)
     with torch.autocast("cuda", dtype=torch.bfloat16):
         layer.training_kernel = "cudnn"
         reference = _grads(layer, x, state)
