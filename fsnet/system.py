@@ -27,7 +27,13 @@ from fsnet.frontend import apply_mask, build_cirm
 from fsnet.metrics import compute_metrics, set_dnsmos_threads
 from fsnet.model import build_model
 from fsnet.nonfinite import NonFiniteWatch
-from fsnet.step_graph import StepGraph, graph_mode, graph_network, plain_optimizer_state
+from fsnet.step_graph import (
+    StepGraph,
+    clip_gradients,
+    graph_mode,
+    graph_network,
+    plain_optimizer_state,
+)
 
 try:
     import pytorch_lightning as pl
@@ -125,9 +131,9 @@ class EnhancementSystem(pl.LightningModule):
             fsnet.step_graph). Small-batch recurrent steps are bound by kernel-launch cost.
         check_every_n_steps: training steps between host reads of the device-side NaN/Inf record
             of the loss (also read at epoch end and before validation).
-        gradient_clip_val, gradient_clip_algorithm: clipping for ``cuda_graph="step"``, which
-            clips inside its graph (Lightning clips only in automatic optimisation; train.py
-            moves ``trainer.gradient_clip_*`` here).
+        gradient_clip_val, gradient_clip_algorithm: clipping done by the system, where Lightning
+            does not clip (the step graph; a fused optimiser under bf16): train.py moves
+            ``trainer.gradient_clip_*`` here.
         spectral_loss_weight: weight of a second training loss term on the *enhanced* spectrum
             (0 = the paper's cIRM loss alone): the compressed-spectrum loss of Braun & Tashev
             (2021), ``share * |S^p - Ŝ^p|^2 + (1 - share) * (|S|^p - |Ŝ|^p)^2`` with magnitudes
@@ -382,6 +388,11 @@ class EnhancementSystem(pl.LightningModule):
             on_step=True,
             batch_size=noisy.shape[0],
         )
+
+    def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val=None, **kwargs) -> None:
+        if self.gradient_clip_val is None:
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, **kwargs)
+        clip_gradients(self.parameters(), self.gradient_clip_val, self.gradient_clip_algorithm)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())

@@ -101,34 +101,32 @@ def _relative_errors(reference, fused) -> list[float]:
     ]
 
 
+def _errors_against_float64(layer, x, state, kind: str, autocast: bool) -> list[float]:
+    exact = _grads(copy.deepcopy(layer).double().cpu(), *_double_cpu(x, state))
+    layer.training_kernel = kind
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        return _relative_errors(exact, _grads(layer, x, state))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_kernels_match_cudnn():
+    """Against a float64 reference, the fused kernels are within 1e-5 (fp32; bf16: 3e-2) of each
+    tensor's largest value, or no further from it than cuDNN's own result in the same dtype."""
     torch.manual_seed(0)
     layer = RecurrentLayer(12, 96, num_layers=2, output_size=1, relu_output=True).cuda()
     x = torch.randn(2048, 17, 12, device="cuda", requires_grad=True)
     state = tuple(torch.randn(2, 2048, 96, device="cuda", requires_grad=True) for _ in range(2))
-    # fp32 against a float64 reference: the fused kernels must be as close to it as 1e-5 of each
-    # tensor's largest value, or no further from it than cuDNN's own float32 result is
-    exact = _grads(copy.deepcopy(layer).double().cpu(), *_double_cpu(x, state))
+    assert layer._takes_fused_kernels(x)
     matmul_tf32, cudnn_tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
-        layer.training_kernel = "cudnn"
-        cudnn_errors = _relative_errors(exact, _grads(layer, x, state))
-        layer.training_kernel = "auto"
-        assert layer._takes_fused_kernels(x)
-        fused_errors = _relative_errors(exact, _grads(layer, x, state))
+        for autocast, bound in ((False, 1e-5), (True, 3e-2)):
+            cudnn = _errors_against_float64(layer, x, state, "cudnn", autocast)
+            fused = _errors_against_float64(layer, x, state, "auto", autocast)
+            for f, c in zip(fused, cudnn, strict=True):
+                assert f < bound or f <= 1.5 * c, (autocast, fused, cudnn)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = (
             matmul_tf32,
             cudnn_tf32,
         )
-    for fused, cudnn in zip(fused_errors, cudnn_errors, strict=True):
-        assert fused < 1e-5 or fused <= 1.5 * cudnn, (fused_errors, cudnn_errors)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        layer.training_kernel = "cudnn"
-        reference = _grads(layer, x, state)
-        layer.training_kernel = "auto"
-        errors = _relative_errors(reference, _grads(layer, x, state))
-    # bf16 keeps 8 bits: the two kernels round at different places
-    assert max(errors) < 3e-2, errors

@@ -253,6 +253,11 @@ def test_build_moves_clipping_into_the_step_system(fake_dns_tree, tmp_path):
         build(compose_cfg([*common, "trainer.accumulate_grad_batches=2"], tmp_path))
     with pytest.raises(FsnetError, match="16-mixed cannot clip the gradients of a fused"):
         build(compose_cfg([*common, "trainer.precision=16-mixed"], tmp_path))
+    # eager, fused Adam under bf16: the system clips too (Lightning would refuse to)
+    eager = [c for c in common if c != "system.cuda_graph=step"] + ["trainer.precision=bf16-mixed"]
+    run = build(compose_cfg(eager, tmp_path))
+    assert run.trainer.gradient_clip_val is None and run.system.automatic_optimization
+    assert (run.system.gradient_clip_val, run.system.gradient_clip_algorithm) == (10, "value")
 
 
 # ------------------------------------------------------------------------------ precision
@@ -362,3 +367,21 @@ def test_train_py_step_graph_runs_resumes_and_continues_eagerly(fake_dns_tree, t
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert losses and all(math.isfinite(v) for v in losses)
     assert any(r.get("train/audio_seconds_per_second") for r in rows)
+
+
+def test_system_clips_a_fused_optimiser_under_bf16(tiny_model_config):
+    """Lightning refuses to clip a fused optimiser's gradients under any mixed precision (its
+    check is for fp16's loss scale); the system clips them itself, as train.py arranges."""
+    clipped = _system(EnhancementSystem, tiny_model_config, False, 0.05)
+    start = weights(clipped)
+    quiet_trainer(max_steps=3, precision="bf16-mixed").fit(clipped, train_dataloaders=loader())
+    unclipped = _system(EnhancementSystem, tiny_model_config, False, None)
+    quiet_trainer(max_steps=3, precision="bf16-mixed").fit(unclipped, train_dataloaders=loader())
+    moved = (weights(clipped) - start).abs().max()
+    assert moved > 0
+    assert (weights(unclipped) - weights(clipped)).abs().max() > 1e-3 * moved  # clipping acted
+    with pytest.raises(RuntimeError, match="does not allow for gradient clipping"):
+        quiet_trainer(max_steps=1, precision="bf16-mixed", gradient_clip_val=1.0).fit(
+            _system(EnhancementSystem, tiny_model_config, False, None),
+            train_dataloaders=loader(),
+        )

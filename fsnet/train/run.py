@@ -158,15 +158,19 @@ def training_precision(trainer_cfg: Any) -> Any:
     return "32-true"
 
 
-def _step_graph_options(trainer_cfg: Any, system_options: dict[str, Any]) -> dict[str, Any]:
-    """``system.cuda_graph=step`` makes the update itself (manual optimisation), for which
-    Lightning refuses its own clipping: the system clips inside its graph instead, with the
-    trainer's settings. Returns the trainer arguments that turn Lightning's clipping off."""
+def _check_step_graph(trainer_cfg: Any) -> None:
     if trainer_cfg.get("accumulate_grad_batches", 1) != 1:
         raise FsnetError(
             "system.cuda_graph=step makes one optimiser step per batch; set "
             "trainer.accumulate_grad_batches=1 (or a larger data.batch_size)"
         )
+
+
+def _system_clipping(trainer_cfg: Any, system_options: dict[str, Any]) -> dict[str, Any]:
+    """Move ``trainer.gradient_clip_*`` into the system, which then clips itself, and return the
+    trainer arguments that turn Lightning's clipping off. Needed where Lightning will not clip:
+    the step graph (manual optimisation) and a fused optimiser under bf16 (Lightning refuses it
+    for any mixed precision, although only fp16's loss scale is a reason to)."""
     system_options["gradient_clip_val"] = trainer_cfg.get("gradient_clip_val")
     system_options["gradient_clip_algorithm"] = trainer_cfg.get("gradient_clip_algorithm") or "norm"
     return {"gradient_clip_val": None, "gradient_clip_algorithm": None}
@@ -200,7 +204,10 @@ def build(cfg: Any) -> Run:
         # (The step graph captures in thread-local mode, which lets other threads call CUDA.)
         datamodule.pin_memory = False
     elif mode == "step":
-        trainer_options.update(_step_graph_options(cfg.trainer, system_options))
+        _check_step_graph(cfg.trainer)
+    fused = bool((cfg.get("optimizer") or {}).get("fused"))
+    if mode == "step" or (fused and not str(trainer_options["precision"]).startswith("16")):
+        trainer_options.update(_system_clipping(cfg.trainer, system_options))
     lr_scheduler = _instantiate(cfg.lr_scheduler) if cfg.get("lr_scheduler") else None
     system = EnhancementSystem(
         model_config, optimizer=optimizer, lr_scheduler=lr_scheduler, **system_options
