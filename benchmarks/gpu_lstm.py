@@ -17,7 +17,7 @@ import torch
 
 import fsnet
 from fsnet.frontend import build_cirm
-from fsnet.layers import RecurrentLayer
+from fsnet.layers import RecurrentLayer, set_training_kernel
 
 
 def timed(fn, iters: int = 20, graph: bool = False) -> float:
@@ -48,10 +48,7 @@ def timed(fn, iters: int = 20, graph: bool = False) -> float:
 KINDS = ("cudnn", "auto")  # auto: fsnet.fused_lstm for the sub-band layers
 
 
-def set_kernel(module: torch.nn.Module, kind: str) -> None:
-    for m in module.modules():
-        if isinstance(m, RecurrentLayer):
-            m.training_kernel = kind
+set_kernel = set_training_kernel
 
 
 def layer_rows(batch: int, out: list) -> None:

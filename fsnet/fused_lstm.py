@@ -141,12 +141,12 @@ def lstm_layers(
     with ``weights[k] = (w_ih, w_hh, b_ih, b_hh)`` -> ``(y [R, T, H], h_T, c_T [L, R, H])``;
     gradients flow to every argument.
 
-    Under CUDA autocast the GEMMs and ``y`` run in the autocast dtype, the cell state in float32.
+    Under autocast the GEMMs and ``y`` run in the autocast dtype, the cell state in float32.
     Between layers the sequence stays time-major (one transpose in, one out).
     """
     dtype = x.dtype
-    if x.is_cuda and torch.is_autocast_enabled("cuda"):
-        dtype = torch.get_autocast_dtype("cuda")
+    if torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
     h_last, c_last = [], []
     with torch.autocast(x.device.type, enabled=False):
         y = x.transpose(0, 1).to(dtype).contiguous()

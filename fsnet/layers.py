@@ -15,10 +15,20 @@ FUSED_ACTIVATION_ROWS = 16
 # Below this many frames, a chunk runs frame by frame on packed cells:
 # oneDNN's sequence kernel re-packs the weights on every call, which only pays off over longer runs.
 CELL_LOOP_FRAMES = 16
-# From this many sequences on (the sub-band model: batch x 64 bands), CUDA training takes
-# fsnet.fused_lstm's kernels instead of cuDNN's; the full-band layers (one sequence per
+# From this many sequences on (the sub-band model: batch x 64 bands), training_kernel="auto"
+# takes fsnet.fused_lstm's kernels instead of cuDNN's; the full-band layers (one sequence per
 # example) keep cuDNN's.
 FUSED_TRAINING_ROWS = 1024
+TRAINING_KERNELS = ("cudnn", "auto", "fused")
+
+
+def set_training_kernel(module: nn.Module, kind: str) -> None:
+    """``training_kernel`` of every RecurrentLayer in ``module`` (see RecurrentLayer)."""
+    if kind not in TRAINING_KERNELS:
+        raise ValueError(f"LSTM training kernel must be one of {TRAINING_KERNELS}, got {kind!r}")
+    for layer in module.modules():
+        if isinstance(layer, RecurrentLayer):
+            layer.training_kernel = kind
 
 
 class RecurrentLayer(nn.Module):
@@ -44,9 +54,9 @@ class RecurrentLayer(nn.Module):
         self.proj = nn.Linear(hidden_size, output_size) if output_size else None
         self.relu_output = relu_output
         self.is_lstm = rnn_type == "LSTM"
-        # Which kernels a CUDA training forward takes: auto (fsnet.fused_lstm from
-        # FUSED_TRAINING_ROWS sequences on), cudnn, or fused (always; also on CPU, for tests).
-        self.training_kernel = "auto"
+        # Which kernels a training forward takes: cudnn (nn.LSTM's own), auto (fsnet.fused_lstm
+        # on CUDA from FUSED_TRAINING_ROWS sequences on), or fused (always; also on CPU, for tests).
+        self.training_kernel = "cudnn"
         self.num_layers = num_layers
         self.hidden_size = hidden_size
         # Parameter names per layer, formatted once: the frame path looks them up every hop.

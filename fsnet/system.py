@@ -24,6 +24,7 @@ import torch
 from fsnet.config import ModelConfig, as_config
 from fsnet.errors import FsnetError
 from fsnet.frontend import apply_mask, build_cirm
+from fsnet.layers import TRAINING_KERNELS, set_training_kernel
 from fsnet.metrics import compute_metrics, set_dnsmos_threads
 from fsnet.model import build_model
 from fsnet.nonfinite import NonFiniteWatch
@@ -131,6 +132,7 @@ class EnhancementSystem(pl.LightningModule):
             fsnet.step_graph). Small-batch recurrent steps are bound by kernel-launch cost.
         check_every_n_steps: training steps between host reads of the device-side NaN/Inf record
             of the loss (also read at epoch end and before validation).
+        lstm_kernel: the recurrent layers' training kernels (fsnet.layers.set_training_kernel).
         gradient_clip_val, gradient_clip_algorithm: clipping done by the system, where Lightning
             does not clip (the step graph; a fused optimiser under bf16): train.py moves
             ``trainer.gradient_clip_*`` here.
@@ -154,6 +156,7 @@ class EnhancementSystem(pl.LightningModule):
         check_every_n_steps: int = 50,
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str = "norm",
+        lstm_kernel: str = "cudnn",
         spectral_loss_weight: float = 0.0,
         spectral_loss_power: float = 0.3,
         spectral_loss_complex_share: float = 0.3,
@@ -192,6 +195,11 @@ class EnhancementSystem(pl.LightningModule):
             }
         )
         self.model = build_model(cfg)
+        if lstm_kernel not in TRAINING_KERNELS:
+            raise FsnetError(
+                f"system.lstm_kernel must be one of {TRAINING_KERNELS}, got {lstm_kernel!r}"
+            )
+        set_training_kernel(self.model, lstm_kernel)
         self.optimizer_factory = optimizer or default_optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.metric_names = tuple(metrics)

@@ -130,3 +130,14 @@ def test_cuda_kernels_match_cudnn():
             matmul_tf32,
             cudnn_tf32,
         )
+
+
+def test_system_sets_the_training_kernel(tiny_model_config):
+    from fsnet.errors import FsnetError
+    from fsnet.system import EnhancementSystem
+
+    system = EnhancementSystem(tiny_model_config, metric_workers=0, lstm_kernel="auto")
+    kinds = {m.training_kernel for m in system.modules() if isinstance(m, RecurrentLayer)}
+    assert kinds == {"auto"}
+    with pytest.raises(FsnetError, match="system.lstm_kernel must be one of"):
+        EnhancementSystem(tiny_model_config, metric_workers=0, lstm_kernel="triton")
