@@ -367,6 +367,7 @@ class EnhancementSystem(pl.LightningModule):
     on_train_end = on_train_epoch_end
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._watch.check(self.model.parameters())  # never a checkpoint of a diverged state
         plain_optimizer_state(checkpoint)  # resumable in every cuda_graph mode
 
     def on_train_epoch_start(self) -> None:

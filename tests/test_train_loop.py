@@ -100,6 +100,21 @@ def test_nan_is_found_at_the_next_check_not_later(tiny_model_config):
     assert seen == [0, 1, 2]  # raised in batch 3's training_step, before its batch end
 
 
+def test_no_checkpoint_of_an_unchecked_nan(tiny_model_config, tmp_path):
+    """A checkpoint between two checks reads the NaN record first: a diverged state is named,
+    never saved (every_n_train_steps could otherwise overwrite a good last.ckpt)."""
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    data = loader(examples=12)
+    data.dataset.tensors[1][2, 10] = math.nan  # batch 1's clean signal
+    system = EnhancementSystem(tiny_model_config, metric_workers=0, check_every_n_steps=100)
+    every = ModelCheckpoint(dirpath=tmp_path, filename="last", every_n_train_steps=2)
+    trainer = quiet_trainer(max_steps=6, enable_checkpointing=True, callbacks=[every])
+    with pytest.raises(FsnetError, match=r"global step 1 \(epoch 0, batch 1\); the input batch"):
+        trainer.fit(system, train_dataloaders=data)
+    assert not list(tmp_path.glob("*.ckpt"))
+
+
 _HOST_READS = ("item", "tolist", "__bool__", "__float__", "__int__")
 
 
