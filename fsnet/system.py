@@ -11,11 +11,9 @@ import concurrent.futures
 import logging
 import math
 import multiprocessing
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -88,33 +86,6 @@ def _init_metric_worker() -> None:
 def default_optimizer(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
     """Adam as in the original recipe (lr 1e-3, betas 0.9 / 0.999), fused as in train.yaml."""
     return torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999), fused=True)
-
-
-class InterruptCheckpoint(pl.Callback):
-    """On Ctrl-C or SIGTERM, write ``<dirpath>/last.ckpt`` of the state training stopped in.
-
-    Otherwise everything since the last validation (or ``every_n_train_steps`` save) is lost, and
-    ``resume=true`` would start from there. Other exceptions (a NaN loss, a crash) write nothing:
-    that state is not worth resuming and must not overwrite the previous ``last.ckpt``.
-    """
-
-    def __init__(self, dirpath: str | os.PathLike, filename: str = "last"):
-        self.path = Path(dirpath) / f"{filename}.ckpt"
-
-    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        from pytorch_lightning.utilities.exceptions import SIGTERMException
-
-        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
-            return
-        if trainer.global_step == 0:
-            return  # nothing trained yet; keep whatever is there
-        trainer.save_checkpoint(self.path)
-        if trainer.is_global_zero:
-            log.info(
-                "interrupted at step %d: saved %s (resume=true continues from it)",
-                trainer.global_step,
-                self.path,
-            )
 
 
 class EnhancementSystem(pl.LightningModule):

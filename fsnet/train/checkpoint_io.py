@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -10,9 +12,13 @@ import torch
 from fsnet.files import atomic_write
 
 try:
+    import pytorch_lightning as pl
     from pytorch_lightning.plugins.io import TorchCheckpointIO
 except ImportError:  # the unified ``lightning`` package
+    import lightning.pytorch as pl  # type: ignore[no-redef]
     from lightning.pytorch.plugins.io import TorchCheckpointIO  # type: ignore[no-redef]
+
+log = logging.getLogger("fsnet.train")
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -43,3 +49,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         from fsnet.checkpoint import read_checkpoint
 
         return read_checkpoint(path, map_location=map_location or "cpu")
+
+
+class InterruptCheckpoint(pl.Callback):
+    """On Ctrl-C or SIGTERM, write ``<dirpath>/last.ckpt`` of the state training stopped in.
+
+    Otherwise everything since the last validation (or ``every_n_train_steps`` save) is lost, and
+    ``resume=true`` would start from there. Other exceptions (a NaN loss, a crash) write nothing:
+    that state is not worth resuming and must not overwrite the previous ``last.ckpt``.
+    """
+
+    def __init__(self, dirpath: str | os.PathLike, filename: str = "last"):
+        self.path = Path(dirpath) / f"{filename}.ckpt"
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            return
+        if trainer.global_step == 0:
+            return  # nothing trained yet; keep whatever is there
+        trainer.save_checkpoint(self.path)
+        if trainer.is_global_zero:
+            log.info(
+                "interrupted at step %d: saved %s (resume=true continues from it)",
+                trainer.global_step,
+                self.path,
+            )
