@@ -1,7 +1,7 @@
 """Training and validation curves of ``train.py``'s fast configuration against the eager fp32 loop,
 over the first ``--steps`` steps on the synthetic corpus, in one PNG.
 
-    python benchmarks/train_curves.py --fast "system.cuda_graph=step data.mix_on=gpu" \\
+    python benchmarks/train_curves.py --fast "system.cuda_graph=step" \\
         [--steps 2000] [--val-every 250] [--out benchmarks/results]
 
 Runs ``train.py`` (``benchmarks/loop_runs.py``: synthetic corpus with DNS-like file lengths, CSV

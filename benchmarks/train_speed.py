@@ -4,8 +4,8 @@ original's bare step and model FLOP utilisation.
 
     bash benchmarks/fetch_original.sh                 # once, where there is network: .original/FullSubNet
     python benchmarks/train_speed.py --original .original/FullSubNet --out DIR \\
-        [--loop "fast=system.cuda_graph=step data.mix_on=gpu"] \\
-        [--loop "fast b256=system.cuda_graph=step data.mix_on=gpu data.batch_size=256"]
+        [--loop "fast=system.cuda_graph=step"] \\
+        [--loop "fast b256=system.cuda_graph=step data.batch_size=256"]
 
 Rows, each at batch 72 and 256 × 3.072 s unless changed (``--batch``, ``--seconds``):
 
