@@ -14,6 +14,7 @@ import argparse
 import json
 
 import torch
+from gpu_throughput import graphed
 
 import fsnet
 from fsnet.frontend import build_cirm
@@ -22,18 +23,10 @@ from fsnet.layers import RecurrentLayer, set_training_kernel
 
 def timed(fn, iters: int = 20, graph: bool = False) -> float:
     """Median ms of ``fn()`` (CUDA events), optionally captured as one CUDA graph first."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
+    run = graphed(fn) if graph else fn
+    if not graph:
         for _ in range(3):
             fn()
-    torch.cuda.current_stream().wait_stream(side)
-    run = fn
-    if graph:
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            fn()
-        run = g.replay
     times = []
     for _ in range(iters):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

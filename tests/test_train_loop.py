@@ -8,6 +8,7 @@ from functools import partial
 
 import pytest
 import torch
+from test_train import _RecordLosses
 
 from fsnet.errors import FsnetError
 from fsnet.nonfinite import NonFiniteWatch
@@ -296,14 +297,6 @@ def test_precision_auto(precision, accelerator, cuda, bf16, expected, monkeypatc
 
 
 # ------------------------------------------------------------------------------ on a GPU
-class _RecordLosses(pl.Callback):
-    def __init__(self):
-        self.losses: list[float] = []
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self.losses.append(float(outputs["loss"]))
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
