@@ -61,13 +61,14 @@ class RecurrentLayer(nn.Module):
     def _packed_lstm_cell(
         self, k: int, x: torch.Tensor, h_prev: torch.Tensor, c_prev: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """LSTM layer ``k`` on one frame ``x [B, input]`` with oneDNN-packed [W_ih | W_hh]
+        """LSTM layer ``k`` on one frame ``x [B, input]`` with [W_ih | W_hh] packed once
         (CPU inference) -> ``(h, c)``, each ``[B, H]``.
 
-        MKL's sgemm falls far behind oneDNN's packed kernels on batched frames (2x on AVX-512
-        machines), and at batch 1 the packed GEMV still reads the weights faster (a streaming
-        hop: 3.4 -> 2.7 ms, benchmarks/cpu_hop_breakdown.py). The pack is a cache keyed on the
-        parameters' versions, so an optimiser step invalidates it. Grad mode (training, ONNX
+        MKL's sgemm falls far behind oneDNN's packed kernels on many rows (2x on AVX-512
+        machines, the sub-band model's 64 bands), but on a few rows it reads the weights, once
+        transposed, as fast from cache and 10-30% faster from memory (where a hop's weights
+        come from), and costs ~1 us per call against oneDNN's ~15 us. The pack is a cache keyed
+        on the parameters' versions, so an optimiser step invalidates it. Grad mode (training, ONNX
         export) never takes this path. Returns None where the fast path does not apply.
 
         The gate rows are packed in the order (i, f, o, g), not nn.LSTM's (i, f, g, o): the
@@ -90,8 +91,8 @@ class RecurrentLayer(nn.Module):
         xh = torch.cat((x, h_prev), 1)
         fused = len(entry) == 4  # see _pack_lstm_layer
         if not fused:
-            packed, bias = entry
-            gates = torch.ops.mkldnn._linear_pointwise(xh, packed, bias, "none", [], "")
+            weight_t, bias = entry
+            gates = torch.addmm(bias, xh, weight_t)
             # In place on the fresh gates: fewer kernel calls and allocations per frame.
             gates[:, : 3 * hidden].sigmoid_()
             i, f, o, g = gates.chunk(4, 1)
@@ -218,10 +219,11 @@ class RecurrentLayer(nn.Module):
 def _pack_lstm_layer(
     w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor, rows: int
 ) -> tuple[torch.Tensor, ...] | None:
-    """oneDNN packs of one LSTM layer's gates (i, f, o, g) for ``rows`` input rows.
+    """One LSTM layer's joint [W_ih | W_hh], gates (i, f, o, g), for ``rows`` input rows.
 
-    ``(packed, bias)`` below ``FUSED_ACTIVATION_ROWS``, else ``(packed_ifo, bias_ifo, packed_g,
-    bias_g)`` for the fused-activation cell; None where oneDNN cannot run them.
+    ``(weight transposed, bias)`` for MKL below ``FUSED_ACTIVATION_ROWS``, else oneDNN packs
+    ``(packed_ifo, bias_ifo, packed_g, bias_g)`` for the fused-activation cell; None where oneDNN
+    cannot run them.
     """
     hidden = w_hh.shape[1]
     i, f, g, o = (torch.arange(n * hidden, (n + 1) * hidden) for n in range(4))
@@ -231,7 +233,7 @@ def _pack_lstm_layer(
     reorder = torch.ops.mkldnn._reorder_linear_weight
     try:
         if rows < FUSED_ACTIVATION_ROWS:
-            return reorder(weight, rows), bias
+            return weight.t().contiguous(), bias
         packs = []
         for block in (slice(0, 3 * hidden), slice(3 * hidden, None)):
             packs += [reorder(weight[block].contiguous(), rows), bias[block].contiguous()]
