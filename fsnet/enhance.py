@@ -8,7 +8,7 @@ import torch
 from fsnet.audio import as_float_samples
 from fsnet.frontend import apply_mask
 from fsnet.model import FastFullSubNet
-from fsnet.streaming import StreamingEnhancer
+from fsnet.streaming import AlignedOutput, StreamingEnhancer
 
 # Audio per network call in ``enhance``: long enough that the per-call cost vanishes next to the
 # frames' own, short enough that the working memory (about 12 MB per second of audio for the
@@ -61,19 +61,19 @@ def _enhance_in_chunks(
     model: FastFullSubNet, wave: torch.Tensor, chunk_seconds: float
 ) -> torch.Tensor:
     """``wave [N]`` through a streaming engine ``chunk_seconds`` at a time -> ``[N]`` aligned, on
-    ``wave``'s device; only one chunk at a time is on the model's device."""
+    ``wave``'s device; only one chunk at a time is on the model's device (CPU or GPU alike)."""
     was_training = model.training  # the engine puts the model in eval mode
     engine = StreamingEnhancer(model, max_chunk_seconds=chunk_seconds)
     chunk_samples = engine.max_chunk_frames * engine.hop_samples  # whole hops: one call, one chunk
     out = torch.empty_like(wave)
-    position = -engine.latency_samples  # where the engine's next sample belongs in ``wave``
+    align = AlignedOutput(engine.latency_samples)
+    filled = 0  # samples of ``out`` written so far
 
     def place(y: torch.Tensor) -> None:
-        nonlocal position
-        start, end = max(position, 0), min(position + y.shape[-1], out.shape[-1])
-        if end > start:
-            out[start:end] = y[start - position : end - position].to(out.device)
-        position += y.shape[-1]
+        nonlocal filled
+        y = align(y)[: out.shape[-1] - filled]
+        out[filled : filled + y.shape[-1]] = y.to(out.device)
+        filled += y.shape[-1]
 
     try:
         for start in range(0, wave.shape[-1], chunk_samples):
@@ -81,4 +81,6 @@ def _enhance_in_chunks(
         place(engine.flush())
     finally:
         model.train(was_training)
+    if filled != out.shape[-1]:
+        raise RuntimeError(f"the engine produced {filled} aligned samples for {out.shape[-1]}")
     return out

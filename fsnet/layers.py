@@ -80,13 +80,14 @@ class RecurrentLayer(nn.Module):
     def _packed_lstm_cell(
         self, k: int, x: torch.Tensor, h_prev: torch.Tensor, c_prev: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """LSTM layer ``k`` on one frame ``x [B, input]`` with oneDNN-packed [W_ih | W_hh]
+        """LSTM layer ``k`` on one frame ``x [B, input]`` with [W_ih | W_hh] packed once
         (CPU inference) -> ``(h, c)``, each ``[B, H]``.
 
-        MKL's sgemm falls far behind oneDNN's packed kernels on batched frames (2x on AVX-512
-        machines), and at batch 1 the packed GEMV still reads the weights faster (a streaming
-        hop: 3.4 -> 2.7 ms, benchmarks/cpu_hop_breakdown.py). The pack is a cache keyed on the
-        parameters' versions, so an optimiser step invalidates it. Grad mode (training, ONNX
+        MKL's sgemm falls far behind oneDNN's packed kernels on many rows (2x on AVX-512
+        machines, the sub-band model's 64 bands), but on a few rows it reads the weights, once
+        transposed, as fast from cache and 10-30% faster from memory (where a hop's weights
+        come from), and costs ~1 us per call against oneDNN's ~15 us. The pack is a cache keyed
+        on the parameters' versions, so an optimiser step invalidates it. Grad mode (training, ONNX
         export) never takes this path. Returns None where the fast path does not apply.
 
         The gate rows are packed in the order (i, f, o, g), not nn.LSTM's (i, f, g, o): the
@@ -109,8 +110,8 @@ class RecurrentLayer(nn.Module):
         xh = torch.cat((x, h_prev), 1)
         fused = len(entry) == 4  # see _pack_lstm_layer
         if not fused:
-            packed, bias = entry
-            gates = torch.ops.mkldnn._linear_pointwise(xh, packed, bias, "none", [], "")
+            weight_t, bias = entry
+            gates = torch.addmm(bias, xh, weight_t)
             # In place on the fresh gates: fewer kernel calls and allocations per frame.
             gates[:, : 3 * hidden].sigmoid_()
             i, f, o, g = gates.chunk(4, 1)
@@ -131,8 +132,8 @@ class RecurrentLayer(nn.Module):
 
     def _cached_pack(self, k: int, rows: int, kind: str) -> tuple[torch.Tensor, ...] | None:
         """The packed weights of layer ``k`` for ``rows`` rows (``kind``: "joint", oneDNN's
-        [W_ih | W_hh] for the one-frame cell; "split" for ``_cell_loop``), cached on the
-        parameters' versions."""
+        [W_ih | W_hh] for the one-frame cell; "split", W_ih and W_hh apart for ``_cell_loop``),
+        cached on the parameters' versions; None where oneDNN cannot pack them."""
         weights = self._layer_weights(k)
         key = (k, rows, kind, weights[0].data_ptr(), *(w._version for w in weights))
         cache = self.__dict__.setdefault("_packed", {})
@@ -150,37 +151,31 @@ class RecurrentLayer(nn.Module):
     def _cell_loop(
         self, x: torch.Tensor, state: RecurrentState | None
     ) -> tuple[torch.Tensor, RecurrentState]:
-        """A short sequence ``x [B, T, input]`` frame by frame on the cell kernels.
-
-        A one-layer LSTM takes the input projections of all frames in one GEMM first, so that
-        each frame reads only the recurrent weights, as the sequence kernel does; other layers
-        step the one-frame cell.
+        """A short LSTM sequence ``x [B, T, input]`` on the cell kernels, layer by layer as the
+        sequence kernel runs it: the input projections of all T frames in one GEMM, then each
+        frame reads only the recurrent weights (packs cached, see ``_pack_lstm_split``).
         """
         rows, num_frames, _ = x.shape
-        pack = self._cached_pack(0, rows, "split") if self.num_layers == 1 else None
-        if pack is None:
-            frames = []
-            for t in range(num_frames):
-                h, state = self._step(x[:, t], state)
-                frames.append(h)
-            return torch.stack(frames, dim=1), state
-        w_ih_t, bias, w_hh_t = pack
         if state is None:
             state = self.zero_state(rows, x.device)
-        h, c = state[0][0], state[1][0]
-        hidden = self.hidden_size
-        inputs = x.transpose(0, 1).reshape(num_frames * rows, -1)
-        projected = torch.addmm(bias, inputs, w_ih_t).reshape(num_frames, rows, 4 * hidden)
-        frames = []
-        for t in range(num_frames):
-            gates = torch.addmm(projected[t], h, w_hh_t)
-            gates[:, : 3 * hidden].sigmoid_()  # gate order (i, f, o, g), see _pack_lstm_layer
-            i, f, o, g = gates.chunk(4, 1)
-            c = f * c
-            c += i * g.tanh_()
-            h = c.tanh().mul_(o)
-            frames.append(h)
-        return torch.stack(frames, dim=1), (h[None], c[None])
+        inputs = x.transpose(0, 1).reshape(num_frames * rows, -1)  # frame-major rows
+        new_h, new_c = [], []
+        for k in range(self.num_layers):
+            packed_ih, bias, w_hh = self._cached_pack(k, rows, "split")
+            projected = _packed_linear(inputs, packed_ih, bias).reshape(num_frames, rows, -1)
+            frame_cell = _many_rows_cell if rows >= FUSED_ACTIVATION_ROWS else _few_rows_cell
+            h, c = state[0][k], state[1][k]
+            frames = []
+            for t in range(num_frames):
+                h, c = frame_cell(projected[t], h, c, w_hh)
+                frames.append(h)
+            inputs = torch.cat(frames)
+            new_h.append(h)
+            new_c.append(c)
+        y = inputs.reshape(num_frames, rows, self.hidden_size).transpose(0, 1)
+        if self.num_layers == 1:  # views, not copies
+            return y, (new_h[0][None], new_c[0][None])
+        return y, (torch.stack(new_h), torch.stack(new_c))
 
     def _step(
         self, x: torch.Tensor, state: RecurrentState | None
@@ -252,7 +247,7 @@ class RecurrentLayer(nn.Module):
         one_frame = x.shape[1] == 1 and unpacked
         if one_frame:  # the projection too runs on [B, H]: one reshape fewer each way
             y, state = self._step(x[:, 0], state)
-        elif unpacked and self._cells_are_faster(x):
+        elif unpacked and self._cells_are_faster(x) and self._cached_pack(0, x.shape[0], "split"):
             y, state = self._cell_loop(x, state)
         elif unpacked and self._takes_fused_kernels(x):
             y, state = self._fused_sequence(x, state)
@@ -268,10 +263,11 @@ class RecurrentLayer(nn.Module):
 def _pack_lstm_layer(
     w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor, rows: int
 ) -> tuple[torch.Tensor, ...] | None:
-    """oneDNN packs of one LSTM layer's gates (i, f, o, g) for ``rows`` input rows.
+    """One LSTM layer's joint [W_ih | W_hh], gates (i, f, o, g), for ``rows`` input rows.
 
-    ``(packed, bias)`` below ``FUSED_ACTIVATION_ROWS``, else ``(packed_ifo, bias_ifo, packed_g,
-    bias_g)`` for the fused-activation cell; None where oneDNN cannot run them.
+    ``(weight transposed, bias)`` for MKL below ``FUSED_ACTIVATION_ROWS``, else oneDNN packs
+    ``(packed_ifo, bias_ifo, packed_g, bias_g)`` for the fused-activation cell; None where oneDNN
+    cannot run them.
     """
     hidden = w_hh.shape[1]
     i, f, g, o = (torch.arange(n * hidden, (n + 1) * hidden) for n in range(4))
@@ -281,7 +277,7 @@ def _pack_lstm_layer(
     reorder = torch.ops.mkldnn._reorder_linear_weight
     try:
         if rows < FUSED_ACTIVATION_ROWS:
-            return reorder(weight, rows), bias
+            return weight.t().contiguous(), bias
         packs = []
         for block in (slice(0, 3 * hidden), slice(3 * hidden, None)):
             packs += [reorder(weight[block].contiguous(), rows), bias[block].contiguous()]
@@ -293,11 +289,67 @@ def _pack_lstm_layer(
 
 def _pack_lstm_split(
     w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor, rows: int
-) -> tuple[torch.Tensor, ...]:
-    """``(w_ih^T, bias, w_hh^T)`` of one LSTM layer, gates in the order (i, f, o, g), transposed
-    once so that each GEMM reads its weight row by row (MKL's fastest layout for a few rows,
-    ahead of oneDNN's packed GEMV when the weight must come from memory). ``rows`` is unused:
-    one layout serves any."""
+) -> tuple[torch.Tensor, ...] | None:
+    """``(packed w_ih, bias, w_hh)`` of one LSTM layer for ``_cell_loop``, gates in the order
+    (i, f, o, g); None where oneDNN cannot pack.
+
+    The input projection of a few frames runs on oneDNN's pack (2x MKL's sgemm on 4 frames of a
+    512-wide layer). The per-frame recurrent GEMM does too on many rows (2x on the sub-band
+    model's 64 bands); on a few rows it runs on MKL with ``w_hh`` transposed once, which reads a
+    weight faster than oneDNN and costs ~1 us per call against oneDNN's ~15 us. On many rows
+    the g rows are doubled (exact in floating point) for ``_many_rows_cell``'s tanh.
+    """
     hidden = w_hh.shape[1]
     order = torch.cat([torch.arange(n * hidden, (n + 1) * hidden) for n in (0, 1, 3, 2)])
-    return w_ih[order].t().contiguous(), (b_ih + b_hh)[order], w_hh[order].t().contiguous()
+    many_rows = rows >= FUSED_ACTIVATION_ROWS
+    scale = torch.ones(4 * hidden, 1)
+    if many_rows:
+        scale[3 * hidden :] = 2.0
+    w_ih, w_hh, bias = w_ih[order] * scale, w_hh[order] * scale, (b_ih + b_hh)[order] * scale[:, 0]
+    reorder = torch.ops.mkldnn._reorder_linear_weight
+    try:
+        w_hh = reorder(w_hh, rows) if many_rows else w_hh.t().contiguous()
+        return reorder(w_ih, 4 * rows), bias, w_hh
+    except (RuntimeError, AttributeError):  # a build without oneDNN
+        return None
+
+
+def _packed_linear(
+    x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """``x [N, in]`` times a oneDNN-packed weight (``_pack_lstm_split``) plus ``bias``."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
+def _few_rows_cell(
+    projected: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_hh_t: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTM frame from its input projection ``[B, 4H]`` (gates i, f, o, g) -> ``(h, c)``."""
+    gates = torch.addmm(projected, h, w_hh_t)
+    hidden = h.shape[1]
+    gates[:, : 3 * hidden].sigmoid_()
+    i, f, o, g = gates.chunk(4, 1)
+    c = f * c
+    c += i * g.tanh_()
+    return c.tanh().mul_(o), c
+
+
+def _many_rows_cell(
+    projected: torch.Tensor, h: torch.Tensor, c: torch.Tensor, packed_hh: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_few_rows_cell`` for many rows, with each tanh taken as 2 sigmoid(2x) - 1: ATen's
+    sigmoid is ~10x faster per element than its tanh (AVX-512: 0.25 vs 2.2 ns), which matters
+    on the sub-band model's 64 bands; within ~1e-7 absolute of tanh. The g rows of the weights
+    come doubled (``_pack_lstm_split``), so one sigmoid call covers all four gates; the other
+    doublings add a tensor to itself (a Python scalar operand costs a conversion per call)."""
+    gates = _packed_linear(h, packed_hh, None)
+    gates += projected
+    i, f, o, sig_g = gates.sigmoid_().chunk(4, 1)
+    i_tanh_g = i * sig_g
+    i_tanh_g += i_tanh_g
+    i_tanh_g -= i  # i (2 sigmoid(2g) - 1)
+    c = f * c
+    c += i_tanh_g
+    h = (c + c).sigmoid_().mul_(o)
+    h += h
+    return h.sub_(o), c  # o (2 sigmoid(2c) - 1)

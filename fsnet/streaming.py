@@ -338,13 +338,14 @@ class AlignedOutput:
     :class:`StreamingEnhancer` returns the enhancement delayed by ``latency_samples``; calling
     this on each returned piece drops that many leading samples in total, so sample ``i`` of what
     it passes on belongs to input sample ``i``. Every consumer that writes or compares a stream
-    (file mode, recording, evaluation) aligns through it.
+    (file mode, recording, evaluation, ``fsnet.enhance``) aligns through it.
     """
 
     def __init__(self, latency_samples: int) -> None:
         self.to_drop = int(latency_samples)
 
-    def __call__(self, y: np.ndarray) -> np.ndarray:
+    def __call__(self, y: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+        """``y``: the next 1-D piece of the engine's output, numpy or tensor (the same comes back)."""
         if self.to_drop:
             k = min(self.to_drop, len(y))
             self.to_drop -= k

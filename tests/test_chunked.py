@@ -14,6 +14,7 @@ import torch
 from conftest import REPO_ROOT, TINY_MODEL_CONFIG
 
 import fsnet
+from fsnet.layers import CELL_LOOP_FRAMES, RecurrentLayer
 
 TINY = {**TINY_MODEL_CONFIG, "bottleneck_num_layers": 2}  # a stacked sub-band LSTM
 
@@ -54,6 +55,27 @@ def check_chunked_forward(model, shrink_size: int, look_ahead: int) -> None:
             assert chunked.shape == whole.shape
             assert (chunked - whole).abs().max() <= 1e-5, list(sizes)
         assert state["frames"] == padded.shape[-1]
+
+
+@pytest.mark.parametrize("rows", [1, 3, 64])
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_short_sequences_on_cells_equal_the_sequence_kernel(rows, num_layers):
+    """RecurrentLayer runs fewer than CELL_LOOP_FRAMES frames on cells (few rows: MKL, ATen's tanh;
+    many rows: oneDNN, tanh through sigmoid): the same numbers as nn.LSTM, state carried."""
+    torch.manual_seed(rows + num_layers)
+    layer = RecurrentLayer(12, 24, num_layers=num_layers).eval()
+    sizes = (3, 1, CELL_LOOP_FRAMES - 1, 7, 2, 1, 1, CELL_LOOP_FRAMES)  # the last: the kernel
+    x = torch.randn(rows, sum(sizes), 12)
+    with torch.inference_mode():
+        whole, whole_state = layer.rnn(x)
+        state, outs, start = None, [], 0
+        for n in sizes:
+            y, state = layer(x[:, start : start + n], state)
+            outs.append(y)
+            start += n
+    assert (torch.cat(outs, dim=1) - whole).abs().max() <= 1e-5
+    for mine, reference in zip(state, whole_state, strict=True):
+        assert (mine - reference).abs().max() <= 1e-5
 
 
 @pytest.mark.parametrize("look_ahead", [0, 2])
