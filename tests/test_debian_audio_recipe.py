@@ -460,3 +460,8 @@ def test_extended_split_and_switch():
     reserved = ("asterisk-core-sounds-it", "asterisk-moh", "klettres", "openclonk", "sonic-pi",
                 "tuxpaint-data", "ktuberling")  # fmt: skip
     assert not [p for p in ext.packages for r in reserved if p.startswith(r)]
+
+
+def test_cycled_noise_stream_restarts_and_stops_when_empty():
+    streams = {0: ["a", "b"], 1: ["c"], 2: []}
+    assert list(prep._cycled(lambda i: iter(streams[i]))) == ["a", "b", "c"]

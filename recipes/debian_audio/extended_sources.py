@@ -215,8 +215,9 @@ def extended_speech_files(ext: Path) -> dict:
 LINCITY = "lincity-ng-data/usr/share/games/lincity-ng/sounds"
 # user-interface sounds, not recordings of a place
 LINCITY_UI = ("Click.wav", "WindowClose.wav", "WindowOpen.wav")
-# held out for validation: whole kinds of place (school yard, trains, harbour, sports crowd)
-LINCITY_VAL_PREFIXES = ("School", "RailTrain", "Harbor", "SportsCroud")
+# held out for validation: whole kinds of place (school yard, trains, harbour, sports crowd, and
+# fire and water, which the base recipe holds out too)
+LINCITY_VAL_PREFIXES = ("School", "RailTrain", "Harbor", "SportsCroud", "Fire", "Water")
 SCRATCH = "scratch/usr/share/scratch/Media/Sounds"
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -1527,7 +1528,14 @@ def build_test_set(ctx, w, speech_pools, noise_specs, fluid, rirs, n_test, tag, 
     val_noise = {}
     for k, (kind, spec) in noise_specs.items():
         fl = resolve_noise_files(ctx.ext, spec, fluid)
-        val_noise[k] = noise_stream(kind, fl, rng_for(seed, f"val{tag}-noise", k), 6.0)
+        if tag:  # the new held-out noise is short effects: once used up, string them anew
+            val_noise[k] = _cycled(
+                lambda i, kind=kind, fl=fl, k=k: noise_stream(
+                    kind, fl, rng_for(seed, f"val{tag}-noise", k, i), 6.0
+                )
+            )
+        else:
+            val_noise[k] = noise_stream(kind, fl, rng_for(seed, "val-noise", k), 6.0)
     test_meta = {}
     for cond, rev in (("no_reverb", False), ("with_reverb", True)):
         r = rng_for(seed, f"test{tag}", cond)
@@ -1873,6 +1881,17 @@ def build_corpus(args):
             f"  noise/{k}: {v['files']} files, {v['hours'] * 60:.1f} min, {v['bytes'] / 2**20:.2f} MiB"
         )
     return 0
+
+
+def _cycled(make_stream):
+    """Items of make_stream(0), then of make_stream(1), ...; ends at the first empty stream."""
+    for i in itertools.count():
+        n = 0
+        for item in make_stream(i):
+            n += 1
+            yield item
+        if n == 0:
+            return
 
 
 def _map_stream(stream, fn):
