@@ -12,6 +12,8 @@ module serves both corpora::
     <out>/val/rir/*.flac                 held-out simulated RIRs
     <out>/test_set/synthetic/{no_reverb,with_reverb}/{clean,noisy}/*.wav
     <out>/manifest.json
+    <out>/val_extra/, <out>/test_set/synthetic_extra/   --sources extended only: a second
+                                         held-out set of its new speakers and noise types
 
 Typical use::
 
