@@ -465,3 +465,31 @@ def test_extended_split_and_switch():
 def test_cycled_noise_stream_restarts_and_stops_when_empty():
     streams = {0: ["a", "b"], 1: ["c"], 2: []}
     assert list(prep._cycled(lambda i: iter(streams[i]))) == ["a", "b", "c"]
+
+
+def test_split_parts_carry_the_extra_test_set(tmp_path):
+    spec = importlib.util.spec_from_file_location("split_parts", RECIPE.parent / "split_parts.py")
+    split_parts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(split_parts)
+    src = tmp_path / "corpus"
+    (src / "clean" / "a").mkdir(parents=True)
+    (src / "clean" / "a" / "f.flac").write_bytes(b"x" * 100)
+    (src / "manifest.json").write_text("{}")
+    rng = np.random.default_rng(0)
+    for test_set in ("synthetic", "synthetic_extra"):
+        for condition in ("no_reverb", "with_reverb"):
+            for i in range(3):
+                for kind, name in (
+                    ("noisy", f"noisy_snr5_fileid_{i}.wav"),
+                    ("clean", f"clean_fileid_{i}.wav"),
+                ):
+                    path = src / "test_set" / test_set / condition / kind / name
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    sf.write(path, (rng.standard_normal(800) * 3000).astype(np.int16), SR)
+    parts = split_parts.split(src, tmp_path / "parts", 10_000_000, val_pairs=2)
+    flacs = sorted(
+        f.relative_to(parts[0] / "debian_audio").as_posix() for f in parts[0].rglob("*.flac")
+    )
+    extra = [f for f in flacs if f.startswith("test_set/synthetic_extra/")]
+    assert len(extra) == 8 and len(flacs) == 1 + 16  # 2 pairs x 2 conditions x 2 sets, + speech
+    assert "test_set/synthetic_extra/with_reverb/noisy/noisy_snr5_fileid_1.flac" in extra
