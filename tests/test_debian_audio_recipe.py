@@ -348,3 +348,148 @@ def test_split_parts_stay_under_the_limit_and_keep_every_file(tmp_path):
     assert merged - flac_pairs == expected and len(flac_pairs) == 4
     with pytest.raises(SystemExit, match=r"clean/a/f0.flac \(0.0 MiB\) is larger than"):
         split_parts.split(src, tmp_path / "parts", 10_000, val_pairs=1)
+
+
+# ---------------------------------------------------------------------------
+# --sources extended (issue 26): speakers from file names, exclusions, split
+# ---------------------------------------------------------------------------
+
+xs = prep.xs
+HW = "hedgewars-data/usr/share/games/hedgewars/Data/Sounds/voices"
+MG = "megaglest-data/usr/share/games/megaglest/techs/megapack"
+
+
+def test_hedgewars_speaker_from_pack_and_line_names():
+    assert xs.hedgewars_speaker(f"{HW}/British/Amazing.ogg") == "hedgewars_british"
+    assert xs.hedgewars_speaker(f"{HW}/Default_pl/Incoming.ogg") == "hedgewars_default_pl"
+    assert xs.hedgewars_speaker(f"{HW}/Default/Uh-oh.ogg") == "hedgewars_default"
+    assert xs.hedgewars_speaker(f"{HW}/Robot/Amazing.ogg") is None  # vocoded voice
+    for grunt in (
+        "Ow1",
+        "Ooff3",
+        "Jump2",
+        "Firepunch6",
+        "PoisonCough",
+        "PoisonMoan",
+        "Laugh",
+        "Hmm",
+    ):
+        assert xs.hedgewars_speaker(f"{HW}/British/{grunt}.ogg") is None, grunt
+    # a speech line that only starts like a grunt stays
+    assert xs.hedgewars_speaker(f"{HW}/British/Ouch.ogg") == "hedgewars_british"
+    assert xs.hedgewars_speaker(f"{HW}/British/Ohdear.ogg") == "hedgewars_british"
+
+
+def test_zeroad_voice_kajongg_and_fillets_speakers():
+    voice = "0ad-data/audio/voice"
+    assert xs.zeroad_voice_speaker(f"{voice}/napatan/civ/civ_female_heal_1.ogg") == (
+        "0ad_napatan_female"
+    )
+    assert xs.zeroad_voice_speaker(f"{voice}/greek/civ/civ_male_yes_1.ogg") == "0ad_greek_male"
+    assert xs.zeroad_voice_speaker(f"{voice}/global/civ_dog_bark.ogg") is None
+    kv = "kajongg/usr/share/kajongg/voices"
+    assert xs.kajongg_speaker(f"{kv}/male2/pung.ogg") == "kajongg_male2"
+    assert xs.kajongg_speaker(f"{kv}/de/male2/b1.ogg") == "kajongg_male2"  # same voice
+    assert xs.kajongg_speaker(f"{kv}/female1/b1.ogg") is None  # fails QC: not used
+    # the Czech data's rule, now shared with the Dutch data
+    assert xs.fillets_speaker("let-m-divna", "nl") == "fillets_nl_m"
+    assert xs.fillets_speaker("let-v-jo", "cs") == "fillets_cs_v"
+    assert xs.fillets_speaker("let-3-jo", "nl") == "fillets_nl_other"
+    assert xs.fillets_speaker("intro", "nl") == "fillets_nl_other"
+
+
+def test_megaglest_speaker_keeps_human_unit_voices_only():
+    sounds = f"{MG}/commondata/sounds"
+    assert xs.megaglest_speaker(f"{sounds}/archer_ack10.wav") == "megaglest_archer"
+    assert xs.megaglest_speaker(f"{sounds}/axe_thrower_select3.wav") == "megaglest_axe_thrower"
+    unit = f"{MG}/factions/egypt/units/anubis_warrior/sounds/warrior_select1.wav"
+    assert xs.megaglest_speaker(unit) == "megaglest_warrior"
+    for creature in ("golem_ack1", "daemon_select2", "cow_ack1", "evil_dragon_ack1", "dr_ack1"):
+        assert xs.megaglest_speaker(f"{sounds}/{creature}.wav") is None, creature
+    for effect in ("archer_attack1", "swordman_die2", "worker_hit1", "worker_work1"):
+        assert xs.megaglest_speaker(f"{sounds}/{effect}.wav") is None, effect
+
+
+def test_extended_speech_files_count_a_copied_recording_once(tmp_path):
+    def put(rel, data=b"RIFF"):
+        p = tmp_path / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+
+    put(f"{MG}/commondata/sounds/archer_ack1.wav", b"one")
+    put(f"{MG}/factions/indian/units/archer/sounds/archer_ack1.wav", b"one")  # a copy
+    put(f"{MG}/factions/indian/units/archer/sounds/archer_ack2.wav", b"two")
+    put(f"{MG}/commondata/sounds/golem_ack1.wav", b"three")
+    put(f"{HW}/Mobster/Hello.ogg")
+    put(f"{HW}/Mobster/Ow1.ogg")
+    put("fillets-ng-data-nl/usr/share/games/fillets-ng/sound/bar/nl/bar-m-hoi.ogg")
+    files = xs.extended_speech_files(tmp_path)
+    assert len(files["megaglest_archer"]) == 2
+    assert "megaglest_golem" not in files
+    assert [Path(r).name for r in files["hedgewars_mobster"]] == ["Hello.ogg"]
+    assert list(files["fillets_nl_m"]) == [
+        "fillets-ng-data-nl/usr/share/games/fillets-ng/sound/bar/nl/bar-m-hoi.ogg"
+    ]
+
+
+def test_extended_noise_rules():
+    assert xs.lincity_split("TraficHigh2.wav") == "train"
+    assert xs.lincity_split("SportsCroud1.wav") == "val"
+    assert xs.lincity_split("RailTrain3.wav") == "val"
+    for ui in ("Click.wav", "WindowOpen.wav", "WindowClose.wav"):
+        assert xs.lincity_split(ui) is None
+    globs = [g for _, specs in xs.EXTENDED_NOISE_TRAIN.values() for g in specs]
+    globs += [g for _, specs in xs.EXTENDED_NOISE_VAL.values() for g in specs]
+    assert not any("Vocals" in g for g in globs)  # scratch's singing is not noise
+
+
+def test_extended_split_and_switch():
+    base, ext = prep.Sources("base"), prep.Sources("extended")
+    # base is the corpus as before: same packages, speakers and noise
+    assert base.packages == prep.PACKAGES and base.train_speakers == prep.TRAIN_SPEAKERS
+    assert base.noise_train == prep.NOISE_TRAIN and not base.extra_val_speakers
+    assert prep.parse_args([]).sources == "base"
+    assert prep.parse_args(["--sources", "extended"]).sources == "extended"
+    # extended keeps the base test set's speakers and holds out new ones
+    assert ext.val_speakers == prep.VAL_SPEAKERS
+    held_out = set(ext.val_speakers) | set(ext.extra_val_speakers)
+    assert not set(ext.train_speakers) & held_out
+    assert {"fillets_nl_m", "fillets_nl_v", "fillets_nl_other"} <= set(ext.extra_val_speakers)
+    assert all(s in ext.credit for s in ext.train_speakers + ext.extra_val_speakers)
+    assert not set(ext.noise_train) & set(ext.extra_noise_val) - {"lincity_city"}
+    reserved = ("asterisk-core-sounds-it", "asterisk-moh", "klettres", "openclonk", "sonic-pi",
+                "tuxpaint-data", "ktuberling")  # fmt: skip
+    assert not [p for p in ext.packages for r in reserved if p.startswith(r)]
+
+
+def test_cycled_noise_stream_restarts_and_stops_when_empty():
+    streams = {0: ["a", "b"], 1: ["c"], 2: []}
+    assert list(prep._cycled(lambda i: iter(streams[i]))) == ["a", "b", "c"]
+
+
+def test_split_parts_carry_the_extra_test_set(tmp_path):
+    spec = importlib.util.spec_from_file_location("split_parts", RECIPE.parent / "split_parts.py")
+    split_parts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(split_parts)
+    src = tmp_path / "corpus"
+    (src / "clean" / "a").mkdir(parents=True)
+    (src / "clean" / "a" / "f.flac").write_bytes(b"x" * 100)
+    (src / "manifest.json").write_text("{}")
+    rng = np.random.default_rng(0)
+    for test_set in ("synthetic", "synthetic_extra"):
+        for condition in ("no_reverb", "with_reverb"):
+            for i in range(3):
+                for kind, name in (
+                    ("noisy", f"noisy_snr5_fileid_{i}.wav"),
+                    ("clean", f"clean_fileid_{i}.wav"),
+                ):
+                    path = src / "test_set" / test_set / condition / kind / name
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    sf.write(path, (rng.standard_normal(800) * 3000).astype(np.int16), SR)
+    parts = split_parts.split(src, tmp_path / "parts", 10_000_000, val_pairs=2)
+    flacs = sorted(
+        f.relative_to(parts[0] / "debian_audio").as_posix() for f in parts[0].rglob("*.flac")
+    )
+    extra = [f for f in flacs if f.startswith("test_set/synthetic_extra/")]
+    assert len(extra) == 8 and len(flacs) == 1 + 16  # 2 pairs x 2 conditions x 2 sets, + speech
+    assert "test_set/synthetic_extra/with_reverb/noisy/noisy_snr5_fileid_1.flac" in extra

@@ -12,6 +12,8 @@ module serves both corpora::
     <out>/val/rir/*.flac                 held-out simulated RIRs
     <out>/test_set/synthetic/{no_reverb,with_reverb}/{clean,noisy}/*.wav
     <out>/manifest.json
+    <out>/val_extra/, <out>/test_set/synthetic_extra/   --sources extended only: a second
+                                         held-out set of its new speakers and noise types
 
 Typical use::
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import itertools
 import json
 import math
 import os
@@ -45,6 +48,10 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+
+# the recipe's own modules, also when prepare.py is loaded by path (the tests)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import extended_sources as xs  # noqa: E402
 
 SR = 16000
 RECIPE_NAME = "debian_audio"
@@ -471,6 +478,7 @@ ZEROAD_AUDIO_DIRS = (
     "audio/resource/",
     "audio/attack/",
     "audio/music/",
+    "audio/voice/",  # speech of --sources extended; the base build does not read it
 )
 
 # Speakers.  en and es asterisk prompts are the same voice (Allison Smith):
@@ -566,9 +574,7 @@ def speech_files(ext: Path) -> dict:
             if not ASTERISK_SKIP.search(p.as_posix()):
                 add(spk, p)
     for p in (ext / "fillets-ng-data-cs").rglob("*.ogg"):
-        parts = p.stem.split("-")
-        ch = parts[1] if len(parts) >= 3 else "other"
-        add({"m": "fillets_cs_m", "v": "fillets_cs_v"}.get(ch, "fillets_cs_other"), p)
+        add(xs.fillets_speaker(p.stem, "cs"), p)
     for p in (ext / "tuxpaint-stamps-default").rglob("*_desc_*.ogg"):
         m = re.search(r"_desc_([a-z]{2})\.ogg$", p.name)
         if m and f"tuxpaint_{m.group(1)}" in TRAIN_SPEAKERS + VAL_SPEAKERS:
@@ -577,7 +583,7 @@ def speech_files(ext: Path) -> dict:
 
 
 def speech_source_dir(spk: str) -> str:
-    return SPEAKER_SOURCE.get(spk, spk.split("_")[0])
+    return {**SPEAKER_SOURCE, **xs.EXTENDED_SPEAKER_SOURCE}.get(spk, spk.split("_")[0])
 
 
 # Noise sources: name -> (kind, file glob(s) relative to the extract dir)
@@ -619,6 +625,34 @@ NOISE_VAL = {
 }
 COLOBOT_VAL_TRACKS = ("music011.ogg", "music012.ogg", "Quite.ogg")
 SYNTH_KINDS = ("white", "pink", "brown")
+ALL_PACKAGES = {**PACKAGES, **xs.EXTENDED_PACKAGES}
+MIN_VAL_UTTERANCES = 40  # QC-passed utterances a base held-out speaker must have
+EXTRA_TEST_PAIRS = 12  # --sources extended: pairs per condition of test_set/synthetic_extra
+
+
+class Sources:
+    """What one ``--sources`` choice builds from. ``base`` is the corpus as before issue 26
+    (byte-identical audio); ``extended`` adds the speakers and noise of extended_sources.py,
+    and a second held-out test set (``test_set/synthetic_extra``, ``val_extra/``) of its new
+    held-out speakers and noise types. The base test set and ``val/`` stay as in ``base``."""
+
+    def __init__(self, name: str):
+        self.name = name
+        ext = name == "extended"
+        self.packages = ALL_PACKAGES if ext else PACKAGES
+        self.train_speakers = TRAIN_SPEAKERS + (xs.EXTENDED_TRAIN_SPEAKERS if ext else [])
+        self.val_speakers = list(VAL_SPEAKERS)  # the base test set and val/
+        self.extra_val_speakers = list(xs.EXTENDED_VAL_SPEAKERS) if ext else []
+        self.noise_train = {**NOISE_TRAIN, **(xs.EXTENDED_NOISE_TRAIN if ext else {})}
+        self.noise_val = dict(NOISE_VAL)
+        self.extra_noise_val = dict(xs.EXTENDED_NOISE_VAL) if ext else {}
+        self.credit = {**SPEAKER_CREDIT, **(xs.EXTENDED_SPEAKER_CREDIT if ext else {})}
+
+    def speech_files(self, ext: Path) -> dict:
+        files = speech_files(ext)
+        if self.name == "extended":
+            files.update(xs.extended_speech_files(ext))
+        return files
 
 
 # ---------------------------------------------------------------------------
@@ -686,7 +720,7 @@ def ensure_extracted(cache: Path, pkg: str) -> Path:
     dst = cache / "extract" / pkg
     marker = dst / ".extracted"
     # the marker names the deb and what was kept, so a recipe that keeps more unpacks again
-    members = ZEROAD_AUDIO_DIRS if pkg == "0ad-data" else PACKAGES[pkg]
+    members = ZEROAD_AUDIO_DIRS if pkg == "0ad-data" else ALL_PACKAGES[pkg]
     stamp = f"{deb.name} {' '.join(members)}"
     if marker.exists() and marker.read_text().strip() == stamp:
         return dst
@@ -700,7 +734,7 @@ def ensure_extracted(cache: Path, pkg: str) -> Path:
     else:
         cmd = (
             f"dpkg-deb --fsys-tarfile {sh_quote(deb)} | tar -x --wildcards -C {sh_quote(dst)} "
-            + " ".join(sh_quote(m) for m in PACKAGES[pkg])
+            + " ".join(sh_quote(m) for m in ALL_PACKAGES[pkg])
         )
         r = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True)
         if r.returncode != 0:
@@ -1001,12 +1035,13 @@ def analyze_speech(cache: Path, ext: Path, files: dict, jobs: int) -> dict:
     return db
 
 
-def qc_speakers(files: dict, db: dict, seed: int, train_qc: str = "strict"):
+def qc_speakers(files: dict, db: dict, seed: int, train_qc: str = "strict", train_speakers=None):
     """Returns (passed: speaker -> shuffled list, report).  ``train_qc="relaxed"`` applies
-    QC_TRAIN_RELAXED to the training speakers."""
+    QC_TRAIN_RELAXED to the training speakers (``train_speakers``, default TRAIN_SPEAKERS)."""
+    train_speakers = TRAIN_SPEAKERS if train_speakers is None else train_speakers
     passed, report = {}, {}
     for spk, rels in files.items():
-        qc = train_qc_thresholds(train_qc) if spk in TRAIN_SPEAKERS else QC
+        qc = train_qc_thresholds(train_qc) if spk in train_speakers else QC
         reasons: dict[str, int] = {}
         ok = []
         for r in rels:
@@ -1147,6 +1182,8 @@ def resolve_noise_files(ext: Path, spec, fluid: dict) -> list:
             files += fluid["train"]
         elif pat == "@fluid_val":
             files += fluid["val"]
+        elif pat in ("@lincity_train", "@lincity_val"):
+            files += xs.lincity_files(ext, pat.removeprefix("@lincity_"))
         elif pat == "@colobot_val":
             d = ext / "colobot-common-sounds/usr/share/games/colobot/music"
             files += [d / n for n in COLOBOT_VAL_TRACKS]
@@ -1395,11 +1432,11 @@ class Writer:
         return sum(g["bytes"] for k, g in self.groups.items() if k.startswith(prefix))
 
 
-def val_speech_pools(passed: dict):
-    """Disjoint utterance pools per held-out speaker: 'test' (fixed test set,
-    stored in val/clean) and 'demo' (committed demo set, unit-test assets)."""
+def val_speech_pools(passed: dict, speakers=None):
+    """Disjoint utterance pools per held-out speaker (default VAL_SPEAKERS): 'test' (fixed test
+    set, stored in val/clean) and 'demo' (committed demo set, unit-test assets)."""
     pools = {"test": {}, "demo": {}}
-    for spk in VAL_SPEAKERS:
+    for spk in VAL_SPEAKERS if speakers is None else speakers:
         rels = passed[spk]
         k = int(len(rels) * 0.6)
         pools["test"][spk] = rels[:k]
@@ -1484,100 +1521,33 @@ def build_fixed_pairs(
     return out
 
 
-def build_corpus(args):
-    t_start = time.time()
-    cache = Path(args.cache).expanduser()
-    out = Path(args.out)
-    if not out.is_absolute():
-        out = Path.cwd() / out
-    max_bytes = int(args.max_mib * 1024 * 1024)
-    check_requirements()
-    config = dict(
-        recipe=RECIPE_NAME,
-        version=RECIPE_VERSION,
-        seed=args.seed,
-        max_mib=args.max_mib,
-        noise_share=args.noise_share,
-        test_pairs=args.test_pairs,
-        train_rirs=args.train_rirs,
-        train_qc=args.train_qc,
-        script_sha256=sha256_file(Path(__file__)),
-    )
-    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-    man_path = out / "manifest.json"
-    if out.exists() and man_path.exists() and not args.force:
-        try:
-            old = json.loads(man_path.read_text())
-            if (
-                old.get("config_hash") == config_hash
-                and tree_bytes(out) == old["totals"]["du_sb_bytes"]
-            ):
-                log(f"{out} is up to date (config {config_hash}); use --force to rebuild")
-                return 0
-        except Exception:
-            pass
-    if out.exists() and any(out.iterdir()) and not man_path.exists():
-        raise RecipeError(
-            f"{out} exists, is not empty and has no manifest.json; refusing to overwrite"
-        )
-
-    ctx = Ctx(cache=cache, ext=cache / "extract", seed=args.seed, jobs=args.jobs)
-    cache.mkdir(parents=True, exist_ok=True)
-    prepare_sources(ctx, PACKAGES)
-    debs = {p: find_deb(cache / "debs", p) for p in PACKAGES}
-
-    tmp = out.parent / (out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    w = Writer(tmp)
-
-    # --- speech analysis and QC -------------------------------------------
-    files = speech_files(ctx.ext)
-    missing = [s for s in TRAIN_SPEAKERS + VAL_SPEAKERS if s not in files]
-    if missing:
-        raise RecipeError(f"no speech files found for {missing}; is the cache complete?")
-    db = analyze_speech(cache, ctx.ext, files, args.jobs)
-    passed, qc_report = qc_speakers(files, db, args.seed, args.train_qc)
-    for spk in VAL_SPEAKERS:
-        if len(passed[spk]) < 40:
-            raise RecipeError(f"too few QC-passed utterances for held-out speaker {spk}")
-
-    # --- fluidsynth music -------------------------------------------------
-    log("rendering MIDI music with fluidsynth")
-    fluid = {
-        "train": render_fluidsynth(cache, ctx.ext, "train", args.fluid_train, args.seed),
-        "val": render_fluidsynth(cache, ctx.ext, "val", args.fluid_val, args.seed),
-    }
-
-    # --- RIRs -------------------------------------------------------------
-    hs, metas = rir_set(cache, args.seed, "train", args.train_rirs)
-    rir_items = {}
-    for i, (h, m) in enumerate(zip(hs, metas, strict=True)):
-        w.put(f"rir/sim_{i:04d}.flac", encode_flac(h), "rir", len(h) / SR, **m)
-        rir_items[f"sim_{i:04d}"] = m
-    n_test = args.test_pairs
-    vhs, vmetas = rir_set(cache, args.seed, "val", n_test)
-    for i, (h, m) in enumerate(zip(vhs, vmetas, strict=True)):
-        w.put(f"val/rir/val_{i:04d}.flac", encode_flac(h), "val_rir", len(h) / SR, **m)
-
-    # --- validation material and the fixed test set ------------------------
-    log("building the held-out test set")
-    pools = val_speech_pools(passed)
+def build_test_set(ctx, w, speech_pools, noise_specs, fluid, rirs, n_test, tag, name, val_dir):
+    """Fixed pairs of held-out speech and noise, ``n_test`` per condition, written to
+    ``test_set/<name>/{no_reverb,with_reverb}`` and their sources to ``<val_dir>/``. ``tag``
+    names the random streams ("" for the base test set, so that it stays as it was)."""
+    seed = ctx.seed
+    vhs, vmetas = rirs
     val_noise = {}
-    for k, (kind, spec) in NOISE_VAL.items():
+    for k, (kind, spec) in noise_specs.items():
         fl = resolve_noise_files(ctx.ext, spec, fluid)
-        val_noise[k] = noise_stream(kind, fl, rng_for(args.seed, "val-noise", k), 6.0)
+        if tag:  # the new held-out noise is short effects: once used up, string them anew
+            val_noise[k] = _cycled(
+                lambda i, kind=kind, fl=fl, k=k: noise_stream(
+                    kind, fl, rng_for(seed, f"val{tag}-noise", k, i), 6.0
+                )
+            )
+        else:
+            val_noise[k] = noise_stream(kind, fl, rng_for(seed, "val-noise", k), 6.0)
     test_meta = {}
     for cond, rev in (("no_reverb", False), ("with_reverb", True)):
-        r = rng_for(args.seed, "test", cond)
+        r = rng_for(seed, f"test{tag}", cond)
         lengths = [float(v) for v in r.uniform(4.0, 4.6, n_test)]
         snrs = [int(v) for v in np.round(stratified_uniform(r, -5, 20, n_test))]
         levels = [float(v) for v in r.uniform(-35, -15, n_test)]
         pairs = build_fixed_pairs(
             ctx,
             None,
-            pools["test"],
+            speech_pools,
             val_noise,
             list(zip(vhs, vmetas, strict=True)),
             lengths,
@@ -1586,12 +1556,12 @@ def build_corpus(args):
             [rev] * n_test,
             r,
         )
-        base = f"test_set/synthetic/{cond}"
+        base = f"test_set/{name}/{cond}"
         items = []
         for i, p in enumerate(pairs):
             stem = f"{cond}_{i:03d}"
             w.put(
-                f"val/clean/{stem}_{p['speaker']}.flac",
+                f"{val_dir}/clean/{stem}_{p['speaker']}.flac",
                 encode_flac(p["dry"]),
                 "val_clean",
                 len(p["dry"]) / SR,
@@ -1599,7 +1569,7 @@ def build_corpus(args):
                 src=p["speech_src"],
             )
             w.put(
-                f"val/noise/{stem}_{p['noise_source']}.ogg",
+                f"{val_dir}/noise/{stem}_{p['noise_source']}.ogg",
                 p["noise_ogg"],
                 "val_noise",
                 len(p["dry"]) / SR,
@@ -1620,6 +1590,118 @@ def build_corpus(args):
                 )
             )
         test_meta[cond] = items
+    return test_meta
+
+
+def build_corpus(args):
+    t_start = time.time()
+    cache = Path(args.cache).expanduser()
+    out = Path(args.out)
+    if not out.is_absolute():
+        out = Path.cwd() / out
+    max_bytes = int(args.max_mib * 1024 * 1024)
+    check_requirements()
+    config = dict(
+        recipe=RECIPE_NAME,
+        version=RECIPE_VERSION,
+        seed=args.seed,
+        max_mib=args.max_mib,
+        noise_share=args.noise_share,
+        test_pairs=args.test_pairs,
+        train_rirs=args.train_rirs,
+        train_qc=args.train_qc,
+        script_sha256=sha256_file(Path(__file__)),
+    )
+    src = Sources(args.sources)
+    if args.sources != "base":  # the base build's config (and manifest) stay as they were
+        config["sources"] = args.sources
+        config["extended_sources_sha256"] = sha256_file(Path(xs.__file__))
+    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    man_path = out / "manifest.json"
+    if out.exists() and man_path.exists() and not args.force:
+        try:
+            old = json.loads(man_path.read_text())
+            if (
+                old.get("config_hash") == config_hash
+                and tree_bytes(out) == old["totals"]["du_sb_bytes"]
+            ):
+                log(f"{out} is up to date (config {config_hash}); use --force to rebuild")
+                return 0
+        except Exception:
+            pass
+    if out.exists() and any(out.iterdir()) and not man_path.exists():
+        raise RecipeError(
+            f"{out} exists, is not empty and has no manifest.json; refusing to overwrite"
+        )
+
+    ctx = Ctx(cache=cache, ext=cache / "extract", seed=args.seed, jobs=args.jobs)
+    cache.mkdir(parents=True, exist_ok=True)
+    prepare_sources(ctx, src.packages)
+    debs = {p: find_deb(cache / "debs", p) for p in src.packages}
+
+    tmp = out.parent / (out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    w = Writer(tmp)
+
+    # --- speech analysis and QC -------------------------------------------
+    files = src.speech_files(ctx.ext)
+    missing = [
+        s for s in src.train_speakers + src.val_speakers + src.extra_val_speakers if s not in files
+    ]
+    if missing:
+        raise RecipeError(f"no speech files found for {missing}; is the cache complete?")
+    db = analyze_speech(cache, ctx.ext, files, args.jobs)
+    passed, qc_report = qc_speakers(files, db, args.seed, args.train_qc, src.train_speakers)
+    for spk in src.val_speakers + src.extra_val_speakers:
+        need = MIN_VAL_UTTERANCES if spk in VAL_SPEAKERS else xs.EXTENDED_MIN_VAL_UTTERANCES
+        if len(passed[spk]) < need:
+            raise RecipeError(f"too few QC-passed utterances for held-out speaker {spk}")
+
+    # --- fluidsynth music -------------------------------------------------
+    log("rendering MIDI music with fluidsynth")
+    fluid = {
+        "train": render_fluidsynth(cache, ctx.ext, "train", args.fluid_train, args.seed),
+        "val": render_fluidsynth(cache, ctx.ext, "val", args.fluid_val, args.seed),
+    }
+
+    # --- RIRs -------------------------------------------------------------
+    hs, metas = rir_set(cache, args.seed, "train", args.train_rirs)
+    rir_items = {}
+    for i, (h, m) in enumerate(zip(hs, metas, strict=True)):
+        w.put(f"rir/sim_{i:04d}.flac", encode_flac(h), "rir", len(h) / SR, **m)
+        rir_items[f"sim_{i:04d}"] = m
+    n_test = args.test_pairs
+    vhs, vmetas = rir_set(cache, args.seed, "val", n_test)
+    for i, (h, m) in enumerate(zip(vhs, vmetas, strict=True)):
+        w.put(f"val/rir/val_{i:04d}.flac", encode_flac(h), "val_rir", len(h) / SR, **m)
+
+    # --- validation material and the fixed test set(s) ---------------------
+    log("building the held-out test set")
+    pools = val_speech_pools(passed, src.val_speakers)
+    test_meta = build_test_set(
+        ctx, w, pools["test"], src.noise_val, fluid, (vhs, vmetas), n_test, "", "synthetic", "val"
+    )
+    extra_meta = None
+    if src.extra_val_speakers:
+        log("building the second held-out test set (new speakers and noise types)")
+        xhs, xmetas = rir_set(cache, args.seed, "val_extra", EXTRA_TEST_PAIRS)
+        for i, (h, m) in enumerate(zip(xhs, xmetas, strict=True)):
+            w.put(f"val_extra/rir/val_{i:04d}.flac", encode_flac(h), "val_rir", len(h) / SR, **m)
+        xpools = val_speech_pools(passed, src.extra_val_speakers)
+        extra_meta = build_test_set(
+            ctx,
+            w,
+            xpools["test"],
+            src.extra_noise_val,
+            fluid,
+            (xhs, xmetas),
+            EXTRA_TEST_PAIRS,
+            "-extra",
+            "synthetic_extra",
+            "val_extra",
+        )
 
     # --- budget for the training material -----------------------------------
     reserve = 512 * 1024  # manifest, directory entries
@@ -1638,7 +1720,7 @@ def build_corpus(args):
     # --- training noise -----------------------------------------------------
     log("selecting training noise")
     streams = {}
-    for k, (kind, spec) in NOISE_TRAIN.items():
+    for k, (kind, spec) in src.noise_train.items():
         fl = resolve_noise_files(ctx.ext, spec, fluid)
         if not fl:
             raise RecipeError(f"no files for noise source {k}")
@@ -1670,7 +1752,7 @@ def build_corpus(args):
     speech_budget = max_bytes - reserve - w.bytes()
     sstreams = {
         s: speech_clip_stream(ctx.ext, passed[s], 4.0, 14.0)
-        for s in TRAIN_SPEAKERS
+        for s in src.train_speakers
         if passed.get(s)
     }
     round_robin(
@@ -1708,7 +1790,7 @@ def build_corpus(args):
         sample_rate=SR,
         packages={
             p: dict(deb=debs[p].name, version=deb_version(debs[p]), sha256=sha256_file(debs[p]))
-            for p in PACKAGES
+            for p in src.packages
         },
         encoding=dict(
             clean=f"FLAC 16-bit mono 16 kHz; each utterance normalised to an active-speech "
@@ -1720,11 +1802,11 @@ def build_corpus(args):
             test_set="WAV PCM 16-bit mono 16 kHz",
         ),
         split=dict(
-            train_speakers={s: SPEAKER_CREDIT[s] for s in TRAIN_SPEAKERS},
-            val_speakers={s: SPEAKER_CREDIT[s] for s in VAL_SPEAKERS},
+            train_speakers={s: src.credit[s] for s in src.train_speakers},
+            val_speakers={s: src.credit[s] for s in src.val_speakers},
             excluded_speakers=EXCLUDED_SPEAKERS,
-            train_noise=sorted(list(NOISE_TRAIN) + ["synthetic_stationary"]),
-            val_noise=sorted(NOISE_VAL),
+            train_noise=sorted(list(src.noise_train) + ["synthetic_stationary"]),
+            val_noise=sorted(src.noise_val),
             val_noise_note=f"colobot val tracks: {', '.join(COLOBOT_VAL_TRACKS)}; "
             "fluidsynth val pieces use held-out GM instrument families "
             "(organ, brass, synth pad, ethnic)",
@@ -1749,6 +1831,19 @@ def build_corpus(args):
             snr_range_db=[-5, 20],
             level_range_dbfs=[-35, -15],
             note="with_reverb: clean = reverberant clean (DNS convention); no_reverb: dry clean",
+        ),
+        **(
+            {}
+            if extra_meta is None
+            else dict(
+                test_set_extra=dict(
+                    conditions=extra_meta,
+                    speakers={s: src.credit[s] for s in src.extra_val_speakers},
+                    noise=sorted(src.extra_noise_val),
+                    note="test_set/synthetic_extra and val_extra/: held-out speakers and noise "
+                    "types of --sources extended; snr and level ranges as test_set",
+                )
+            )
         ),
         qc=dict(
             thresholds=QC,
@@ -1788,6 +1883,17 @@ def build_corpus(args):
             f"  noise/{k}: {v['files']} files, {v['hours'] * 60:.1f} min, {v['bytes'] / 2**20:.2f} MiB"
         )
     return 0
+
+
+def _cycled(make_stream):
+    """Items of make_stream(0), then of make_stream(1), ...; ends at the first empty stream."""
+    for i in itertools.count():
+        n = 0
+        for item in make_stream(i):
+            n += 1
+            yield item
+        if n == 0:
+            return
 
 
 def _map_stream(stream, fn):
@@ -1983,6 +2089,13 @@ def parse_args(argv=None):
         help="speech QC for the training speakers: strict (as validation) or relaxed (noise floor "
         f"{QC_TRAIN_RELAXED['min_snr_db']:g} dB under the speech, "
         f"{100 * QC_TRAIN_RELAXED['max_clip_frac']:g}%% clipped samples)",
+    )
+    ap.add_argument(
+        "--sources",
+        choices=("base", "extended"),
+        default="base",
+        help="base: the corpus as before (byte-identical audio); extended: also the voices and "
+        "noise of extended_sources.py and a second held-out test set (README)",
     )
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     ap.add_argument("--jobs", type=int, default=max(1, min(4, os.cpu_count() or 1)))

@@ -4,7 +4,8 @@
 
 Writes ``OUT/p1/debian_audio ... OUT/pN/debian_audio``, each part at most ``--part-mib``: the
 clean speech, noise, RIRs and manifest file by file, then a validation set of ``--val-pairs``
-pairs per condition from ``test_set/synthetic`` as 16-bit FLAC. Copying every
+pairs per condition from ``test_set/synthetic`` (and ``test_set/synthetic_extra``, if
+built) as 16-bit FLAC. Copying every
 part into one folder (``recipes/debian_audio/gpu_copy_part.sh``) gives a corpus ``train.py``
 reads with ``recipe=debian_audio recipe.root=<that folder>``.
 """
@@ -30,15 +31,20 @@ def split(src: Path, out: Path, part_bytes: int, val_pairs: int) -> list[Path]:
         raise SystemExit(f"split_parts.py: error: no clean speech under {src / 'clean'}")
     # the validation pairs travel as 16-bit FLAC (test_set/ itself stays behind)
     val_flac = {}
-    for condition in ("no_reverb", "with_reverb"):
-        folder = src / "test_set" / "synthetic" / condition
+    # synthetic_extra: the second held-out set of `prepare.py --sources extended`, when present
+    for test_set, condition in (
+        (name, cond)
+        for name in ("synthetic", "synthetic_extra")
+        for cond in ("no_reverb", "with_reverb")
+    ):
+        folder = src / "test_set" / test_set / condition
         for noisy in sorted((folder / "noisy").glob("*.wav"), key=fileid)[:val_pairs]:
             clean_ref = folder / "clean" / f"clean_fileid_{fileid(noisy)}.wav"
             for path, kind in ((noisy, "noisy"), (clean_ref, "clean")):
                 audio, rate = sf.read(path, dtype="int16")
                 buffer = io.BytesIO()
                 sf.write(buffer, audio, rate, format="FLAC", subtype="PCM_16")
-                rel = Path("test_set/synthetic", condition, kind, f"{path.stem}.flac")
+                rel = Path("test_set", test_set, condition, kind, f"{path.stem}.flac")
                 val_flac[rel] = buffer.getvalue()
     files = [(p.relative_to(src), p.stat().st_size) for p in clean]
     files += [
