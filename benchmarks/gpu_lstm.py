@@ -1,6 +1,6 @@
 """The sub-band LSTMs' training cost on one GPU: cuDNN against fsnet.fused_lstm.
 
-    python benchmarks/gpu_lstm.py [--batch 72] [--json OUT.jsonl]
+    python benchmarks/gpu_lstm.py [--batch 72] [--json OUT.jsonl] [--profile | --learn]
 
 Per layer (forward + backward, bf16 autocast, the sub-band shapes at this batch: batch x 64 bands
 sequences of 97 shrunk frames, 12 -> 384 then 384 -> 384), eager and replayed as a CUDA graph, and
@@ -118,15 +118,47 @@ def step_rows(batch: int, out: list, profile: bool = False) -> None:
             out.append(row)
 
 
+def learning_rows() -> None:
+    """Whether the paper-size model learns in 40 Adam steps on one fixed batch, for each kernel
+    and dtype (the bare step, no Lightning, no loader): the loss of the first and last steps."""
+    torch.manual_seed(0)
+    noisy = torch.randn(16, int(3.072 * 16000), device="cuda") * 0.1
+    clean = torch.nn.functional.avg_pool1d(noisy[:, None], 9, 1, 4)[:, 0]  # a learnable target
+    for dtype in (torch.bfloat16, torch.float32):
+        for kind in KINDS:
+            torch.manual_seed(1)
+            model = fsnet.build_model().cuda().train()
+            set_kernel(model, kind)
+            optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+            losses = []
+            for _ in range(40):
+                with torch.no_grad():
+                    spec = model.stft.stft(noisy)
+                    target = build_cirm(spec, model.stft.stft(clean))
+                with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
+                    pred = model(spec.abs()[:, None]).float()
+                loss = torch.nn.functional.mse_loss(pred, target)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+            print({"dtype": str(dtype), "kernel": kind, "first": losses[:3], "last": losses[-3:]})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=72)
     parser.add_argument("--json", default=None, help="write the rows here (JSON lines)")
     parser.add_argument("--layers-only", action="store_true")
     parser.add_argument("--profile", action="store_true", help="kernel table of one bare step")
+    parser.add_argument(
+        "--learn", action="store_true", help="loss over 40 steps per kernel and dtype"
+    )
     args = parser.parse_args()
     if args.profile:
         return step_rows(args.batch, [], profile=True)
+    if args.learn:
+        return learning_rows()
     rows: list = []
     layer_rows(args.batch, rows)
     if not args.layers_only:
