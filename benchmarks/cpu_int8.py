@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import fsnet
@@ -73,26 +74,48 @@ def main() -> None:
     signals = [load_audio(f)[0] for f in files]
     with tempfile.TemporaryDirectory(prefix="fsnet_onnx_") as tmp:
         paths = engines(args, tmp)
-        seconds = {name: 0.0 for name in paths}
+        calls_ms: dict[str, list[float]] = {name: [] for name in paths}
         for engine in paths.values():  # warm-up: allocator, weight packing, ORT sessions
             enhance_in_blocks(engine, signals[0][:16000], 256)
         for x in signals:
             for name, engine in paths.items():
-                t0 = time.process_time()
-                enhance_in_blocks(engine, x, 256)
-                seconds[name] += time.process_time() - t0
+                calls_ms[name] += call_times_ms(engine, x, 256)
     audio_seconds = sum(len(x) for x in signals) / 16000
-    rtf = {name: s / audio_seconds for name, s in seconds.items()}
+    rows = {
+        name: {
+            "rtf": sum(ms) / 1e3 / audio_seconds,
+            "p50_ms": float(np.percentile(ms, 50)),
+            "p99_ms": float(np.percentile(ms, 99)),
+        }
+        for name, ms in calls_ms.items()
+    }
     print(
         f"{len(signals)} files, {audio_seconds:.1f} s of audio, {args.threads} thread(s), "
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
     )
-    print("| path (256-sample calls) | RTF (process CPU) | vs fp32 |")
-    print("|---|---:|---:|")
-    for name, value in rtf.items():
-        print(f"| {name} | {value:.3f} | {value / rtf['fp32']:.2f}x |")
+    print("| path (256-sample calls) | RTF (process CPU) | vs fp32 | call p50 ms | call p99 ms |")
+    print("|---|---:|---:|---:|---:|")
+    for name, row in rows.items():
+        ratio = row["rtf"] / rows["fp32"]["rtf"]
+        print(
+            f"| {name} | {row['rtf']:.3f} | {ratio:.2f}x | {row['p50_ms']:.2f} | "
+            f"{row['p99_ms']:.2f} |"
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({"audio_seconds": audio_seconds, "rtf": rtf}))
+        Path(args.json).write_text(json.dumps({"audio_seconds": audio_seconds, "rows": rows}))
+
+
+def call_times_ms(engine: fsnet.StreamingEnhancer, x: np.ndarray, block: int) -> list[float]:
+    """Process CPU milliseconds of each ``engine.process`` call over ``x`` (and of the flush)."""
+    times = []
+    for start in range(0, len(x), block):
+        t0 = time.process_time()
+        engine.process(x[start : start + block])
+        times.append(1e3 * (time.process_time() - t0))
+    t0 = time.process_time()
+    engine.flush()
+    times.append(1e3 * (time.process_time() - t0))
+    return times
 
 
 if __name__ == "__main__":
