@@ -144,3 +144,24 @@ def test_evaluate_int8_both_modes_agree(tmp_path, tiny_model, calibration):
     )
     assert summary["max_abs_sample_diff"] <= 1e-5
     assert summary["streaming_matches_offline"] is True
+
+
+def test_evaluate_calibrates_a_checkpoint_without_scales(tmp_path, tiny_model, monkeypatch):
+    import fsnet.quantize
+
+    audio = tmp_path / "calib"
+    audio.mkdir()
+    sf.write(audio / "a.wav", noise(0.5, seed=1), RATE, subtype="FLOAT")
+    monkeypatch.setattr(fsnet.quantize, "DEFAULT_CALIBRATION", audio)
+    summary = evaluate(
+        {
+            "checkpoint": str(save_release(tiny_model, tmp_path / "fp32.pt")),
+            "testset": str(make_dns_set(tmp_path / "set", n=1, seconds=1.0)),
+            "precision": "int8",
+            "metrics": ["si_sdr"],
+            "num_workers": 0,
+            "output_dir": str(tmp_path / "out"),
+            "progress": False,
+        }
+    )
+    assert any("holds no int8 calibration" in n for n in summary["notices"])
