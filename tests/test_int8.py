@@ -165,3 +165,12 @@ def test_evaluate_calibrates_a_checkpoint_without_scales(tmp_path, tiny_model, m
         }
     )
     assert any("holds no int8 calibration" in n for n in summary["notices"])
+
+
+def test_spectrum_does_not_depend_on_how_many_frames(tiny_model):
+    """The other half of the equality: the engine analyses all the frames of a call at once
+    (offline: 10 s), streaming one hop; each frame's magnitude must come out bit for bit the same."""
+    frames = torch.from_numpy(noise(2.0, seed=6))[None].unfold(-1, 512, 256)
+    batched = tiny_model.stft.analyze(frames).abs()
+    single = [tiny_model.stft.analyze(frames[:, t : t + 1]).abs() for t in range(frames.shape[1])]
+    assert torch.equal(batched, torch.cat(single, dim=-1))
