@@ -74,8 +74,9 @@ def _tanh(x: torch.Tensor) -> torch.Tensor:
 class Int8RecurrentLayer(nn.Module):
     """A :class:`fsnet.layers.RecurrentLayer` (LSTM) with static int8 GEMMs, frame by frame.
 
-    Same call and state layout: ``x [B, T, input]`` -> ``(y [B, T, output], (h, c))``, each state
-    ``[L, B, H]`` in float32. ``input_absmax [input]`` is the calibrated largest |x| per channel.
+    Same call and state shapes: ``x [B, T, input]`` -> ``(y [B, T, output], (h, c))``, each state
+    ``[L, B, H]``; ``h`` is kept as its int8 codes (what the next step reads), ``c`` in float32.
+    ``input_absmax [input]`` is the calibrated largest |x| per channel.
     """
 
     def __init__(
@@ -124,8 +125,9 @@ class Int8RecurrentLayer(nn.Module):
             self.register_buffer("b_proj", layer.proj.bias.detach().float().clone())
 
     def zero_state(self, batch: int, device: torch.device | str | None = None):
-        h = torch.zeros(self.num_layers, batch, self.hidden_size, device=device)
-        return h, h.clone()
+        """``(h, c)``: ``h`` as the int8 codes the next step reads (h / 127), ``c`` float32."""
+        c = torch.zeros(self.num_layers, batch, self.hidden_size, device=device)
+        return c.to(torch.int8), c
 
     def _cell(
         self, k: int, xq: torch.Tensor, hq: torch.Tensor, c: torch.Tensor
@@ -144,32 +146,34 @@ class Int8RecurrentLayer(nn.Module):
         c = f * c
         c += i * _tanh(g)
         h = _tanh(c).mul_(o)
-        return h, _quantize(h, float(QMAX)), c
+        # |h| < 1, so |127 h| rounds to at most 127: no clamp needed
+        return h, torch.round(h * float(QMAX)).to(torch.int8), c
 
-    def _frame(self, x: torch.Tensor, h: list, c: list) -> torch.Tensor:
-        """One frame ``x [B, input]``; updates the per-layer float ``h``, ``c`` lists in place."""
+    def _frame(self, x: torch.Tensor, hq: list, c: list) -> torch.Tensor:
+        """One frame ``x [B, input]``; updates the per-layer int8 ``hq`` and float ``c`` lists."""
         xq = x if self.float_input else _quantize(x, self.inv_in_scale)
         for k in range(self.num_layers):
-            h[k], xq, c[k] = self._cell(k, xq, _quantize(h[k], float(QMAX)), c[k])
+            h, hq[k], c[k] = self._cell(k, xq, hq[k], c[k])
+            xq = hq[k]
         if not self.has_proj:
-            return h[-1]
+            return h
         if self.float_proj:
-            y = torch.addmm(self.b_proj, h[-1], self.w_proj)
+            y = torch.addmm(self.b_proj, h, self.w_proj)
         else:
-            y = torch._int_mm(xq, self.w_proj).float().mul_(self.s_proj).add_(self.b_proj)
+            y = torch.addcmul(self.b_proj, torch._int_mm(xq, self.w_proj).float(), self.s_proj)
         return torch.relu_(y) if self.relu_output else y
 
     def forward(self, x: torch.Tensor, state=None):
-        """``x [B, T, input]`` -> ``(y [B, T, output or hidden], (h, c))``."""
+        """``x [B, T, input]`` -> ``(y [B, T, output or hidden], (h codes, c))``."""
         batch, num_frames, _ = x.shape
         if state is None:
             state = self.zero_state(batch, x.device)
-        h, c = list(state[0].unbind(0)), list(state[1].unbind(0))
-        frames = [self._frame(x[:, t].float(), h, c) for t in range(num_frames)]
+        hq, c = list(state[0].unbind(0)), list(state[1].unbind(0))
+        frames = [self._frame(x[:, t].float(), hq, c) for t in range(num_frames)]
         y = frames[0][:, None] if num_frames == 1 else torch.stack(frames, dim=1)
         if self.relu_output and not self.has_proj:
             y = torch.relu(y)
-        return y, (torch.stack(h), torch.stack(c))
+        return y, (torch.stack(hq), torch.stack(c))
 
 
 class Int8FastFullSubNet(FastFullSubNet):
