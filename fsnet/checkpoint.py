@@ -32,10 +32,16 @@ def _versions() -> dict[str, str]:
     return {"fsnet": __version__, "torch": str(torch.__version__)}
 
 
-def save_release(model: FastFullSubNet, path: str | os.PathLike, half: bool = False) -> Path:
+def save_release(
+    model: FastFullSubNet,
+    path: str | os.PathLike,
+    half: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write ``{model_config, state_dict, sample_rate, stft, versions}`` atomically.
 
-    ``half=True`` stores float16 weights (half the size); they load back as float32.
+    ``half=True`` stores float16 weights (half the size); they load back as float32. ``extra``:
+    further plain-data entries (``int8_static``: fsnet.int8's calibration).
     """
     cfg = model.config
     state_dict = {
@@ -51,6 +57,7 @@ def save_release(model: FastFullSubNet, path: str | os.PathLike, half: bool = Fa
         "sample_rate": cfg.sample_rate,
         "stft": {"n_fft": cfg.n_fft, "hop_samples": cfg.hop_samples, "window": "hann"},
         "versions": _versions(),
+        **(extra or {}),
     }
     with atomic_write(path) as tmp:
         torch.save(payload, tmp)

@@ -27,8 +27,8 @@ from fsnet.evaluation.testset import Item
 Notice = Callable[[str], None]
 
 
-def load_model(opts: Options):
-    """The model to evaluate, on ``opts.device`` (int8-quantized for ``precision=int8``), with
+def load_model(opts: Options, notice: Notice | None = None):
+    """The model to evaluate, on ``opts.device`` (int8-quantized for ``precision=int8*``), with
     ``num_parameters`` counted before quantization hides them."""
     import torch
 
@@ -45,11 +45,36 @@ def load_model(opts: Options):
             f"{SAMPLE_RATE} Hz models"
         )
     model.num_parameters = sum(p.numel() for p in model.parameters())
-    if opts.precision == "int8":
+    if opts.precision == "int8-dynamic":
         from fsnet.quantize import quantize_int8
 
         model = quantize_int8(model)
+    elif opts.precision == "int8":
+        num_parameters = model.num_parameters
+        model = _static_int8(model, opts, notice or (lambda _msg: None))
+        model.num_parameters = num_parameters
     return model
+
+
+def _static_int8(model, opts: Options, notice: Notice):
+    """fsnet.int8's model with the checkpoint's stored calibration; a checkpoint without one
+    is calibrated here on the demo set's noisy files (the default of python -m fsnet.quantize)."""
+    from fsnet.checkpoint import BUNDLED_RELEASE
+    from fsnet.int8 import calibrate, quantize_static, stored_calibration
+    from fsnet.quantize import DEFAULT_CALIBRATION, calibration_files, calibration_signals
+
+    path = opts.checkpoint or BUNDLED_RELEASE
+    calibration = stored_calibration(path)
+    if calibration is None:
+        notice(
+            f"{path} holds no int8 calibration: calibrating on {DEFAULT_CALIBRATION} (make a "
+            "calibrated release once with python -m fsnet.quantize --calibrate <audio folder>)"
+        )
+        signals = calibration_signals(
+            calibration_files(DEFAULT_CALIBRATION), 300.0, model.config.sample_rate
+        )
+        calibration = calibrate(model, signals, source=str(DEFAULT_CALIBRATION))
+    return quantize_static(model, calibration)
 
 
 def _streaming_engine(model, opts: Options):

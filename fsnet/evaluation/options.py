@@ -25,7 +25,7 @@ from fsnet.evaluation.testset import DEFAULT_TESTSET, REPO_ROOT
 CONFIG_DIR = REPO_ROOT / "configs"
 CONFIG_NAME = "evaluate"
 MODES = ("offline", "streaming", "both")
-PRECISIONS = ("fp32", "int8", "bf16", "onnx", "onnx-int8")
+PRECISIONS = ("fp32", "int8", "int8-dynamic", "bf16", "onnx", "onnx-int8")
 
 # Keys whose value is a path. Hydra parses ``testset=2024`` as an int and ``output_dir=2024.10`` as
 # the float 2024.1, so for these keys the text typed on the command line is used instead.
@@ -222,9 +222,9 @@ class _Checked:
         precision = str(self.values["precision"])
         if precision not in PRECISIONS:
             self.problems.append(
-                f"precision must be fp32, int8, bf16, onnx or onnx-int8, got {precision!r}"
+                f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
             )
-        elif precision in ("int8", "onnx", "onnx-int8") and device != "cpu":
+        elif precision in ("int8", "int8-dynamic", "onnx", "onnx-int8") and device != "cpu":
             self.problems.append(f"precision={precision} is a CPU path; use device=cpu")
         elif precision.startswith("onnx") and mode == "offline":
             self.problems.append(

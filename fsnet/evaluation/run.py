@@ -89,7 +89,7 @@ def evaluate(cfg: Any = None, stop: StopSignals | None = None) -> dict[str, Any]
     t_start = time.perf_counter()
     opts = parse_options(cfg)
     plan = _Plan(opts)
-    model = enhance.load_model(opts)
+    model = enhance.load_model(opts, plan.notice)
     run = enhance.enhancers(model, opts)
     out_dir = output_dir(opts)
     out_dir.mkdir(parents=True, exist_ok=True)

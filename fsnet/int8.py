@@ -1,0 +1,292 @@
+"""Static int8 for the CPU: calibrated activation scales, one arithmetic offline and streaming.
+
+Dynamic quantisation (fsnet.quantize.quantize_int8) picks each activation's scale from the tensor
+of the call, so a frame quantises differently when it arrives alone (streaming) or with 600 others
+(offline), and the two outputs drift apart. Here every scale is fixed:
+
+- each recurrent layer's input ``x`` is quantised per input channel with the scale calibrated on
+  real audio (``calibrate``: the largest |x| per channel, / 127), and that scale is folded into the
+  weight columns, so the GEMM stays one int8 x int8 product;
+- the recurrent state ``h`` lies in (-1, 1): its scale is 1/127, no calibration needed, and the
+  ``h`` quantised for the next step also feeds the projection;
+- weights are int8 per output row (largest |w| / 127); products accumulate in int32
+  (``torch._int_mm``, oneDNN's VNNI kernels), which is exact.
+
+Exact integer GEMMs keep the offline and streaming outputs equal if every quantiser sees the same
+float input bit for bit. :class:`Int8FastFullSubNet` makes sure of that by running any chunk as a
+loop of one-frame ``forward_chunk`` calls: the float ops (mel, norm, sub-band averaging, gates)
+then see tensors of the same shape in the same order whatever the chunking, so
+``enhance`` and the streaming engine compute the same numbers (demo set, mode=both: waveforms
+1.2e-7 apart, from the float overlap-add after the network). The spectrum the network reads comes
+from the engine, which analyses all the frames of a call at once; each frame's magnitude is the
+same bits batched or alone (a test checks it), so no quantiser sees a different input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fsnet.errors import FsnetError
+from fsnet.layers import FUSED_ACTIVATION_ROWS, RecurrentLayer
+from fsnet.model import FastFullSubNet
+
+INT8_ENTRY = "int8_static"  # the release file's entry holding the calibration
+INT8_SCHEME = "fsnet-int8-static/1"  # per-channel input absmax; h at 1/127; int8 weight rows
+QMAX = 127
+# Where int8 costs the most quality for the least time, the GEMM stays float32 (on one frame,
+# so still the same call offline and streaming). The encoder's first layer reads the normalised
+# mel spectrum, whose heavy tail a linear int8 grid cannot hold (demo set: 20 dB SNR against fp32
+# from that layer alone); it is 64 inputs wide, about 0.1% of the model's MACs.
+FLOAT_INPUT_LAYERS = ("encoder.0",)
+# The decoder's last projection writes the mask itself (514 outputs; +3 dB SNR against fp32).
+FLOAT_PROJ_LAYERS = ("decoder.1",)
+# Smallest input scale: a channel that was always 0 in calibration quantises to 0 without
+# dividing by zero, and a stray value there saturates instead of becoming inf.
+MIN_SCALE = 1e-8
+
+
+def _quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``weight [N, K]`` -> (int8 ``[K, N]`` laid out for ``_int_mm``, scale per row ``[N]``)."""
+    scale = (weight.abs().amax(dim=1) / QMAX).clamp_min(1e-12)
+    q = torch.round(weight / scale[:, None]).clamp_(-QMAX, QMAX).to(torch.int8)
+    # [N, K] contiguous, viewed as [K, N]: oneDNN's fast layout (3-4x the transposed copy's speed)
+    return q.t(), scale.float()
+
+
+def _quantize(x: torch.Tensor, inv_scale: torch.Tensor | float) -> torch.Tensor:
+    """Float ``x`` -> int8 ``round(x / scale)``, saturated at +-127 (one rounding per element)."""
+    return torch.round(x * inv_scale).clamp_(-QMAX, QMAX).to(torch.int8)
+
+
+def _tanh(x: torch.Tensor) -> torch.Tensor:
+    """tanh of a fresh ``x [rows, n]``: oneDNN's for many rows (the sub-band model's bands), 2-5x
+    faster than ATen's there (see fsnet.layers); either way the same call offline and streaming."""
+    if x.shape[0] >= FUSED_ACTIVATION_ROWS:
+        return torch.tanh(x.contiguous().to_mkldnn()).to_dense()
+    return torch.tanh(x)
+
+
+class Int8RecurrentLayer(nn.Module):
+    """A :class:`fsnet.layers.RecurrentLayer` (LSTM) with static int8 GEMMs, frame by frame.
+
+    Same call and state shapes: ``x [B, T, input]`` -> ``(y [B, T, output], (h, c))``, each state
+    ``[L, B, H]``; ``h`` is kept as its int8 codes (what the next step reads), ``c`` in float32.
+    ``input_absmax [input]`` is the calibrated largest |x| per channel.
+    """
+
+    def __init__(
+        self,
+        layer: RecurrentLayer,
+        input_absmax: torch.Tensor,
+        float_input: bool = False,
+        float_proj: bool = False,
+    ):
+        super().__init__()
+        if not layer.is_lstm:
+            raise FsnetError("static int8 supports LSTM models only (this one uses GRU)")
+        hidden = layer.hidden_size
+        self.num_layers, self.hidden_size = layer.num_layers, hidden
+        self.relu_output = layer.relu_output
+        in_scale = (input_absmax.float() / QMAX).clamp_min(MIN_SCALE)
+        self.register_buffer("inv_in_scale", 1.0 / in_scale)
+        h_scale = 1.0 / QMAX  # h = o * tanh(c) lies in (-1, 1)
+        # Gate rows in the order (i, f, o, g): the three sigmoid gates are one block.
+        order = torch.cat([torch.arange(n * hidden, (n + 1) * hidden) for n in (0, 1, 3, 2)])
+        self._cells = []
+        for k in range(layer.num_layers):
+            w_ih, w_hh, b_ih, b_hh = (t.detach().float() for t in layer._layer_weights(k))
+            x_scale = in_scale if k == 0 else torch.full((w_ih.shape[1],), h_scale)
+            if k == 0 and float_input:  # x @ w_ih in float32: the same call offline and streaming
+                w_ih_q, s_ih = w_ih[order].t().contiguous(), torch.ones(4 * hidden)
+            else:
+                w_ih_q, s_ih = _quantize_rows(w_ih[order] * x_scale[None, :])
+            w_hh_q, s_hh = _quantize_rows(w_hh[order] * h_scale)
+            names = (f"w_ih{k}", f"s_ih{k}", f"w_hh{k}", f"s_hh{k}", f"bias{k}")
+            values = (w_ih_q, s_ih, w_hh_q, s_hh, (b_ih + b_hh)[order])
+            for name, value in zip(names, values, strict=True):
+                self.register_buffer(name, value)
+            self._cells.append(names)
+        self.float_input, self.float_proj = float_input, float_proj
+        self.has_proj = layer.proj is not None
+        if self.has_proj and float_proj:
+            w_q, s = layer.proj.weight.detach().float().t().contiguous(), torch.ones(())
+            self.register_buffer("w_proj", w_q)
+            self.register_buffer("s_proj", s)
+            self.register_buffer("b_proj", layer.proj.bias.detach().float().clone())
+        elif self.has_proj:
+            w_q, s = _quantize_rows(layer.proj.weight.detach().float() * h_scale)
+            self.register_buffer("w_proj", w_q)
+            self.register_buffer("s_proj", s)
+            self.register_buffer("b_proj", layer.proj.bias.detach().float().clone())
+
+    def zero_state(self, batch: int, device: torch.device | str | None = None):
+        """``(h, c)``: ``h`` as the int8 codes the next step reads (h / 127), ``c`` float32."""
+        c = torch.zeros(self.num_layers, batch, self.hidden_size, device=device)
+        return c.to(torch.int8), c
+
+    def _cell(
+        self, k: int, xq: torch.Tensor, hq: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Layer ``k`` on one frame of int8 inputs (float ``x`` for a float input GEMM)
+        -> (h float, h int8, c), each ``[B, H]``."""
+        w_ih, s_ih, w_hh, s_hh, bias = (getattr(self, n) for n in self._cells[k])
+        if xq.dtype == torch.int8:
+            gates = torch.addcmul(bias, torch._int_mm(xq, w_ih).float(), s_ih)
+        else:
+            gates = torch.addmm(bias, xq, w_ih)
+        gates.addcmul_(torch._int_mm(hq, w_hh).float(), s_hh)
+        hidden = self.hidden_size
+        gates[:, : 3 * hidden].sigmoid_()
+        i, f, o, g = gates.chunk(4, 1)
+        c = f * c
+        c += i * _tanh(g)
+        h = _tanh(c).mul_(o)
+        # |h| < 1, so |127 h| rounds to at most 127: no clamp needed
+        return h, torch.round(h * float(QMAX)).to(torch.int8), c
+
+    def _frame(self, x: torch.Tensor, hq: list, c: list) -> torch.Tensor:
+        """One frame ``x [B, input]``; updates the per-layer int8 ``hq`` and float ``c`` lists."""
+        xq = x if self.float_input else _quantize(x, self.inv_in_scale)
+        for k in range(self.num_layers):
+            h, hq[k], c[k] = self._cell(k, xq, hq[k], c[k])
+            xq = hq[k]
+        if not self.has_proj:
+            return h
+        if self.float_proj:
+            y = torch.addmm(self.b_proj, h, self.w_proj)
+        else:
+            y = torch.addcmul(self.b_proj, torch._int_mm(xq, self.w_proj).float(), self.s_proj)
+        return torch.relu_(y) if self.relu_output else y
+
+    def forward(self, x: torch.Tensor, state=None):
+        """``x [B, T, input]`` -> ``(y [B, T, output or hidden], (h codes, c))``."""
+        batch, num_frames, _ = x.shape
+        if state is None:
+            state = self.zero_state(batch, x.device)
+        hq, c = list(state[0].unbind(0)), list(state[1].unbind(0))
+        frames = [self._frame(x[:, t].float(), hq, c) for t in range(num_frames)]
+        y = frames[0][:, None] if num_frames == 1 else torch.stack(frames, dim=1)
+        if self.relu_output and not self.has_proj:
+            y = torch.relu(y)
+        return y, (torch.stack(hq), torch.stack(c))
+
+
+class Int8FastFullSubNet(FastFullSubNet):
+    """A FastFullSubNet whose recurrent layers run static int8 (:class:`Int8RecurrentLayer`).
+
+    ``forward_chunk`` runs any number of frames as one-frame steps, so every float op before a
+    quantiser sees the same tensor shapes offline and streaming: the same input gives the same
+    output bits whatever the chunking.
+    """
+
+    def forward_chunk(self, noisy_mag: torch.Tensor, state: dict, whole: bool = False):
+        frames = noisy_mag.unbind(-1)
+        outs = [super(Int8FastFullSubNet, self).forward_chunk(f[..., None], state) for f in frames]
+        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
+
+
+def recurrent_layers(model: FastFullSubNet) -> dict[str, RecurrentLayer]:
+    """``{name: layer}`` of the model's recurrent layers, names as in its state dict."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, RecurrentLayer)}
+
+
+def quantize_static(model: FastFullSubNet, calibration: Mapping[str, Any]) -> Int8FastFullSubNet:
+    """A CPU :class:`Int8FastFullSubNet` from fp32 ``model`` and a calibration (``calibrate``'s
+    result, or the ``int8_static`` entry of a release file); ``model`` is left untouched."""
+    if calibration.get("scheme") != INT8_SCHEME:
+        raise FsnetError(
+            f"unknown int8 calibration scheme {calibration.get('scheme')!r} (expected "
+            f"{INT8_SCHEME!r}); calibrate again with python -m fsnet.quantize"
+        )
+    if model.norm != "cumulative":
+        raise FsnetError("static int8 needs the causal cumulative norm (this model: utterance)")
+    absmax = calibration.get("input_absmax")
+    layers = recurrent_layers(model)
+    if not isinstance(absmax, Mapping) or set(absmax) != set(layers):
+        raise FsnetError(
+            f"the int8 calibration covers layers {sorted(absmax or ())}, the model has "
+            f"{sorted(layers)}: it was made for another model"
+        )
+    quantized = Int8FastFullSubNet(model.config, norm=model.norm)
+    quantized.load_state_dict(model.state_dict())
+    for name, layer in layers.items():
+        scale = absmax[name]
+        if not isinstance(scale, torch.Tensor) or scale.shape != (layer.rnn.input_size,):
+            raise FsnetError(f"int8 calibration of {name!r} does not fit the layer's input")
+        parent_name, _, child = name.rpartition(".")
+        parent = quantized.get_submodule(parent_name) if parent_name else quantized
+        new = Int8RecurrentLayer(
+            layer, scale, name in FLOAT_INPUT_LAYERS, name in FLOAT_PROJ_LAYERS
+        )
+        if isinstance(parent, nn.ModuleList):
+            parent[int(child)] = new
+        else:
+            setattr(parent, child, new)
+    return quantized.cpu().eval()
+
+
+@torch.inference_mode()
+def calibrate(model: FastFullSubNet, signals: Iterable[np.ndarray], source: str = "") -> dict:
+    """Run fp32 ``model`` offline over ``signals`` (1-D, the model's rate) and return the
+    calibration: the largest |input| per channel of every recurrent layer (plain data, for the
+    release file's ``int8_static`` entry)."""
+    from fsnet.enhance import enhance
+
+    layers = recurrent_layers(model)
+    absmax = {n: torch.zeros(layer.rnn.input_size) for n, layer in layers.items()}
+
+    def hook(name):
+        def record(_module, args):
+            seen = args[0].detach().abs().float().amax(dim=(0, 1)).cpu()
+            torch.maximum(absmax[name], seen, out=absmax[name])
+
+        return record
+
+    handles = [layer.register_forward_pre_hook(hook(n)) for n, layer in layers.items()]
+    samples = 0
+    try:
+        for x in signals:
+            enhance(model, x)
+            samples += len(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not samples:
+        raise FsnetError("no audio to calibrate int8 scales on")
+    return {
+        "scheme": INT8_SCHEME,
+        "input_absmax": absmax,
+        "seconds": samples / model.config.sample_rate,
+        "source": source,
+    }
+
+
+def stored_calibration(path) -> dict | None:
+    """The ``int8_static`` entry of a release file (None when it has none), read as plain data."""
+    from fsnet.checkpoint import read_checkpoint
+
+    payload = read_checkpoint(path)
+    entry = payload.get(INT8_ENTRY) if isinstance(payload, dict) else None
+    if entry is not None and not isinstance(entry, dict):
+        raise FsnetError(
+            f"{path}: the {INT8_ENTRY!r} entry is a {type(entry).__name__}, not a dict"
+        )
+    return entry
+
+
+def load_int8_model(path) -> Int8FastFullSubNet:
+    """The static-int8 model of a release file made by ``python -m fsnet.quantize``."""
+    from fsnet.checkpoint import load_model
+
+    calibration = stored_calibration(path)
+    if calibration is None:
+        raise FsnetError(
+            f"{path} holds no int8 calibration; make one with "
+            f"python -m fsnet.quantize --calibrate <audio folder> {path} <int8 release>"
+        )
+    return quantize_static(load_model(path), calibration)
