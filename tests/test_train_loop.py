@@ -7,6 +7,7 @@ import math
 from functools import partial
 
 import pytest
+import test_train
 import torch
 from test_train import _RecordLosses
 
@@ -22,17 +23,8 @@ except ImportError:  # pragma: no cover
 
 
 def quiet_trainer(**kwargs) -> pl.Trainer:
-    options = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
-    options.update(kwargs)
-    return pl.Trainer(**options)
+    """test_train's quiet CPU trainer, without validation unless asked."""
+    return test_train.quiet_trainer(**{"limit_val_batches": 0, **kwargs})
 
 
 def loader(examples: int = 12, batch: int = 2, samples: int = 4000, seed: int = 0):
