@@ -28,7 +28,7 @@ def quantize_int8(model: FastFullSubNet) -> FastFullSubNet:
     """A CPU copy of ``model`` with int8 weights (activations quantized on the fly, per call).
 
     The original model is left untouched. Measure quality on your data before shipping it:
-    ``python evaluate.py precision=int8 testset=<dir>`` scores it next to the noisy input.
+    ``python evaluate.py precision=int8-dynamic testset=<dir>`` scores it next to the noisy input.
     """
     quantized = copy.deepcopy(model).cpu().eval()
     with warnings.catch_warnings():
