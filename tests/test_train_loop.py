@@ -385,3 +385,24 @@ def test_system_clips_a_fused_optimiser_under_bf16(tiny_model_config):
             _system(EnhancementSystem, tiny_model_config, False, None),
             train_dataloaders=loader(),
         )
+
+
+def test_subband_activity_is_logged_and_a_dead_relu_is_reported(tiny_model_config, caplog):
+    from fsnet.train.monitors import SubbandActivity
+
+    def validate(system) -> float:
+        monitor = SubbandActivity()
+        noisy = torch.randn(2, 8000, generator=torch.Generator().manual_seed(0)) * 0.1
+        batch = {"noisy": noisy, "clean": noisy * 0.5, "lengths": torch.tensor([8000, 8000])}
+        batches = torch.utils.data.DataLoader([batch], batch_size=None)
+        trainer = quiet_trainer(callbacks=[monitor], limit_val_batches=1)
+        trainer.validate(system, dataloaders=batches, verbose=False)
+        return float(trainer.callback_metrics["val/subband_active"])
+
+    system = EnhancementSystem(tiny_model_config, metric_workers=0, metrics=[])
+    assert 0.0 < validate(system) <= 1.0
+    with torch.no_grad():
+        system.model.bottleneck.proj.bias.fill_(-100.0)  # every output below zero: ReLU dead
+    with caplog.at_level("WARNING", logger="fsnet.train"):
+        assert validate(system) == 0.0
+    assert "ReLU is dead" in caplog.text
