@@ -41,9 +41,6 @@ def timed(fn, iters: int = 20, graph: bool = False) -> float:
 KINDS = ("cudnn", "auto")  # auto: fsnet.fused_lstm for the sub-band layers
 
 
-set_kernel = set_training_kernel
-
-
 def layer_rows(batch: int, out: list) -> None:
     rows, frames = batch * 64, 97
     for inputs in (12, 384):
@@ -51,7 +48,7 @@ def layer_rows(batch: int, out: list) -> None:
         x = torch.randn(rows, frames, inputs, device="cuda", requires_grad=True)
         flop = 3 * 2 * 4 * 384 * (inputs + 384) * rows * frames
         for kind in KINDS:
-            set_kernel(layer, kind)
+            set_training_kernel(layer, kind)
 
             def step(layer=layer, x=x):
                 with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -93,7 +90,7 @@ def step_rows(batch: int, out: list, profile: bool = False) -> None:
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as profiler
 
-        set_kernel(model, "auto")
+        set_training_kernel(model, "auto")
         for _ in range(3):
             step()
         torch.cuda.synchronize()
@@ -103,7 +100,7 @@ def step_rows(batch: int, out: list, profile: bool = False) -> None:
         print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25))
         return
     for kind in KINDS:
-        set_kernel(model, kind)
+        set_training_kernel(model, kind)
         for graph in (False, True):
             ms = timed(step, iters=15, graph=graph)
             row = {
@@ -128,7 +125,7 @@ def learning_rows() -> None:
         for kind in KINDS:
             torch.manual_seed(1)
             model = fsnet.build_model().cuda().train()
-            set_kernel(model, kind)
+            set_training_kernel(model, kind)
             optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
             losses = []
             for _ in range(40):

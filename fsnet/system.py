@@ -22,7 +22,7 @@ import torch
 from fsnet.config import ModelConfig, as_config
 from fsnet.errors import FsnetError
 from fsnet.frontend import apply_mask, build_cirm
-from fsnet.layers import TRAINING_KERNELS, set_training_kernel
+from fsnet.layers import set_training_kernel
 from fsnet.metrics import compute_metrics, set_dnsmos_threads
 from fsnet.model import build_model
 from fsnet.nonfinite import NonFiniteWatch
@@ -166,11 +166,10 @@ class EnhancementSystem(pl.LightningModule):
             }
         )
         self.model = build_model(cfg)
-        if lstm_kernel not in TRAINING_KERNELS:
-            raise FsnetError(
-                f"system.lstm_kernel must be one of {TRAINING_KERNELS}, got {lstm_kernel!r}"
-            )
-        set_training_kernel(self.model, lstm_kernel)
+        try:
+            set_training_kernel(self.model, lstm_kernel)
+        except ValueError as exc:
+            raise FsnetError(f"system.lstm_kernel: {exc}") from None
         self.optimizer_factory = optimizer or default_optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.metric_names = tuple(metrics)

@@ -139,5 +139,5 @@ def test_system_sets_the_training_kernel(tiny_model_config):
     system = EnhancementSystem(tiny_model_config, metric_workers=0, lstm_kernel="auto")
     kinds = {m.training_kernel for m in system.modules() if isinstance(m, RecurrentLayer)}
     assert kinds == {"auto"}
-    with pytest.raises(FsnetError, match="system.lstm_kernel must be one of"):
+    with pytest.raises(FsnetError, match="system.lstm_kernel: LSTM training kernel must be one of"):
         EnhancementSystem(tiny_model_config, metric_workers=0, lstm_kernel="triton")
