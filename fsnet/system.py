@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fsnet import losses
 from fsnet.config import ModelConfig, as_config
 from fsnet.errors import FsnetError
 from fsnet.frontend import apply_mask, build_cirm
@@ -114,6 +115,8 @@ class EnhancementSystem(pl.LightningModule):
             alike, silent ones included; this one weighs them by how loud they are, as PESQ does.
         spectral_loss_power: magnitude compression exponent ``p`` of that term.
         spectral_loss_complex_share: ``share`` of its complex part (the rest is magnitude only).
+        residual_loss_weight: weight of a third term, ``fsnet.losses.residual_loss``: the
+            compressed magnitude left above the clean speech's (residual noise), at the same power.
     """
 
     def __init__(
@@ -131,6 +134,7 @@ class EnhancementSystem(pl.LightningModule):
         spectral_loss_weight: float = 0.0,
         spectral_loss_power: float = 0.3,
         spectral_loss_complex_share: float = 0.3,
+        residual_loss_weight: float = 0.0,
     ):
         super().__init__()
         cfg = as_config(model_config)
@@ -182,6 +186,9 @@ class EnhancementSystem(pl.LightningModule):
         self.spectral_loss_weight = spectral_loss_weight
         self.spectral_loss_power = spectral_loss_power
         self.spectral_loss_complex_share = spectral_loss_complex_share
+        self.residual_loss_weight = _option("residual_loss_weight", residual_loss_weight, float)
+        if self.residual_loss_weight < 0:
+            raise FsnetError("system.residual_loss_weight must be >= 0")
         if self.spectral_loss_weight < 0 or not 0.0 <= self.spectral_loss_complex_share <= 1.0:
             raise FsnetError(
                 "system.spectral_loss_weight must be >= 0 and spectral_loss_complex_share in [0, 1]"
@@ -231,21 +238,10 @@ class EnhancementSystem(pl.LightningModule):
         ``noisy_spec`` and ``clean_spec`` complex ``[B, F, T]`` (the STFTs ``loss_terms`` made),
         ``pred`` compressed cIRM ``[B, 2, F, T]``. A float32 scalar.
         """
-        power = self.spectral_loss_power
         enhanced = apply_mask(noisy_spec, pred)
-
-        def compress(spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            # The small floor keeps the gradient of |x|^p finite in silent bins.
-            magnitude = (spec.real.square() + spec.imag.square() + 1e-12).sqrt()
-            compressed = magnitude.pow(power)
-            return compressed, spec * (compressed / magnitude)
-
-        clean_mag, clean_c = compress(clean_spec)
-        enhanced_mag, enhanced_c = compress(enhanced)
-        complex_term = (clean_c - enhanced_c).abs().square().mean()
-        magnitude_term = (clean_mag - enhanced_mag).square().mean()
-        share = self.spectral_loss_complex_share
-        return share * complex_term + (1.0 - share) * magnitude_term
+        return losses.spectral_loss(
+            enhanced, clean_spec, self.spectral_loss_power, self.spectral_loss_complex_share
+        )
 
     def _network(self, mag: torch.Tensor) -> torch.Tensor:
         """``self.model(mag)``, replayed from CUDA graphs for training batches when
@@ -276,11 +272,20 @@ class EnhancementSystem(pl.LightningModule):
         """The training loss of ``noisy, clean [B, N]`` and its terms to log, by name."""
         err_sum, count, pred, noisy_spec, clean_spec = self.loss_terms(noisy, clean)
         loss = err_sum / count
-        if self.spectral_loss_weight <= 0:
+        if self.spectral_loss_weight <= 0 and self.residual_loss_weight <= 0:
             return loss, {}
-        spectral = self.spectral_loss(noisy_spec, pred, clean_spec)
-        terms = {"train/cirm_loss": loss, "train/spectral_loss": spectral}
-        return loss + self.spectral_loss_weight * spectral, terms
+        enhanced, power = apply_mask(noisy_spec, pred), self.spectral_loss_power
+        terms, total = {"train/cirm_loss": loss}, loss
+        if self.spectral_loss_weight > 0:
+            share = self.spectral_loss_complex_share
+            spectral = losses.spectral_loss(enhanced, clean_spec, power, share)
+            terms["train/spectral_loss"] = spectral
+            total = total + self.spectral_loss_weight * spectral
+        if self.residual_loss_weight > 0:
+            residual = losses.residual_loss(enhanced, clean_spec, power)
+            terms["train/residual_loss"] = residual
+            total = total + self.residual_loss_weight * residual
+        return total, terms
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
         noisy, clean = batch[0], batch[1]

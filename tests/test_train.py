@@ -644,6 +644,28 @@ def test_spectral_loss_term(tiny_model_config):
         EnhancementSystem(tiny_model_config, spectral_loss_power=0.0)
 
 
+def test_residual_loss_term_counts_only_what_is_left_above_the_speech(tiny_model_config):
+    """Zero for the clean spectrum and for any over-suppression of it, positive for added noise,
+    and added to the training loss with its weight."""
+    from fsnet.losses import residual_loss
+
+    torch.manual_seed(0)
+    clean = torch.randn(2, 257, 20, dtype=torch.complex64)
+    noise = torch.randn(2, 257, 20, dtype=torch.complex64)
+    assert float(residual_loss(clean, clean, 0.3)) == 0.0
+    assert float(residual_loss(0.5 * clean, clean, 0.3)) == 0.0  # too much removed: not its job
+    assert float(residual_loss(clean + noise, clean, 0.3)) > 0.01
+    noisy_wave = 0.1 * torch.randn(2, 8000)
+    clean_wave = 0.5 * noisy_wave
+    system = EnhancementSystem(tiny_model_config, residual_loss_weight=2.0, metric_workers=0)
+    total, terms = system.training_loss(noisy_wave, clean_wave)
+    assert set(terms) == {"train/cirm_loss", "train/residual_loss"}
+    expected = terms["train/cirm_loss"] + 2.0 * terms["train/residual_loss"]
+    assert float(total.detach()) == pytest.approx(float(expected.detach()), rel=1e-6)
+    with pytest.raises(FsnetError, match="residual_loss_weight"):
+        EnhancementSystem(tiny_model_config, residual_loss_weight=-1.0)
+
+
 def test_ctrl_c_saves_last_checkpoint_and_resume_continues(fake_dns_tree, tmp_path, repo_root):
     """Ctrl-C mid-epoch keeps the steps trained so far: last.ckpt is written on the way out."""
     import signal

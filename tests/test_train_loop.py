@@ -408,3 +408,33 @@ def test_subband_activity_is_logged_and_a_dead_relu_is_reported(tiny_model_confi
     with caplog.at_level("WARNING", logger="fsnet.train"):
         assert validate(system) == 0.0
     assert "ReLU is dead" in caplog.text
+
+
+def test_reopen_subband_lets_a_dead_relu_learn_again(fake_dns_tree, tmp_path, tiny_model_config):
+    """init_reopen_subband=true: a dead sub-band output (weights of an init_from release) is
+    reopened, so the sub-band model gets gradients again (its output layer first: the LSTM's
+    follow once that layer's weights leave zero); without it, it gets none."""
+    from test_train_config import compose_cfg
+
+    from fsnet.checkpoint import save_release
+    from fsnet.model import build_model
+    from fsnet.train.run import build
+
+    dead = build_model(tiny_model_config)
+    with torch.no_grad():
+        dead.bottleneck.proj.bias.fill_(-100.0)
+    release = tmp_path / "dead.pt"
+    save_release(dead, release)
+    tree = fake_dns_tree(n_val=1, n_rir=0)
+    common = ["model=tiny", "trainer=cpu", "logger=none", f"recipe.root={tree.root}"]
+    noisy = 0.1 * torch.randn(2, 8000, generator=torch.Generator().manual_seed(1))
+
+    def subband_grad(options) -> float:
+        run = build(compose_cfg([*common, f"init_from={release}", *options], tmp_path))
+        loss, _ = run.system.training_loss(noisy, 0.5 * noisy)
+        loss.backward()
+        grads = [p.grad for p in run.system.model.bottleneck.parameters() if p.grad is not None]
+        return sum(float(g.abs().sum()) for g in grads)
+
+    assert subband_grad([]) == 0.0
+    assert subband_grad(["init_reopen_subband=true"]) > 0.0

@@ -142,6 +142,22 @@ def _warm_start(system: Any, init_from: Any, model_config: ModelConfig) -> None:
     log.info("initialised weights from %s", init_from)
 
 
+def reopen_subband_output(model: Any, bias: float = 0.25) -> None:
+    """Set the sub-band model's output projection to a constant ``bias`` > 0 (weights zero).
+
+    That output passes a ReLU; once every pre-activation is negative (a dead unit) no gradient
+    reaches the sub-band model again and the decoder's sub-band inputs stay at their random
+    initialisation. A positive constant opens the ReLU with gradients flowing, and changes the
+    network's output only through those untrained decoder weights (a sum of random signs)."""
+    import torch
+
+    proj = model.bottleneck.proj
+    with torch.no_grad():
+        proj.weight.zero_()
+        proj.bias.fill_(bias)
+    log.info("sub-band output reopened: weights 0, bias %g", bias)
+
+
 def training_precision(trainer_cfg: Any) -> Any:
     """``trainer.precision`` with ``auto`` resolved: bf16-mixed where the run will be on a CUDA GPU
     with native bfloat16 (no loss scaling needed, about twice fp32's speed), else 32-true (bf16
@@ -227,6 +243,8 @@ def build(cfg: Any) -> Run:
         warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
     if cfg.get("init_from") and ckpt_path is None:
         _warm_start(system, cfg.get("init_from"), model_config)
+        if cfg.get("init_reopen_subband"):
+            reopen_subband_output(system.model)
     parameters = sum(p.numel() for p in system.model.parameters())
     log.info("precision %s, cuda_graph %s", trainer_options["precision"], mode)
     log.info(

@@ -25,7 +25,9 @@ def fileid(path: Path) -> int:
     return int(path.stem.split("fileid_")[1])
 
 
-def split(src: Path, out: Path, part_bytes: int, val_pairs: int) -> list[Path]:
+def split(
+    src: Path, out: Path, part_bytes: int, val_pairs: int, first_part_bytes: int | None = None
+) -> list[Path]:
     clean = sorted(p for p in (src / "clean").rglob("*") if p.is_file())
     if not clean:
         raise SystemExit(f"split_parts.py: error: no clean speech under {src / 'clean'}")
@@ -66,7 +68,8 @@ def split(src: Path, out: Path, part_bytes: int, val_pairs: int) -> list[Path]:
     # file by file in order, so a part holds whole folders where it can and never passes the limit
     part, used_bytes = 1, 0
     for rel, size in files:
-        if used_bytes and used_bytes + size > part_bytes:
+        limit = first_part_bytes if part == 1 and first_part_bytes else part_bytes
+        if used_bytes and used_bytes + size > limit:
             part, used_bytes = part + 1, 0
         target = out / f"p{part}" / "debian_audio" / rel
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -83,12 +86,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("corpus", type=Path, help="corpus built by prepare.py")
     parser.add_argument("out", type=Path, help="folder for the parts (replaced)")
     parser.add_argument("--part-mib", type=float, default=33.0, help="size limit per part")
+    parser.add_argument(
+        "--first-part-mib",
+        type=float,
+        default=None,
+        help="size limit of part 1 (the first command also carries the wheels); default --part-mib",
+    )
     parser.add_argument("--val-pairs", type=int, default=12, help="validation pairs per condition")
     args = parser.parse_args(argv)
     if not (args.corpus / "manifest.json").is_file():
         print(f"split_parts.py: error: {args.corpus} is not a prepared corpus", file=sys.stderr)
         return 2
-    for part in split(args.corpus, args.out, int(args.part_mib * 2**20), args.val_pairs):
+    first = int(args.first_part_mib * 2**20) if args.first_part_mib else None
+    for part in split(args.corpus, args.out, int(args.part_mib * 2**20), args.val_pairs, first):
         mib = sum(p.stat().st_size for p in part.rglob("*") if p.is_file()) / 2**20
         print(f"{part}: {mib:.1f} MiB")
     return 0
