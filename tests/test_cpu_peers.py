@@ -39,7 +39,8 @@ def test_table_has_fsnet_rows_and_skips_absent_peers(tmp_path, tiny_release, mon
     argv = ["--checkpoint", str(tiny_release), "--testset", str(tmp_path / "set"), "--no-onnx"]
     cpu_peers.main([*argv, "--max-files", "1", "--out", str(out), "--json", str(result)])
     lines = out.read_text().splitlines()
-    assert lines[0].startswith("1 files, 1.0 s of audio")
+    assert lines[0].startswith("`python benchmarks/cpu_peers.py --checkpoint")
+    assert "1 files, 1.0 s of audio" in lines[0] and "pyrnnoise " in lines[0]
     rows = {line.split(" | ")[0][2:]: line for line in lines if line.startswith("| ")}
     for part in FSNET_ROWS:
         (row,) = [line for name, line in rows.items() if name.startswith(f"fsnet {part}")]
