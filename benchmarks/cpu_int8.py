@@ -6,7 +6,9 @@ fed 256-sample calls over the same files, interleaved file by file, timed in pro
     python benchmarks/cpu_int8.py --int8-release int8.pt [--testset DIR] [--max-files N]
 
 ``--int8-release`` is a release made by ``python -m fsnet.quantize`` (its fp32 weights serve the
-other paths too); without it the bundled model is calibrated on the demo set first (minutes).
+other paths too); without it, the bundled release (which carries its int8 calibration). A release
+without a calibration is calibrated on the demo set first (minutes). ``engines`` is also what
+benchmarks/cpu_peers.py measures.
 Not a test: timings depend on the machine and on what else runs on it.
 """
 
@@ -24,7 +26,8 @@ import torch
 
 import fsnet
 from fsnet.audio import load_audio
-from fsnet.int8 import calibrate, load_int8_model, quantize_static
+from fsnet.checkpoint import BUNDLED_RELEASE
+from fsnet.int8 import calibrate, quantize_static, stored_calibration
 from fsnet.quantize import (
     DEFAULT_CALIBRATION,
     calibration_files,
@@ -34,25 +37,29 @@ from fsnet.quantize import (
 from fsnet.streaming import enhance_in_blocks
 
 
-def engines(args, tmp: str) -> dict[str, fsnet.StreamingEnhancer]:
-    """``{name: engine}`` of every path measured (ONNX only when onnxruntime is installed)."""
-    if args.int8_release:
-        model, static = fsnet.load_model(args.int8_release), load_int8_model(args.int8_release)
-    else:
-        model = fsnet.load_model()
+def engines(
+    release: str | None, threads: int, tmp: str, onnx: bool = True
+) -> dict[str, fsnet.StreamingEnhancer]:
+    """``{name: engine}`` of every path measured, from the release file ``release`` (None: the
+    bundled one); ONNX when ``onnx`` and onnxruntime is installed (graphs written under ``tmp``)."""
+    model = fsnet.load_model(release)
+    calibration = stored_calibration(release or BUNDLED_RELEASE)
+    if calibration is None:
         signals = calibration_signals(calibration_files(DEFAULT_CALIBRATION), 300.0, 16000)
-        static = quantize_static(model, calibrate(model, signals))
+        calibration = calibrate(model, signals)
     out = {
         "fp32": fsnet.StreamingEnhancer(model),
-        "static int8 (fsnet.int8)": fsnet.StreamingEnhancer(static),
+        "static int8 (fsnet.int8)": fsnet.StreamingEnhancer(quantize_static(model, calibration)),
         "dynamic int8 (fsnet.quantize)": fsnet.StreamingEnhancer(quantize_int8(model)),
     }
+    if not onnx:
+        return out
     try:
         from fsnet.onnx_export import OnnxStreamingEnhancer, export_onnx
 
         export_onnx(model, tmp, int8=True)
         out["ONNX Runtime dynamic int8"] = OnnxStreamingEnhancer(
-            tmp, int8=True, num_threads=args.threads, model=model
+            tmp, int8=True, num_threads=threads, model=model
         )
     except ImportError:
         print("onnxruntime not installed: ONNX path skipped")
@@ -62,7 +69,9 @@ def engines(args, tmp: str) -> dict[str, fsnet.StreamingEnhancer]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument(
-        "--int8-release", default=None, help="release from python -m fsnet.quantize"
+        "--int8-release",
+        default=None,
+        help="release from python -m fsnet.quantize; default: the bundled one",
     )
     parser.add_argument("--testset", default=str(DEFAULT_CALIBRATION), help="folder of audio")
     parser.add_argument("--max-files", type=int, default=20, help="files to stream (sorted)")
@@ -73,7 +82,7 @@ def main() -> None:
     files = calibration_files(args.testset)[: args.max_files]
     signals = [load_audio(f)[0] for f in files]
     with tempfile.TemporaryDirectory(prefix="fsnet_onnx_") as tmp:
-        paths = engines(args, tmp)
+        paths = engines(args.int8_release, args.threads, tmp)
         calls_ms: dict[str, list[float]] = {name: [] for name in paths}
         for engine in paths.values():  # warm-up: allocator, weight packing, ORT sessions
             enhance_in_blocks(engine, signals[0][:16000], 256)
