@@ -348,6 +348,44 @@ def test_split_parts_stay_under_the_limit_and_keep_every_file(tmp_path):
     assert merged - flac_pairs == expected and len(flac_pairs) == 4
     with pytest.raises(SystemExit, match=r"clean/a/f0.flac \(0.0 MiB\) is larger than"):
         split_parts.split(src, tmp_path / "parts", 10_000, val_pairs=1)
+    # the first command also carries the wheels: its part has a limit of its own
+    parts = split_parts.split(src, tmp_path / "parts", limit_bytes, 1, first_part_bytes=35_000)
+    sizes = [sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in parts]
+    assert sizes[0] <= 35_000 and max(sizes[1:]) <= limit_bytes and max(sizes[1:]) > 35_000, sizes
+
+
+def _ship_rule_summary(folder: Path, pesq: float, ovrl: float, stoi: float, noisy_stoi: float):
+    results = {
+        "pesq_wb": {"noisy": 1.3, "enhanced": pesq},
+        "dnsmos_ovrl": {"noisy": 1.5, "enhanced": ovrl},
+        "stoi": {"noisy": noisy_stoi, "enhanced": stoi},
+    }
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"results": {"offline": results}}))
+    return str(folder)
+
+
+def test_ship_rule_needs_pesq_and_ovrl_up_on_every_set(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("ship_rule", RECIPE.parent / "ship_rule.py")
+    ship_rule = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship_rule)
+    bundled = [_ship_rule_summary(tmp_path / f"b{i}", 1.80, 2.00, 0.80, 0.75) for i in range(2)]
+
+    def decide(*candidate_scores) -> int:
+        folders = [
+            _ship_rule_summary(tmp_path / f"c{decide.n}_{i}", *scores)
+            for i, scores in enumerate(candidate_scores)
+        ]
+        decide.n += 1
+        return ship_rule.main(["--candidate", *folders, "--bundled", *bundled])
+
+    decide.n = 0
+    assert decide((1.85, 2.05, 0.81, 0.75), (1.81, 2.01, 0.80, 0.75)) == 0
+    assert decide((1.85, 2.05, 0.81, 0.75), (1.90, 1.99, 0.80, 0.75)) == 1  # OVRL fell on one set
+    assert "dnsmos_ovrl 1.990 <= 2.000" in capsys.readouterr().out
+    assert decide((1.80, 2.05, 0.81, 0.75), (1.81, 2.01, 0.80, 0.75)) == 1  # PESQ only equal
+    assert decide((1.85, 2.05, 0.70, 0.75), (1.81, 2.01, 0.80, 0.75)) == 1  # STOI below noisy
+    assert "STOI below" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------------------
