@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from fsnet.errors import FsnetError
-from fsnet.layers import FUSED_ACTIVATION_ROWS, RecurrentLayer
+from fsnet.layers import RecurrentLayer
 from fsnet.model import FastFullSubNet
 
 INT8_ENTRY = "int8_static"  # the release file's entry holding the calibration
@@ -58,24 +58,14 @@ def _quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q.t(), scale.float()
 
 
-def _quantize(x: torch.Tensor, inv_scale: torch.Tensor | float) -> torch.Tensor:
-    """Float ``x`` -> int8 ``round(x / scale)``, saturated at +-127 (one rounding per element)."""
-    return torch.round(x * inv_scale).clamp_(-QMAX, QMAX).to(torch.int8)
-
-
-def _tanh(x: torch.Tensor) -> torch.Tensor:
-    """tanh of a fresh ``x [rows, n]``: oneDNN's for many rows (the sub-band model's bands), 2-5x
-    faster than ATen's there (see fsnet.layers); either way the same call offline and streaming."""
-    if x.shape[0] >= FUSED_ACTIVATION_ROWS:
-        return torch.tanh(x.contiguous().to_mkldnn()).to_dense()
-    return torch.tanh(x)
-
-
 class Int8RecurrentLayer(nn.Module):
     """A :class:`fsnet.layers.RecurrentLayer` (LSTM) with static int8 GEMMs, frame by frame.
 
-    Same call and state shapes: ``x [B, T, input]`` -> ``(y [B, T, output], (h, c))``, each state
-    ``[L, B, H]``; ``h`` is kept as its int8 codes (what the next step reads), ``c`` in float32.
+    Same call as the float layer: ``x [B, T, input]`` -> ``(y [B, T, output], state)``. The state
+    is ``(codes, c)``: ``codes [B, int input + L * H]`` int8 holds the quantised input and each
+    layer's ``h`` side by side, so that layer k's GEMM input ``[input or h_(k-1) | h_k]`` is one
+    slice of it and each cell is one ``_int_mm`` with one scale per weight row; ``c [L, B, H]``
+    float32. Both are updated in place on every frame (no per-frame allocation of state).
     ``input_absmax [input]`` is the calibrated largest |x| per channel.
     """
 
@@ -94,86 +84,112 @@ class Int8RecurrentLayer(nn.Module):
         self.relu_output = layer.relu_output
         in_scale = (input_absmax.float() / QMAX).clamp_min(MIN_SCALE)
         self.register_buffer("inv_in_scale", 1.0 / in_scale)
-        h_scale = 1.0 / QMAX  # h = o * tanh(c) lies in (-1, 1)
-        # Gate rows in the order (i, f, o, g): the three sigmoid gates are one block.
-        order = torch.cat([torch.arange(n * hidden, (n + 1) * hidden) for n in (0, 1, 3, 2)])
-        self._cells = []
-        for k in range(layer.num_layers):
-            w_ih, w_hh, b_ih, b_hh = (t.detach().float() for t in layer._layer_weights(k))
-            x_scale = in_scale if k == 0 else torch.full((w_ih.shape[1],), h_scale)
-            if k == 0 and float_input:  # x @ w_ih in float32: the same call offline and streaming
-                w_ih_q, s_ih = w_ih[order].t().contiguous(), torch.ones(4 * hidden)
-            else:
-                w_ih_q, s_ih = _quantize_rows(w_ih[order] * x_scale[None, :])
-            w_hh_q, s_hh = _quantize_rows(w_hh[order] * h_scale)
-            names = (f"w_ih{k}", f"s_ih{k}", f"w_hh{k}", f"s_hh{k}", f"bias{k}")
-            values = (w_ih_q, s_ih, w_hh_q, s_hh, (b_ih + b_hh)[order])
-            for name, value in zip(names, values, strict=True):
-                self.register_buffer(name, value)
-            self._cells.append(names)
+        # Input columns held as int8 codes in the state (none where the first GEMM is float).
+        self.code_input = 0 if float_input else layer.rnn.input_size
         self.float_input, self.float_proj = float_input, float_proj
+        h_scale = torch.full((hidden,), 1.0 / QMAX)  # h = o * tanh(c) lies in (-1, 1)
+        # Gate rows in the order (i, f, o, g), the g rows doubled (exact): one sigmoid covers all
+        # four gates, tanh(g) taken as 2 sigmoid(2g) - 1.
+        order = torch.cat([torch.arange(n * hidden, (n + 1) * hidden) for n in (0, 1, 3, 2)])
+        double_g = torch.ones(4 * hidden)
+        double_g[3 * hidden :] = 2.0
+        self._cells, self._writes = [], []
+        for k in range(layer.num_layers):
+            # the code columns of layer k's input (the layer's input or h_(k-1)) and of its h_k
+            start = self.code_input + k * hidden
+            inputs = slice(0 if k == 0 else start - hidden, start)
+            own = slice(start, start + hidden)
+            w_ih, w_hh, b_ih, b_hh = (t.detach().float()[order] for t in layer._layer_weights(k))
+            w_hh = w_hh * h_scale
+            if k == 0 and float_input:  # x @ w_ih in float32: the same call offline and streaming
+                self.register_buffer("w_x", (w_ih * double_g[:, None]).t().contiguous())
+                parts = [(own, w_hh)]
+            elif k == 0:  # calibrated input scales: its own row scales (one scale: -3 dB SNR)
+                parts = [(inputs, w_ih * in_scale), (own, w_hh)]
+            else:  # [h_(k-1) | h_k], both at 1/127: one GEMM, one scale per row
+                parts = [(slice(inputs.start, own.stop), torch.cat((w_ih * h_scale, w_hh), 1))]
+            cell = []
+            for n, (columns, weight) in enumerate(parts):
+                w_q, scale = _quantize_rows(weight)
+                self.register_buffer(f"w{k}_{n}", w_q)
+                self.register_buffer(f"s{k}_{n}", scale * double_g)
+                cell.append((columns, f"w{k}_{n}", f"s{k}_{n}"))
+            self.register_buffer(f"bias{k}", (b_ih + b_hh) * double_g)
+            self._cells.append(cell)
+            self._writes.append(own)
         self.has_proj = layer.proj is not None
-        if self.has_proj and float_proj:
-            w_q, s = layer.proj.weight.detach().float().t().contiguous(), torch.ones(())
-            self.register_buffer("w_proj", w_q)
-            self.register_buffer("s_proj", s)
-            self.register_buffer("b_proj", layer.proj.bias.detach().float().clone())
-        elif self.has_proj:
-            w_q, s = _quantize_rows(layer.proj.weight.detach().float() * h_scale)
+        if self.has_proj:
+            weight = layer.proj.weight.detach().float()
+            if float_proj:
+                w_q, s = weight.t().contiguous(), torch.ones(())
+            else:
+                w_q, s = _quantize_rows(weight / QMAX)
             self.register_buffer("w_proj", w_q)
             self.register_buffer("s_proj", s)
             self.register_buffer("b_proj", layer.proj.bias.detach().float().clone())
 
     def zero_state(self, batch: int, device: torch.device | str | None = None):
-        """``(h, c)``: ``h`` as the int8 codes the next step reads (h / 127), ``c`` float32."""
-        c = torch.zeros(self.num_layers, batch, self.hidden_size, device=device)
-        return c.to(torch.int8), c
+        """``(codes, c)`` of a new stream: int8 ``[B, int input + L * H]``, float ``[L, B, H]``."""
+        width = self.code_input + self.num_layers * self.hidden_size
+        codes = torch.zeros(batch, width, dtype=torch.int8, device=device)
+        return codes, torch.zeros(self.num_layers, batch, self.hidden_size, device=device)
 
-    def _cell(
-        self, k: int, xq: torch.Tensor, hq: torch.Tensor, c: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Layer ``k`` on one frame of int8 inputs (float ``x`` for a float input GEMM)
-        -> (h float, h int8, c), each ``[B, H]``."""
-        w_ih, s_ih, w_hh, s_hh, bias = (getattr(self, n) for n in self._cells[k])
-        if xq.dtype == torch.int8:
-            gates = torch.addcmul(bias, torch._int_mm(xq, w_ih).float(), s_ih)
-        else:
-            gates = torch.addmm(bias, xq, w_ih)
-        gates.addcmul_(torch._int_mm(hq, w_hh).float(), s_hh)
-        hidden = self.hidden_size
-        gates[:, : 3 * hidden].sigmoid_()
-        i, f, o, g = gates.chunk(4, 1)
-        c = f * c
-        c += i * _tanh(g)
-        h = _tanh(c).mul_(o)
+    def _cell(self, k: int, x: torch.Tensor, codes: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Layer ``k`` on one frame: reads its input and ``h`` from ``codes`` (``x``: the float
+        input of a float first GEMM), updates ``c [B, H]`` and its ``h`` codes in place and
+        returns the float ``h [B, H]``."""
+        buffers = self._buffers  # straight from the registry: __getattr__ costs a call per name
+        (columns, w, scale), *rest = self._cells[k]
+        # an int32 x float32 addcmul promotes without a separate conversion (same bits)
+        gates = torch.addcmul(
+            buffers[f"bias{k}"], torch._int_mm(codes[:, columns], buffers[w]), buffers[scale]
+        )
+        for columns, w, scale in rest:
+            gates.addcmul_(torch._int_mm(codes[:, columns], buffers[w]), buffers[scale])
+        if k == 0 and self.float_input:
+            gates.addmm_(x, buffers["w_x"])
+        i, f, o, sig_g = gates.sigmoid_().chunk(4, 1)
+        c.mul_(f)
+        c.addcmul_(i, sig_g, value=2.0)
+        c.sub_(i)  # c = f c + i (2 sigmoid(2g) - 1)
+        h = (c + c).sigmoid_().mul_(o)
+        h += h
+        h.sub_(o)  # o (2 sigmoid(2c) - 1)
         # |h| < 1, so |127 h| rounds to at most 127: no clamp needed
-        return h, torch.round(h * float(QMAX)).to(torch.int8), c
+        codes[:, self._writes[k]].copy_(h.mul(float(QMAX)).round_())
+        return h
 
-    def _frame(self, x: torch.Tensor, hq: list, c: list) -> torch.Tensor:
-        """One frame ``x [B, input]``; updates the per-layer int8 ``hq`` and float ``c`` lists."""
-        xq = x if self.float_input else _quantize(x, self.inv_in_scale)
+    def _frame(self, x: torch.Tensor, codes: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """One frame ``x [B, input]`` -> ``[B, output or hidden]``; updates ``codes``, ``c``."""
+        if not self.float_input:
+            # round(x / scale), saturated at +-127; the copy converts the integers to int8
+            scaled = x.mul(self._buffers["inv_in_scale"]).round_().clamp_(-QMAX, QMAX)
+            codes[:, : self.code_input].copy_(scaled)
         for k in range(self.num_layers):
-            h, hq[k], c[k] = self._cell(k, xq, hq[k], c[k])
-            xq = hq[k]
+            h = self._cell(k, x, codes, c[k])
         if not self.has_proj:
             return h
         if self.float_proj:
             y = torch.addmm(self.b_proj, h, self.w_proj)
         else:
-            y = torch.addcmul(self.b_proj, torch._int_mm(xq, self.w_proj).float(), self.s_proj)
+            last = codes[:, codes.shape[1] - self.hidden_size :]
+            y = torch.addcmul(self.b_proj, torch._int_mm(last, self.w_proj), self.s_proj)
         return torch.relu_(y) if self.relu_output else y
 
     def forward(self, x: torch.Tensor, state=None):
-        """``x [B, T, input]`` -> ``(y [B, T, output or hidden], (h codes, c))``."""
+        """``x [B, T, input]`` -> ``(y [B, T, output or hidden], (codes, c))``; the state's
+        tensors are updated in place."""
         batch, num_frames, _ = x.shape
         if state is None:
             state = self.zero_state(batch, x.device)
-        hq, c = list(state[0].unbind(0)), list(state[1].unbind(0))
-        frames = [self._frame(x[:, t].float(), hq, c) for t in range(num_frames)]
-        y = frames[0][:, None] if num_frames == 1 else torch.stack(frames, dim=1)
+        codes, c = state
+        if num_frames == 1:
+            y = self._frame(x[:, 0].float(), codes, c)[:, None]
+        else:
+            y = torch.stack([self._frame(x[:, t].float(), codes, c) for t in range(num_frames)], 1)
         if self.relu_output and not self.has_proj:
             y = torch.relu(y)
-        return y, (torch.stack(hq), torch.stack(c))
+        return y, state
 
 
 class Int8FastFullSubNet(FastFullSubNet):
@@ -185,6 +201,8 @@ class Int8FastFullSubNet(FastFullSubNet):
     """
 
     def forward_chunk(self, noisy_mag: torch.Tensor, state: dict, whole: bool = False):
+        if noisy_mag.shape[-1] == 1:
+            return super().forward_chunk(noisy_mag, state)
         frames = noisy_mag.unbind(-1)
         outs = [super(Int8FastFullSubNet, self).forward_chunk(f[..., None], state) for f in frames]
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
