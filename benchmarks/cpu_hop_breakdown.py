@@ -23,11 +23,13 @@ import time
 
 import numpy as np
 import torch
+import train_speed  # its FLOP count: one rule for every benchmark
 from torch.profiler import ProfilerActivity, profile
 
 import fsnet
 from fsnet.checkpoint import BUNDLED_RELEASE
-from fsnet.int8 import load_int8_model, recurrent_layers
+from fsnet.config import ModelConfig
+from fsnet.int8 import load_int8_model
 
 GROUPS = (
     ("int8 GEMMs (torch._int_mm)", ("aten::_int_mm",)),
@@ -41,23 +43,18 @@ GROUPS = (
 PEAK_SIZE = 2048  # square GEMM side for the peak: large enough to run at the kernel's best
 
 
-def hop_macs(model: fsnet.FastFullSubNet) -> tuple[float, float]:
-    """(MACs of a hop that steps the sub-band model, MACs of one that does not): every recurrent
-    layer's gates and projection, the sub-band model over all mel bands, and the mel matrix."""
-    cfg = model.config
-    plain, subband = cfg.num_freqs * cfg.num_mels, 0.0
-    for name, layer in recurrent_layers(model).items():
-        macs, width = 0, layer.rnn.input_size
-        for _ in range(layer.num_layers):
-            macs += 4 * layer.hidden_size * (width + layer.hidden_size)
-            width = layer.hidden_size
-        if layer.proj is not None:
-            macs += layer.proj.in_features * layer.proj.out_features
-        if name == "bottleneck":
-            subband += macs * cfg.num_mels
-        else:
-            plain += macs
-    return plain + subband, plain
+def hop_macs(cfg: ModelConfig) -> tuple[float, float]:
+    """(MACs of a hop that steps the sub-band model, MACs of one that does not): the recurrent
+    layers' gates and projections, the sub-band model over every mel band (train_speed's count,
+    FLOP / 2)."""
+    m, kind = cfg.num_mels, cfg.rnn_type
+    plain = train_speed._fullband_flops(m, cfg.encoder_hidden_sizes, m, kind)
+    plain += train_speed._fullband_flops(2 * m, cfg.decoder_hidden_sizes, 2 * cfg.num_freqs, kind)
+    subband = train_speed._recurrent_flops(
+        cfg.subband_unit_size, cfg.bottleneck_hidden_size, cfg.bottleneck_num_layers, kind
+    )
+    subband = m * (subband + 2 * cfg.bottleneck_hidden_size)
+    return (plain + subband) / 2, plain / 2
 
 
 def gemm_peaks() -> tuple[float, float]:
@@ -155,9 +152,12 @@ def main() -> None:
     )
     engine = fsnet.StreamingEnhancer(model)
 
+    steps = []  # whether each call's first hop steps the sub-band model
+
     def calls() -> list[float]:
         times = []
         for i in range(args.hops):
+            steps.append(model.runs_subband(engine._state["frames"]))
             t0 = time.perf_counter()
             engine.process(x[100 * hop + i * block : 100 * hop + (i + 1) * block])
             times.append(1e3 * (time.perf_counter() - t0))
@@ -183,7 +183,10 @@ def main() -> None:
         reads = weight_read_floor_ms(fp32)
         int8_peak, fp32_peak = gemm_peaks()
     print_table(args, model, call_ms, self_ms, profiled, offline_ms, reads)
-    print_floor(args, fp32, call_ms, int8_peak, fp32_peak)
+    read_ms = reads["int8" if args.int8 else "fp32"][0]
+    print_floor(
+        args, fp32, call_ms, np.array(steps[: len(call_ms)]), read_ms, (int8_peak, fp32_peak)
+    )
 
 
 def print_table(args, model, call_ms, self_ms, profiled, offline_ms, reads):
@@ -205,9 +208,11 @@ def print_table(args, model, call_ms, self_ms, profiled, offline_ms, reads):
     print(f"| offline forward, for the call's {args.block_hops} frame(s) | {offline_ms:.3f} |")
 
 
-def print_floor(args, model, call_ms, int8_peak, fp32_peak):
-    """The measured calls next to the hop's MACs over this core's GEMM peak."""
-    macs_sub, macs_plain = hop_macs(model)
+def print_floor(args, model, call_ms, steps, read_ms, peaks):
+    """The measured calls next to the hop's floors: its MACs over this core's GEMM peak, and
+    reading the full-band weights once (``read_ms``, batch-1 GEMVs)."""
+    int8_peak, fp32_peak = peaks
+    macs_sub, macs_plain = hop_macs(model.config)
     shrink = model.config.shrink_size
     macs_mean = macs_plain + (macs_sub - macs_plain) / shrink
     peak = int8_peak if args.int8 else fp32_peak
@@ -216,21 +221,26 @@ def print_floor(args, model, call_ms, int8_peak, fp32_peak):
         f"\nGEMM peak on {args.threads} thread(s), {PEAK_SIZE}^3: int8 {int8_peak / 1e9:.0f} "
         f"GMAC/s, fp32 {fp32_peak / 1e9:.0f} GMAC/s; floors below use the {kind} peak"
     )
-    print("| hop | MMAC | arithmetic floor ms | measured mean ms | p50 ms | p99 ms | / floor |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    # call i (0-based) brings frame 100 + i with one-hop calls: the sub-band steps every shrink
-    frames = 100 + np.arange(len(call_ms))
-    steps = (frames % shrink == 0) if args.block_hops == 1 else np.ones(len(call_ms), bool)
-    rows = [("every call", macs_mean * args.block_hops, call_ms)]
-    if args.block_hops == 1:
+    print(
+        "| hop | MMAC | arithmetic floor ms | with full-band weight reads ms | measured mean ms "
+        "| p50 ms "
+        "| p99 ms | mean / arithmetic floor |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    hops = args.block_hops
+    rows = [("every call", macs_mean * hops, call_ms)]
+    if hops == 1:
         rows += [
             ("sub-band steps", macs_sub, call_ms[steps]),
             ("sub-band waits", macs_plain, call_ms[~steps]),
         ]
     for name, macs, ms in rows:
         floor = 1e3 * macs / peak
+        # batch-1 full-band GEMVs wait on memory: their weights read once per hop, at best
+        fullband = 1e3 * macs_plain * hops / peak
+        with_reads = floor - fullband + max(fullband, read_ms * hops)
         print(
-            f"| {name} | {macs / 1e6:.1f} | {floor:.3f} | {ms.mean():.3f} | "
+            f"| {name} | {macs / 1e6:.1f} | {floor:.3f} | {with_reads:.3f} | {ms.mean():.3f} | "
             f"{np.percentile(ms, 50):.3f} | {np.percentile(ms, 99):.3f} | "
             f"{ms.mean() / floor:.1f}x |"
         )
