@@ -70,7 +70,7 @@ class Int8RecurrentLayer(nn.Module):
     """A :class:`fsnet.layers.RecurrentLayer` (LSTM) with static int8 GEMMs, frame by frame.
 
     Same call as the float layer: ``x [B, T, input]`` -> ``(y [B, T, output], state)``. The state
-    is ``(codes, c)``: ``codes [B, int input + L * H]`` int8 holds the quantised input and each
+    is ``(codes, c, views)``: ``codes [B, int input + L * H]`` int8 holds the quantised input and each
     layer's ``h`` side by side, so that layer k's GEMM input ``[input or h_(k-1) | h_k]`` is one
     slice of it: layers k >= 1 (and a ``joint_input`` first layer) take one ``_int_mm`` with one
     scale per weight row; a first layer otherwise two, its input keeping row scales of its own
@@ -95,6 +95,7 @@ class Int8RecurrentLayer(nn.Module):
         self.relu_output = layer.relu_output
         in_scale = (input_absmax.float() / QMAX).clamp_min(MIN_SCALE)
         self.register_buffer("inv_in_scale", 1.0 / in_scale)
+        self.register_buffer("qmax", torch.tensor(float(QMAX)))
         # Input columns held as int8 codes in the state (none where the first GEMM is float).
         self.code_input = 0 if float_input else layer.rnn.input_size
         self.float_input, self.float_proj = float_input, float_proj
@@ -141,25 +142,34 @@ class Int8RecurrentLayer(nn.Module):
             self.register_buffer("b_proj", layer.proj.bias.detach().float().clone())
 
     def zero_state(self, batch: int, device: torch.device | str | None = None):
-        """``(codes, c)`` of a new stream: int8 ``[B, int input + L * H]``, float ``[L, B, H]``."""
+        """``(codes, c, views)`` of a new stream: int8 ``[B, int input + L * H]``, float
+        ``[L, B, H]``, and the views of them each frame reads and writes (made once per stream:
+        a slice costs about as much as a small op)."""
         width = self.code_input + self.num_layers * self.hidden_size
         codes = torch.zeros(batch, width, dtype=torch.int8, device=device)
-        return codes, torch.zeros(self.num_layers, batch, self.hidden_size, device=device)
+        c = torch.zeros(self.num_layers, batch, self.hidden_size, device=device)
+        cells = tuple(
+            (tuple(codes[:, columns] for columns, _, _ in parts), codes[:, own], c[k])
+            for k, (parts, own) in enumerate(zip(self._cells, self._writes, strict=True))
+        )
+        views = {"input": codes[:, : self.code_input], "cells": cells, "last": cells[-1][1]}
+        return codes, c, views
 
-    def _cell(self, k: int, x: torch.Tensor, codes: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """Layer ``k`` on one frame: reads its input and ``h`` from ``codes`` (``x``: the float
-        input of a float first GEMM), updates ``c [B, H]`` and its ``h`` codes in place and
-        returns the float ``h [B, H]``."""
+    def _cell(self, k: int, x: torch.Tensor, views: tuple) -> torch.Tensor:
+        """Layer ``k`` on one frame: reads its input and ``h`` codes (``x``: the float input of a
+        float first GEMM), updates its ``c`` and ``h`` codes in place (``views``: the state's
+        ``views["cells"][k]``) and returns the float ``h [B, H]``."""
         buffers = self._buffers  # straight from the registry: __getattr__ costs a call per name
-        (columns, w, scale), *rest = self._cells[k]
-        acc = torch._int_mm(codes[:, columns], buffers[w])
+        inputs, codes_h, c = views
+        (_, w, scale), *rest = self._cells[k]
+        acc = torch._int_mm(inputs[0], buffers[w])
         if k == 0 and self.float_input:
             gates = torch.addmm(buffers["bias0"], x, buffers["w_x"])
             gates.addcmul_(acc, buffers[scale])
         else:  # an int32 x float32 addcmul promotes without a separate conversion (same bits)
             gates = torch.addcmul(buffers[f"bias{k}"], acc, buffers[scale])
-        for columns, w, scale in rest:
-            gates.addcmul_(torch._int_mm(codes[:, columns], buffers[w]), buffers[scale])
+        for codes_in, (_, w, scale) in zip(inputs[1:], rest, strict=True):
+            gates.addcmul_(torch._int_mm(codes_in, buffers[w]), buffers[scale])
         i, f, o, sig_g = gates.sigmoid_().chunk(4, 1)
         c.mul_(f)
         c.addcmul_(i, sig_g, value=2.0)
@@ -170,38 +180,38 @@ class Int8RecurrentLayer(nn.Module):
             h = (c + c).sigmoid_().mul_(o)
             h += h
             h.sub_(o)  # o (2 sigmoid(2c) - 1)
-        # |h| < 1, so |127 h| rounds to at most 127: no clamp needed
-        codes[:, self._writes[k]].copy_(h.mul(float(QMAX)).round_())
+        # |h| < 1, so |127 h| rounds to at most 127: no clamp needed. (A 0-d tensor operand:
+        # a Python scalar costs a conversion per call.)
+        codes_h.copy_(h.mul(buffers["qmax"]).round_())
         return h
 
-    def _frame(self, x: torch.Tensor, codes: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """One frame ``x [B, input]`` -> ``[B, output or hidden]``; updates ``codes``, ``c``."""
+    def _frame(self, x: torch.Tensor, views: dict) -> torch.Tensor:
+        """One frame ``x [B, input]`` -> ``[B, output or hidden]``; updates the state in place."""
         if not self.float_input:
             # round(x / scale), saturated at +-127; the copy converts the integers to int8
             scaled = x.mul(self._buffers["inv_in_scale"]).round_().clamp_(-QMAX, QMAX)
-            codes[:, : self.code_input].copy_(scaled)
-        for k in range(self.num_layers):
-            h = self._cell(k, x, codes, c[k])
+            views["input"].copy_(scaled)
+        for k, cell_views in enumerate(views["cells"]):
+            h = self._cell(k, x, cell_views)
         if not self.has_proj:
             return h
         if self.float_proj:
             y = torch.addmm(self.b_proj, h, self.w_proj)
         else:
-            last = codes[:, codes.shape[1] - self.hidden_size :]
-            y = torch.addcmul(self.b_proj, torch._int_mm(last, self.w_proj), self.s_proj)
+            y = torch.addcmul(self.b_proj, torch._int_mm(views["last"], self.w_proj), self.s_proj)
         return torch.relu_(y) if self.relu_output else y
 
     def forward(self, x: torch.Tensor, state=None):
-        """``x [B, T, input]`` -> ``(y [B, T, output or hidden], (codes, c))``; the state's
-        tensors are updated in place."""
+        """``x [B, T, input]`` -> ``(y [B, T, output or hidden], state)``; the state (see
+        ``zero_state``) is updated in place."""
         batch, num_frames, _ = x.shape
         if state is None:
             state = self.zero_state(batch, x.device)
-        codes, c = state
+        views = state[2]
         if num_frames == 1:
-            y = self._frame(x[:, 0].float(), codes, c)[:, None]
+            y = self._frame(x[:, 0].float(), views)[:, None]
         else:
-            y = torch.stack([self._frame(x[:, t].float(), codes, c) for t in range(num_frames)], 1)
+            y = torch.stack([self._frame(x[:, t].float(), views) for t in range(num_frames)], 1)
         if self.relu_output and not self.has_proj:
             y = torch.relu(y)
         return y, state
