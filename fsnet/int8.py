@@ -11,7 +11,11 @@ of the call, so a frame quantises differently when it arrives alone (streaming) 
   ``h`` quantised for the next step also feeds the next layer and the projection, straight from
   the int8 state buffer that holds all of a layer stack's codes (:class:`Int8RecurrentLayer`);
 - weights are int8 per output row (largest |w| / 127); products accumulate in int32
-  (``torch._int_mm``, oneDNN's VNNI kernels), which is exact.
+  (``torch._int_mm``, oneDNN's VNNI kernels), which is exact. Where a GEMM's inputs share one
+  scale ([h_(k-1) | h_k] in a stack, see ``JOINT_INPUT_LAYERS``) the input and recurrent weights
+  are one matrix and the cell one ``_int_mm``; the 64 sub-band rows are one GEMM per layer;
+- the gates take one sigmoid (tanh(g) = 2 sigmoid(2g) - 1, the g rows' scale doubled, which is
+  exact), and the state is updated in place: a hop allocates no state.
 
 Exact integer GEMMs keep the offline and streaming outputs equal if every quantiser sees the same
 float input bit for bit. :class:`Int8FastFullSubNet` makes sure of that by running any chunk as a
