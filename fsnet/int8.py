@@ -22,7 +22,7 @@ float input bit for bit. :class:`Int8FastFullSubNet` makes sure of that by runni
 loop of one-frame ``forward_chunk`` calls: the float ops (mel, norm, sub-band averaging, gates)
 then see tensors of the same shape in the same order whatever the chunking, so
 ``enhance`` and the streaming engine compute the same numbers (demo set, mode=both: waveforms
-1.2e-7 apart, from the float overlap-add after the network). The spectrum the network reads comes
+1.8e-7 apart, from the float overlap-add after the network). The spectrum the network reads comes
 from the engine, which analyses all the frames of a call at once; each frame's magnitude is the
 same bits batched or alone (a test checks it), so no quantiser sees a different input.
 """
