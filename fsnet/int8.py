@@ -8,16 +8,21 @@ of the call, so a frame quantises differently when it arrives alone (streaming) 
   real audio (``calibrate``: the largest |x| per channel, / 127), and that scale is folded into the
   weight columns, so the GEMM stays one int8 x int8 product;
 - the recurrent state ``h`` lies in (-1, 1): its scale is 1/127, no calibration needed, and the
-  ``h`` quantised for the next step also feeds the projection;
+  ``h`` quantised for the next step also feeds the next layer and the projection, straight from
+  the int8 state buffer that holds all of a layer stack's codes (:class:`Int8RecurrentLayer`);
 - weights are int8 per output row (largest |w| / 127); products accumulate in int32
-  (``torch._int_mm``, oneDNN's VNNI kernels), which is exact.
+  (``torch._int_mm``, oneDNN's VNNI kernels), which is exact. Where a GEMM's inputs share one
+  scale ([h_(k-1) | h_k] in a stack, see ``JOINT_INPUT_LAYERS``) the input and recurrent weights
+  are one matrix and the cell one ``_int_mm``; the 64 sub-band rows are one GEMM per layer;
+- the gates take one sigmoid (tanh(g) = 2 sigmoid(2g) - 1, the g rows' scale doubled, which is
+  exact), and the state is updated in place: a hop allocates no state.
 
 Exact integer GEMMs keep the offline and streaming outputs equal if every quantiser sees the same
 float input bit for bit. :class:`Int8FastFullSubNet` makes sure of that by running any chunk as a
 loop of one-frame ``forward_chunk`` calls: the float ops (mel, norm, sub-band averaging, gates)
 then see tensors of the same shape in the same order whatever the chunking, so
 ``enhance`` and the streaming engine compute the same numbers (demo set, mode=both: waveforms
-1.2e-7 apart, from the float overlap-add after the network). The spectrum the network reads comes
+1.8e-7 apart, from the float overlap-add after the network). The spectrum the network reads comes
 from the engine, which analyses all the frames of a call at once; each frame's magnitude is the
 same bits batched or alone (a test checks it), so no quantiser sees a different input.
 """
@@ -41,10 +46,17 @@ QMAX = 127
 # Where int8 costs the most quality for the least time, the GEMM stays float32 (on one frame,
 # so still the same call offline and streaming). The encoder's first layer reads the normalised
 # mel spectrum, whose heavy tail a linear int8 grid cannot hold (demo set: 20 dB SNR against fp32
-# from that layer alone); it is 64 inputs wide, about 0.1% of the model's MACs.
-FLOAT_INPUT_LAYERS = ("encoder.0",)
+# from that layer alone); it is 64 inputs wide, about 0.1% of the model's MACs. The sub-band
+# model's first layer reads 12 inputs per band: float32 there costs less than quantising them
+# (one [64, 1536] int32 -> float pass fewer per step) and a 1 KB weight reads as fast.
+FLOAT_INPUT_LAYERS = ("encoder.0", "bottleneck")
 # The decoder's last projection writes the mask itself (514 outputs; +3 dB SNR against fp32).
 FLOAT_PROJ_LAYERS = ("decoder.1",)
+# Layers whose input GEMM joins the recurrent one ([x | h], one scale per weight row): one GEMM
+# call and one int32 -> float pass fewer per frame. Elsewhere x keeps its own row scales: a
+# joint row scale costs the demo set 0.6 dB SNR against fp32 at encoder.1, 3 dB at decoder.0,
+# nothing at decoder.1 (its input, decoder.0's h, spans (-1, 1) on every channel, as h does).
+JOINT_INPUT_LAYERS = ("decoder.1",)
 # Smallest input scale: a channel that was always 0 in calibration quantises to 0 without
 # dividing by zero, and a stray value there saturates instead of becoming inf.
 MIN_SCALE = 1e-8
@@ -58,25 +70,17 @@ def _quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q.t(), scale.float()
 
 
-def _quantize(x: torch.Tensor, inv_scale: torch.Tensor | float) -> torch.Tensor:
-    """Float ``x`` -> int8 ``round(x / scale)``, saturated at +-127 (one rounding per element)."""
-    return torch.round(x * inv_scale).clamp_(-QMAX, QMAX).to(torch.int8)
-
-
-def _tanh(x: torch.Tensor) -> torch.Tensor:
-    """tanh of a fresh ``x [rows, n]``: oneDNN's for many rows (the sub-band model's bands), 2-5x
-    faster than ATen's there (see fsnet.layers); either way the same call offline and streaming."""
-    if x.shape[0] >= FUSED_ACTIVATION_ROWS:
-        return torch.tanh(x.contiguous().to_mkldnn()).to_dense()
-    return torch.tanh(x)
-
-
 class Int8RecurrentLayer(nn.Module):
     """A :class:`fsnet.layers.RecurrentLayer` (LSTM) with static int8 GEMMs, frame by frame.
 
-    Same call and state shapes: ``x [B, T, input]`` -> ``(y [B, T, output], (h, c))``, each state
-    ``[L, B, H]``; ``h`` is kept as its int8 codes (what the next step reads), ``c`` in float32.
-    ``input_absmax [input]`` is the calibrated largest |x| per channel.
+    Same call as the float layer: ``x [B, T, input]`` -> ``(y [B, T, output], state)``. The state
+    is ``(codes, c, views)``: ``codes [B, int input + L * H]`` int8 holds the quantised input and each
+    layer's ``h`` side by side, so that layer k's GEMM input ``[input or h_(k-1) | h_k]`` is one
+    slice of it: layers k >= 1 (and a ``joint_input`` first layer) take one ``_int_mm`` with one
+    scale per weight row; a first layer otherwise two, its input keeping row scales of its own
+    (``float_input``: a float32 GEMM for it). ``c [L, B, H]`` float32. Both are updated in place
+    on every frame (no per-frame allocation of state). ``input_absmax [input]`` is the calibrated
+    largest |x| per channel.
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class Int8RecurrentLayer(nn.Module):
         input_absmax: torch.Tensor,
         float_input: bool = False,
         float_proj: bool = False,
+        joint_input: bool = False,
     ):
         super().__init__()
         if not layer.is_lstm:
@@ -94,86 +99,126 @@ class Int8RecurrentLayer(nn.Module):
         self.relu_output = layer.relu_output
         in_scale = (input_absmax.float() / QMAX).clamp_min(MIN_SCALE)
         self.register_buffer("inv_in_scale", 1.0 / in_scale)
-        h_scale = 1.0 / QMAX  # h = o * tanh(c) lies in (-1, 1)
-        # Gate rows in the order (i, f, o, g): the three sigmoid gates are one block.
-        order = torch.cat([torch.arange(n * hidden, (n + 1) * hidden) for n in (0, 1, 3, 2)])
-        self._cells = []
-        for k in range(layer.num_layers):
-            w_ih, w_hh, b_ih, b_hh = (t.detach().float() for t in layer._layer_weights(k))
-            x_scale = in_scale if k == 0 else torch.full((w_ih.shape[1],), h_scale)
-            if k == 0 and float_input:  # x @ w_ih in float32: the same call offline and streaming
-                w_ih_q, s_ih = w_ih[order].t().contiguous(), torch.ones(4 * hidden)
-            else:
-                w_ih_q, s_ih = _quantize_rows(w_ih[order] * x_scale[None, :])
-            w_hh_q, s_hh = _quantize_rows(w_hh[order] * h_scale)
-            names = (f"w_ih{k}", f"s_ih{k}", f"w_hh{k}", f"s_hh{k}", f"bias{k}")
-            values = (w_ih_q, s_ih, w_hh_q, s_hh, (b_ih + b_hh)[order])
-            for name, value in zip(names, values, strict=True):
-                self.register_buffer(name, value)
-            self._cells.append(names)
+        self.register_buffer("qmax", torch.tensor(float(QMAX)))
+        # Input columns held as int8 codes in the state (none where the first GEMM is float).
+        self.code_input = 0 if float_input else layer.rnn.input_size
         self.float_input, self.float_proj = float_input, float_proj
+        h_scale = torch.full((hidden,), 1.0 / QMAX)  # h = o * tanh(c) lies in (-1, 1)
+        # Gate rows in the order (i, f, o, g), the g rows doubled (exact): one sigmoid covers all
+        # four gates, tanh(g) taken as 2 sigmoid(2g) - 1.
+        order = torch.cat([torch.arange(n * hidden, (n + 1) * hidden) for n in (0, 1, 3, 2)])
+        double_g = torch.ones(4 * hidden)
+        double_g[3 * hidden :] = 2.0
+        self._cells, self._writes = [], []
+        for k in range(layer.num_layers):
+            # the code columns of layer k's input (the layer's input or h_(k-1)) and of its h_k
+            start = self.code_input + k * hidden
+            inputs = slice(0 if k == 0 else start - hidden, start)
+            own = slice(start, start + hidden)
+            w_ih, w_hh, b_ih, b_hh = (t.detach().float()[order] for t in layer._layer_weights(k))
+            w_hh = w_hh * h_scale
+            if k == 0 and float_input:  # x @ w_ih in float32: the same call offline and streaming
+                self.register_buffer("w_x", (w_ih * double_g[:, None]).t().contiguous())
+                parts = [(own, w_hh)]
+            elif k == 0 and not joint_input:  # calibrated input scales: own row scales
+                parts = [(inputs, w_ih * in_scale), (own, w_hh)]
+            else:  # [h_(k-1) | h_k], both at 1/127: one GEMM, one scale per row
+                x_scale = in_scale if k == 0 else h_scale
+                parts = [(slice(inputs.start, own.stop), torch.cat((w_ih * x_scale, w_hh), 1))]
+            cell = []
+            for n, (columns, weight) in enumerate(parts):
+                w_q, scale = _quantize_rows(weight)
+                self.register_buffer(f"w{k}_{n}", w_q)
+                self.register_buffer(f"s{k}_{n}", scale * double_g)
+                cell.append((columns, f"w{k}_{n}", f"s{k}_{n}"))
+            self.register_buffer(f"bias{k}", (b_ih + b_hh) * double_g)
+            self._cells.append(cell)
+            self._writes.append(own)
         self.has_proj = layer.proj is not None
-        if self.has_proj and float_proj:
-            w_q, s = layer.proj.weight.detach().float().t().contiguous(), torch.ones(())
-            self.register_buffer("w_proj", w_q)
-            self.register_buffer("s_proj", s)
-            self.register_buffer("b_proj", layer.proj.bias.detach().float().clone())
-        elif self.has_proj:
-            w_q, s = _quantize_rows(layer.proj.weight.detach().float() * h_scale)
+        if self.has_proj:
+            weight = layer.proj.weight.detach().float()
+            if float_proj:
+                w_q, s = weight.t().contiguous(), torch.ones(())
+            else:
+                w_q, s = _quantize_rows(weight / QMAX)
             self.register_buffer("w_proj", w_q)
             self.register_buffer("s_proj", s)
             self.register_buffer("b_proj", layer.proj.bias.detach().float().clone())
 
     def zero_state(self, batch: int, device: torch.device | str | None = None):
-        """``(h, c)``: ``h`` as the int8 codes the next step reads (h / 127), ``c`` float32."""
+        """``(codes, c, views)`` of a new stream: int8 ``[B, int input + L * H]``, float
+        ``[L, B, H]``, and the views of them each frame reads and writes (made once per stream:
+        a slice costs about as much as a small op)."""
+        width = self.code_input + self.num_layers * self.hidden_size
+        codes = torch.zeros(batch, width, dtype=torch.int8, device=device)
         c = torch.zeros(self.num_layers, batch, self.hidden_size, device=device)
-        return c.to(torch.int8), c
+        cells = tuple(
+            (tuple(codes[:, columns] for columns, _, _ in parts), codes[:, own], c[k])
+            for k, (parts, own) in enumerate(zip(self._cells, self._writes, strict=True))
+        )
+        views = {"input": codes[:, : self.code_input], "cells": cells, "last": cells[-1][1]}
+        return codes, c, views
 
-    def _cell(
-        self, k: int, xq: torch.Tensor, hq: torch.Tensor, c: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Layer ``k`` on one frame of int8 inputs (float ``x`` for a float input GEMM)
-        -> (h float, h int8, c), each ``[B, H]``."""
-        w_ih, s_ih, w_hh, s_hh, bias = (getattr(self, n) for n in self._cells[k])
-        if xq.dtype == torch.int8:
-            gates = torch.addcmul(bias, torch._int_mm(xq, w_ih).float(), s_ih)
-        else:
-            gates = torch.addmm(bias, xq, w_ih)
-        gates.addcmul_(torch._int_mm(hq, w_hh).float(), s_hh)
-        hidden = self.hidden_size
-        gates[:, : 3 * hidden].sigmoid_()
-        i, f, o, g = gates.chunk(4, 1)
-        c = f * c
-        c += i * _tanh(g)
-        h = _tanh(c).mul_(o)
-        # |h| < 1, so |127 h| rounds to at most 127: no clamp needed
-        return h, torch.round(h * float(QMAX)).to(torch.int8), c
+    def _cell(self, k: int, x: torch.Tensor, views: tuple) -> torch.Tensor:
+        """Layer ``k`` on one frame: reads its input and ``h`` codes (``x``: the float input of a
+        float first GEMM), updates its ``c`` and ``h`` codes in place (``views``: the state's
+        ``views["cells"][k]``) and returns the float ``h [B, H]``."""
+        buffers = self._buffers  # straight from the registry: __getattr__ costs a call per name
+        inputs, codes_h, c = views
+        (_, w, scale), *rest = self._cells[k]
+        acc = torch._int_mm(inputs[0], buffers[w])
+        if k == 0 and self.float_input:
+            gates = torch.addmm(buffers["bias0"], x, buffers["w_x"])
+            gates.addcmul_(acc, buffers[scale])
+        else:  # an int32 x float32 addcmul promotes without a separate conversion (same bits)
+            gates = torch.addcmul(buffers[f"bias{k}"], acc, buffers[scale])
+        for codes_in, (_, w, scale) in zip(inputs[1:], rest, strict=True):
+            gates.addcmul_(torch._int_mm(codes_in, buffers[w]), buffers[scale])
+        i, f, o, sig_g = gates.sigmoid_().chunk(4, 1)
+        c.mul_(f)
+        c.addcmul_(i, sig_g, value=2.0)
+        c.sub_(i)  # c = f c + i (2 sigmoid(2g) - 1)
+        if c.shape[0] < FUSED_ACTIVATION_ROWS:  # ATen's tanh costs less than 3 more calls
+            h = c.tanh().mul_(o)
+        else:  # many rows (the bands): ATen's sigmoid is ~10x faster per element than its tanh
+            h = (c + c).sigmoid_().mul_(o)
+            h += h
+            h.sub_(o)  # o (2 sigmoid(2c) - 1)
+        # |h| < 1, so |127 h| rounds to at most 127: no clamp needed. (A 0-d tensor operand:
+        # a Python scalar costs a conversion per call.)
+        codes_h.copy_(h.mul(buffers["qmax"]).round_())
+        return h
 
-    def _frame(self, x: torch.Tensor, hq: list, c: list) -> torch.Tensor:
-        """One frame ``x [B, input]``; updates the per-layer int8 ``hq`` and float ``c`` lists."""
-        xq = x if self.float_input else _quantize(x, self.inv_in_scale)
-        for k in range(self.num_layers):
-            h, hq[k], c[k] = self._cell(k, xq, hq[k], c[k])
-            xq = hq[k]
+    def _frame(self, x: torch.Tensor, views: dict) -> torch.Tensor:
+        """One frame ``x [B, input]`` -> ``[B, output or hidden]``; updates the state in place."""
+        if not self.float_input:
+            # round(x / scale), saturated at +-127; the copy converts the integers to int8
+            scaled = x.mul(self._buffers["inv_in_scale"]).round_().clamp_(-QMAX, QMAX)
+            views["input"].copy_(scaled)
+        for k, cell_views in enumerate(views["cells"]):
+            h = self._cell(k, x, cell_views)
         if not self.has_proj:
             return h
         if self.float_proj:
             y = torch.addmm(self.b_proj, h, self.w_proj)
         else:
-            y = torch.addcmul(self.b_proj, torch._int_mm(xq, self.w_proj).float(), self.s_proj)
+            y = torch.addcmul(self.b_proj, torch._int_mm(views["last"], self.w_proj), self.s_proj)
         return torch.relu_(y) if self.relu_output else y
 
     def forward(self, x: torch.Tensor, state=None):
-        """``x [B, T, input]`` -> ``(y [B, T, output or hidden], (h codes, c))``."""
+        """``x [B, T, input]`` -> ``(y [B, T, output or hidden], state)``; the state (see
+        ``zero_state``) is updated in place."""
         batch, num_frames, _ = x.shape
         if state is None:
             state = self.zero_state(batch, x.device)
-        hq, c = list(state[0].unbind(0)), list(state[1].unbind(0))
-        frames = [self._frame(x[:, t].float(), hq, c) for t in range(num_frames)]
-        y = frames[0][:, None] if num_frames == 1 else torch.stack(frames, dim=1)
+        views = state[2]
+        if num_frames == 1:
+            y = self._frame(x[:, 0].float(), views)[:, None]
+        else:
+            y = torch.stack([self._frame(x[:, t].float(), views) for t in range(num_frames)], 1)
         if self.relu_output and not self.has_proj:
             y = torch.relu(y)
-        return y, (torch.stack(hq), torch.stack(c))
+        return y, state
 
 
 class Int8FastFullSubNet(FastFullSubNet):
@@ -185,6 +230,8 @@ class Int8FastFullSubNet(FastFullSubNet):
     """
 
     def forward_chunk(self, noisy_mag: torch.Tensor, state: dict, whole: bool = False):
+        if noisy_mag.shape[-1] == 1:
+            return super().forward_chunk(noisy_mag, state)
         frames = noisy_mag.unbind(-1)
         outs = [super(Int8FastFullSubNet, self).forward_chunk(f[..., None], state) for f in frames]
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
@@ -221,7 +268,11 @@ def quantize_static(model: FastFullSubNet, calibration: Mapping[str, Any]) -> In
         parent_name, _, child = name.rpartition(".")
         parent = quantized.get_submodule(parent_name) if parent_name else quantized
         new = Int8RecurrentLayer(
-            layer, scale, name in FLOAT_INPUT_LAYERS, name in FLOAT_PROJ_LAYERS
+            layer,
+            scale,
+            float_input=name in FLOAT_INPUT_LAYERS,
+            float_proj=name in FLOAT_PROJ_LAYERS,
+            joint_input=name in JOINT_INPUT_LAYERS,
         )
         if isinstance(parent, nn.ModuleList):
             parent[int(child)] = new

@@ -174,3 +174,56 @@ def test_spectrum_does_not_depend_on_how_many_frames(tiny_model):
     batched = tiny_model.stft.analyze(frames).abs()
     single = [tiny_model.stft.analyze(frames[:, t : t + 1]).abs() for t in range(frames.shape[1])]
     assert torch.equal(batched, torch.cat(single, dim=-1))
+
+
+@pytest.mark.parametrize(
+    ("rows", "options"),
+    [
+        (1, {}),  # a first layer with its own input row scales, int8 projection
+        (1, {"float_input": True}),
+        (1, {"joint_input": True, "float_proj": True}),
+        (20, {"float_input": True}),  # many rows: tanh(c) as 2 sigmoid(2c) - 1
+    ],
+)
+def test_int8_layer_tracks_the_float_layer(rows, options):
+    """Each int8 layer form stays near its float layer over a run of frames (two LSTM layers,
+    so the joint [h1 | h2] GEMM runs), and updates its state in place."""
+    from fsnet.int8 import Int8RecurrentLayer
+    from fsnet.layers import RecurrentLayer
+
+    torch.manual_seed(0)
+    layer = RecurrentLayer(10, 24, num_layers=2, output_size=6).eval()
+    x = torch.rand(rows, 12, 10) * 2 - 1
+    quantized = Int8RecurrentLayer(layer, x.abs().amax(dim=(0, 1)), **options)
+    with torch.inference_mode():
+        expected, _ = layer(x)
+        state = quantized.zero_state(rows)
+        codes, c = state[0], state[1]
+        frames = [quantized(x[:, t : t + 1], state)[0] for t in range(x.shape[1])]
+    y = torch.cat(frames, dim=1)
+    error = (y - expected).norm() / expected.norm()
+    assert error < 0.03, error
+    assert codes.abs().max() > 0 and c.abs().max() > 0  # the stream's own tensors moved on
+    assert codes.dtype == torch.int8 and codes.shape == (
+        rows,
+        (0 if options.get("float_input") else 10) + 48,
+    )
+
+
+def test_hop_arithmetic_of_the_paper_model():
+    """cpu_hop_breakdown.py's floor: about 4 GMAC per second of audio, nearly all of it in the
+    hops that step the sub-band model."""
+    import sys
+
+    from conftest import REPO_ROOT
+
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    import cpu_hop_breakdown
+
+    cfg = fsnet.config.ModelConfig()
+    stepping, waiting = cpu_hop_breakdown.hop_macs(cfg)
+    per_second = (
+        (waiting + (stepping - waiting) / cfg.shrink_size) * cfg.sample_rate / cfg.hop_samples
+    )
+    assert per_second == pytest.approx(3.9e9, rel=0.01)
+    assert waiting / stepping < 0.05
