@@ -230,19 +230,6 @@ class EnhancementSystem(pl.LightningModule):
         count = valid.sum() * err.shape[1] * err.shape[2]
         return err.sum(), count, pred, noisy_spec, clean_spec
 
-    def spectral_loss(
-        self, noisy_spec: torch.Tensor, pred: torch.Tensor, clean_spec: torch.Tensor
-    ) -> torch.Tensor:
-        """Compressed-spectrum loss of the enhanced spectrum (see ``spectral_loss_weight``).
-
-        ``noisy_spec`` and ``clean_spec`` complex ``[B, F, T]`` (the STFTs ``loss_terms`` made),
-        ``pred`` compressed cIRM ``[B, 2, F, T]``. A float32 scalar.
-        """
-        enhanced = apply_mask(noisy_spec, pred)
-        return losses.spectral_loss(
-            enhanced, clean_spec, self.spectral_loss_power, self.spectral_loss_complex_share
-        )
-
     def _network(self, mag: torch.Tensor) -> torch.Tensor:
         """``self.model(mag)``, replayed from CUDA graphs for training batches when
         ``cuda_graph=network``."""

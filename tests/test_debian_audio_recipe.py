@@ -386,6 +386,11 @@ def test_ship_rule_needs_pesq_and_ovrl_up_on_every_set(tmp_path, capsys):
     assert decide((1.80, 2.05, 0.81, 0.75), (1.81, 2.01, 0.80, 0.75)) == 1  # PESQ only equal
     assert decide((1.85, 2.05, 0.70, 0.75), (1.81, 2.01, 0.80, 0.75)) == 1  # STOI below noisy
     assert "STOI below" in capsys.readouterr().out
+    other_set = _ship_rule_summary(tmp_path / "other", 1.85, 2.05, 0.81, 0.70)
+    other = json.loads((Path(other_set) / "summary.json").read_text())
+    other["results"]["offline"]["pesq_wb"]["noisy"] = 1.1  # a different set's noisy input
+    (Path(other_set) / "summary.json").write_text(json.dumps(other))
+    assert ship_rule.main(["--candidate", other_set, "--bundled", bundled[0]]) == 2
 
 
 # ---------------------------------------------------------------------------

@@ -438,3 +438,5 @@ def test_reopen_subband_lets_a_dead_relu_learn_again(fake_dns_tree, tmp_path, ti
 
     assert subband_grad([]) == 0.0
     assert subband_grad(["init_reopen_subband=true"]) > 0.0
+    with pytest.raises(FsnetError, match="init_reopen_subband=true acts on the init_from weights"):
+        build(compose_cfg([*common, "init_reopen_subband=true"], tmp_path))

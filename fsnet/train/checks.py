@@ -139,6 +139,10 @@ def _check_scalars(cfg: Any) -> None:
             "trainer.precision=16-mixed cannot clip the gradients of a fused optimiser; set "
             "optimizer.fused=false or use trainer.precision=bf16-mixed"
         )
+    if cfg.get("init_reopen_subband") and not cfg.get("init_from"):
+        raise FsnetError(
+            "init_reopen_subband=true acts on the init_from weights; set init_from=..."
+        )
     total_iters = (cfg.get("lr_scheduler") or {}).get("total_iters")
     if not _whole_or_none(total_iters, minimum=1):
         raise FsnetError(

@@ -21,7 +21,7 @@ class SubbandActivity(pl.Callback):
 
     The sub-band model ends in a ReLU on one unit per band. Once that unit is negative for every
     input it gets no gradient and stays dead: the mask then comes from the full-band layers alone
-    and most of the network's arithmetic is wasted (the bundled stage 18 weights are like that).
+    and most of the network's arithmetic is wasted (stage 18 of recipes/debian_audio shipped like that).
     A share of 0 is also reported as a warning, so a run shows it long before its metrics do.
     """
 

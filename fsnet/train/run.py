@@ -142,7 +142,12 @@ def _warm_start(system: Any, init_from: Any, model_config: ModelConfig) -> None:
     log.info("initialised weights from %s", init_from)
 
 
-def reopen_subband_output(model: Any, bias: float = 0.25) -> None:
+# Output of a reopened sub-band model: far enough above 0 that the first updates cannot close the
+# ReLU again, small beside the decoder's other 64 inputs (its random weights sum it to ~0.05 rms).
+REOPENED_SUBBAND_OUTPUT = 0.25
+
+
+def reopen_subband_output(model: Any, bias: float = REOPENED_SUBBAND_OUTPUT) -> None:
     """Set the sub-band model's output projection to a constant ``bias`` > 0 (weights zero).
 
     That output passes a ReLU; once every pre-activation is negative (a dead unit) no gradient

@@ -8,7 +8,7 @@ RUN_DIR=${RUN_DIR:-/root/fsnet_run}
 DATA_ROOT=${DATA_ROOT:-$PWD/.devdata/debian_audio}  # or /root/fsnet_data/... (gpu_copy_part.sh)
 TAG=${TAG:+$TAG-}      # prefix of this run's files under $OUT (two runs side by side on one GPU)
 EXPORT=${EXPORT:-1}    # 0: no release files (a chunk that a later one continues)
-NUM_WORKERS=${NUM_WORKERS:-14}
+NUM_WORKERS=${NUM_WORKERS:-14}  # loader workers per run (6 each for two runs on 16 cores)
 [ -d /tmp/site ] || bash benchmarks/device_setup.sh >/dev/null 2>&1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 python3 train.py recipe=debian_audio recipe.root=$DATA_ROOT trainer=gpu \

@@ -8,7 +8,9 @@ Each folder is one ``evaluate.py`` run (its ``summary.json``); candidate and bun
 given in the same set order. The candidate ships only if, on every set, both what PESQ hears
 (WB-PESQ) and what listeners hear (DNSMOS OVRL) are above the bundled model's, and its STOI is not
 below the noisy input's. One metric alone is not enough: earlier stages gained WB-PESQ while
-leaving the most residual noise of four systems. Prints a table; exit status 0 = ship, 1 = not.
+leaving the most residual noise of four systems. Prints a table; exit status 0 = ship, 1 = not,
+2 = the folders cannot be compared (unreadable, or a pair scored different noisy inputs). A run
+with ``mode=both`` is judged on its offline scores.
 """
 
 from __future__ import annotations
@@ -59,6 +61,17 @@ def main(argv: list[str] | None = None) -> int:
             cand, bund = results(cand_dir), results(bund_dir)
         except (OSError, ValueError, KeyError, StopIteration) as exc:
             print(f"ship_rule.py: error: {cand_dir} / {bund_dir}: {exc}", file=sys.stderr)
+            return 2
+        if any(
+            abs(cand[m]["noisy"] - bund[m]["noisy"]) > 1e-6
+            for m in MUST_RISE
+            if m in cand and m in bund
+        ):
+            print(
+                f"ship_rule.py: error: {cand_dir} and {bund_dir} scored different noisy inputs"
+                " (give the folders of each set in the same order)",
+                file=sys.stderr,
+            )
             return 2
         for label, res in (("bundled", bund), ("candidate", cand)):
             cells = [f"{res[m]['enhanced']:.3f}" if m in res else "-" for m in SHOWN]

@@ -59,7 +59,8 @@ def split(
     files += [(rel, len(data)) for rel, data in val_flac.items()]
     if out.exists():
         shutil.rmtree(out)
-    too_big = [(rel, size) for rel, size in files if size > part_bytes]
+    smallest_part = min(part_bytes, first_part_bytes or part_bytes)
+    too_big = [(rel, size) for rel, size in files if size > smallest_part]
     if too_big:
         rel, size = too_big[0]
         raise SystemExit(
