@@ -111,7 +111,7 @@ class StreamingEnhancer:
             ),
             "ola": torch.zeros(batch, n_fft, device=device),  # overlap-add tail
         }
-        self._state = model.init_state(batch, device)
+        self._state = self._new_state()
         self._block = torch.zeros(batch, self.hop_samples, device=device)  # the hop's input
         self._graphs: dict[bool, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.reset()
@@ -133,12 +133,24 @@ class StreamingEnhancer:
             # Hops rebind the entries to tensors made in inference mode, which cannot be
             # zeroed in place out of it: start from new ones.
             self._buffers = {k: torch.zeros_like(v) for k, v in self._buffers.items()}
-            self._state = self.model.init_state(self.num_streams, self.device)
+            self._state = self._new_state()
         self._state["frames"] = 0
-        self._pending = torch.zeros(self.num_streams, 0, device=self.device)
+        self._pending = self._no_samples = torch.zeros(self.num_streams, 0, device=self.device)
         self._samples_in = 0
         self._samples_out = 0
         self._numpy_out = True
+
+    # Whether the norms' frame counts may be Python ints where the state is rebound: one op per
+    # hop and norm instead of four on 0-d tensors. Off where the state must stay all tensors
+    # (the ONNX engine feeds it to its graphs).
+    _int_counts = True
+
+    def _new_state(self) -> dict:
+        state = self.model.init_state(self.num_streams, self.device)
+        if self._int_counts and not self._in_place:
+            for key in ("enc_norm", "sb_norm"):
+                state[key] = (state[key][0], 0)
+        return state
 
     # ------------------------------------------------------------------ a run of hops
     def _network_chunk(self, mag: torch.Tensor, state: dict) -> torch.Tensor:
@@ -284,7 +296,11 @@ class StreamingEnhancer:
         # NaN; refuse it before any state moves (the live tool zeroes such samples itself). Only
         # for host input: on a GPU the check would stall every hop on a device-to-host sync, and
         # callers batching device streams own their input.
-        if x.device.type == "cpu" and not bool(torch.isfinite(x).all()):
+        if is_tensor:
+            finite = x.device.type != "cpu" or bool(torch.isfinite(x).all())
+        else:  # numpy's check costs a fifth of torch's on a hop of samples
+            finite = bool(np.isfinite(x.numpy()).all())
+        if not finite:
             raise ValueError("input contains NaN or infinite samples")
         self._numpy_out = not is_tensor
         x = x.to(self.device)
@@ -296,7 +312,8 @@ class StreamingEnhancer:
         # once per chunk rather than once per hop.
         out = self._run_frames(pending[:, : num_hops * hop], num_hops)
         # A copy: the rest may be a view of the caller's buffer, which it may then overwrite.
-        self._pending = pending[:, num_hops * hop :].clone()
+        rest = pending.shape[1] - num_hops * hop
+        self._pending = pending[:, -rest:].clone() if rest else self._no_samples
         if not batch_dims:
             out = out[0]
         return out if is_tensor else out.cpu().numpy()
