@@ -210,11 +210,14 @@ class StreamingEnhancer:
         ``[B, n * hop]`` finished output samples)."""
         batch, num_frames, n_fft = frames.shape
         hop = self.hop_samples
-        summed = torch.nn.functional.pad(self._buffers["ola"], (0, (num_frames - 1) * hop))
+        if num_frames == 1 and not self._in_place:  # the tail is this hop's own: add onto it
+            summed = self._buffers["ola"]
+        else:
+            summed = torch.nn.functional.pad(self._buffers["ola"], (0, (num_frames - 1) * hop))
         parts = frames.reshape(batch, num_frames, n_fft // hop, hop)
         # Earlier frames first (the last hop of each frame), as hop-by-hop adding would.
         for m in reversed(range(n_fft // hop)):
-            summed[:, m * hop : (m + num_frames) * hop] += parts[:, :, m].reshape(batch, -1)
+            summed[:, m * hop : (m + num_frames) * hop].add_(parts[:, :, m].reshape(batch, -1))
         done = num_frames * hop
         out = (summed[:, :done].reshape(batch, num_frames, hop) / self.stft.ola_envelope).reshape(
             batch, done
@@ -285,7 +288,10 @@ class StreamingEnhancer:
         int16 / 32768, ...); None or text raise TypeError. ValueError for host (numpy or CPU)
         input holding NaN or infinite samples."""
         is_tensor = isinstance(chunk, torch.Tensor)
-        x = torch.as_tensor(as_float_samples(chunk))  # int16 etc. scaled by their full scale
+        if type(chunk) is np.ndarray and chunk.dtype == np.float32:  # the usual call, at once
+            x = torch.from_numpy(chunk)
+        else:
+            x = torch.as_tensor(as_float_samples(chunk))  # int16 etc. scaled by their full scale
         shape = tuple(x.shape)
         batch_dims = x.dim() == 2
         if not batch_dims:
