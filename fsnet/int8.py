@@ -223,9 +223,10 @@ class Int8RecurrentLayer(nn.Module):
 
     def _frame(self, x: torch.Tensor, views: dict) -> torch.Tensor:
         """One frame ``x [B, input]`` -> ``[B, output or hidden]``; updates the state in place."""
+        buffers = self._buffers  # straight from the registry: __getattr__ costs a call per name
         if not self.float_input:
             # round(x / scale), saturated at +-127; the copy converts the integers to int8
-            scaled = x.mul(self._buffers["inv_in_scale"]).round_().clamp_(-QMAX, QMAX)
+            scaled = x.mul(buffers["inv_in_scale"]).round_().clamp_(-QMAX, QMAX)
             views["input"].copy_(scaled)
         last = self.num_layers - 1
         float_h = self.float_proj or not self.has_proj  # does anything read the last h as float?
@@ -234,9 +235,10 @@ class Int8RecurrentLayer(nn.Module):
         if not self.has_proj:
             return h
         if self.float_proj:
-            y = torch.addmm(self.b_proj, h, self.w_proj)
+            y = torch.addmm(buffers["b_proj"], h, buffers["w_proj"])
         else:
-            y = torch.addcmul(self.b_proj, torch._int_mm(views["last"], self.w_proj), self.s_proj)
+            acc = torch._int_mm(views["last"], buffers["w_proj"])
+            y = torch.addcmul(buffers["b_proj"], acc, buffers["s_proj"])
         return torch.relu_(y) if self.relu_output else y
 
     def forward(self, x: torch.Tensor, state=None):
