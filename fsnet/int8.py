@@ -136,6 +136,11 @@ class Int8RecurrentLayer(nn.Module):
             self.register_buffer(f"bias{k}", (b_ih + b_hh) * double_g)
             self._cells.append(cell)
             self._writes.append(own)
+        # per layer: (bias, ((weight, scale) of each GEMM)), names in the buffer registry
+        self._plans = tuple(
+            (f"bias{k}", tuple((w, scale) for _, w, scale in cell))
+            for k, cell in enumerate(self._cells)
+        )
         self.has_proj = layer.proj is not None
         if self.has_proj:
             weight = layer.proj.weight.detach().float()
@@ -157,6 +162,7 @@ class Int8RecurrentLayer(nn.Module):
         codes = torch.zeros(batch, width, dtype=torch.int8, device=device)
         c = torch.zeros(self.num_layers, batch, hidden, device=device)
         cells = []
+        few_rows = batch < FUSED_ACTIVATION_ROWS
         for k, (parts, own) in enumerate(zip(self._cells, self._writes, strict=True)):
             gates = torch.zeros(batch, 4 * hidden, device=device)
             work = torch.zeros(2, batch, hidden, device=device)
@@ -168,6 +174,7 @@ class Int8RecurrentLayer(nn.Module):
                     gates,
                     gates.chunk(4, 1),  # i, f, o, sigmoid(2 g)
                     work.unbind(),
+                    few_rows,
                 )
             )
         views = {"input": codes[:, : self.code_input], "cells": tuple(cells), "last": cells[-1][1]}
@@ -183,18 +190,19 @@ class Int8RecurrentLayer(nn.Module):
         tanh(c) is taken as 2 sigmoid(2c) - 1, and the state holds 2c (which needs no more ops
         to update than c), so that the sigmoid reads it as it is."""
         buffers = self._buffers  # straight from the registry: __getattr__ costs a call per name
-        inputs, codes_h, c, gates, (i, f, o, sig_g), (work, spare) = views
-        (_, w, scale), *rest = self._cells[k]
+        inputs, codes_h, c, gates, (i, f, o, sig_g), (work, spare), few_rows = views
+        bias, gemms = self._plans[k]
+        w, scale = gemms[0]
         acc = torch._int_mm(inputs[0], buffers[w])
         if k == 0 and self.float_input:
-            torch.addmm(buffers["bias0"], x, buffers["w_x"], out=gates)
+            torch.addmm(buffers[bias], x, buffers["w_x"], out=gates)
             gates.addcmul_(acc, buffers[scale])
         else:  # an int32 x float32 addcmul promotes without a separate conversion (same bits)
-            torch.addcmul(buffers[f"bias{k}"], acc, buffers[scale], out=gates)
-        for codes_in, (_, w, scale) in zip(inputs[1:], rest, strict=True):
-            gates.addcmul_(torch._int_mm(codes_in, buffers[w]), buffers[scale])
+            torch.addcmul(buffers[bias], acc, buffers[scale], out=gates)
+        if len(gemms) > 1:  # a first layer's input and h GEMMs, each with its own row scales
+            w, scale = gemms[1]
+            gates.addcmul_(torch._int_mm(inputs[1], buffers[w]), buffers[scale])
         gates.sigmoid_()
-        few_rows = c.shape[0] < FUSED_ACTIVATION_ROWS
         # c = f c + i (2 sigmoid(2g) - 1); with many rows all of it doubled
         c.mul_(f)
         c.addcmul_(i, sig_g, value=2.0 if few_rows else 4.0)
@@ -249,7 +257,7 @@ class Int8RecurrentLayer(nn.Module):
             state = self.zero_state(batch, x.device)
         views = state[2]
         if num_frames == 1:
-            y = self._frame(x[:, 0].float(), views)[:, None]
+            y = self._frame(x.select(1, 0).float(), views).unsqueeze(1)
         else:
             y = torch.stack([self._frame(x[:, t].float(), views) for t in range(num_frames)], 1)
         if self.relu_output and not self.has_proj:

@@ -77,10 +77,11 @@ class FastFullSubNet(nn.Module):
             _reflected_neighbours(num_mels, cfg.encoder_output_num_neighbors),
             persistent=False,
         )
-        # Both neighbourhoods as one index into [mel | encoded] (one gather per frame, not three ops)
+        # Both neighbourhoods as one index into [mel | encoded], flattened [M * K] (one gather
+        # per frame, not three ops)
         self.register_buffer(
             "unit_index",
-            torch.cat((self.noisy_neighbours, self.encoder_neighbours + num_mels), dim=1),
+            torch.cat((self.noisy_neighbours, self.encoder_neighbours + num_mels), dim=1).flatten(),
             persistent=False,
         )
         # F_l2m: full-band, mel in -> mel out (ReLU)
@@ -164,7 +165,9 @@ class FastFullSubNet(nn.Module):
 
     def subband_units(self, mel: torch.Tensor, encoded: torch.Tensor) -> torch.Tensor:
         """Each mel band with its neighbours: ``[B, M, T]`` x2 -> ``[B, M, K, T]``."""
-        return torch.cat((mel, encoded), dim=1)[:, self.unit_index]
+        batch, num_mels, num_frames = mel.shape
+        units = torch.cat((mel, encoded), dim=1).index_select(1, self.unit_index)
+        return units.view(batch, num_mels, -1, num_frames)
 
     def subband(self, blocks: torch.Tensor, state: dict) -> torch.Tensor:
         """S on time-shrunk units ``[B, M, K, Tb]`` -> ``[B, M, Tb]``."""

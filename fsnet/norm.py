@@ -29,7 +29,8 @@ def cumulative_laplace_norm(
         running_sum, frames_seen = state
     # (the sum is in place onto the fresh cumsum: a streaming hop's norm is a handful of tiny ops,
     # each costing more in dispatch than in arithmetic)
-    cumulative = x.sum(1, dtype=torch.float64).cumsum_(-1).add_(running_sum[:, None])
+    # (unsqueeze / select rather than Python's indexing syntax, which costs more than they do)
+    cumulative = x.sum(1, dtype=torch.float64).cumsum_(-1).add_(running_sum.unsqueeze(1))
     if isinstance(frames_seen, torch.Tensor):
         # a tensor so that a captured CUDA graph (or an ONNX graph) reads it at replay time
         steps = torch.arange(1, num_frames + 1, device=x.device, dtype=torch.float64)
@@ -43,9 +44,9 @@ def cumulative_laplace_norm(
             device=x.device,
             dtype=torch.float64,
         )
-    mean = (cumulative / count).to(torch.float32)[:, None, :]
-    normed = x.float() / mean.add_(eps)
-    return normed, (cumulative[:, -1], frames_seen + num_frames)
+    mean = torch.div(cumulative, count).to(torch.float32).unsqueeze(1)
+    normed = torch.div(x.float(), mean.add_(eps))
+    return normed, (cumulative.select(1, -1), frames_seen + num_frames)
 
 
 def utterance_laplace_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
