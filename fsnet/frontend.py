@@ -122,8 +122,7 @@ def build_cirm(noisy_spec: torch.Tensor, clean_spec: torch.Tensor) -> torch.Tens
 def decompress_cirm(mask: torch.Tensor) -> torch.Tensor:
     """Inverse of the compression in ``build_cirm``, after clipping to +-CIRM_LIMIT."""
     mask = mask.clamp(-CIRM_LIMIT, CIRM_LIMIT)
-    # torch functions rather than operators with a Python number: the operators' Python
-    # wrappers cost more than the ops on a streaming hop
+    # (2 / C) atanh(mask / K), the same ops in the same order, called as torch functions
     return torch.mul(torch.atanh(torch.div(mask, CIRM_K)), 2.0 / CIRM_C)
 
 

@@ -27,9 +27,9 @@ def cumulative_laplace_norm(
         frames_seen = 0
     else:
         running_sum, frames_seen = state
-    # (the sum is in place onto the fresh cumsum: a streaming hop's norm is a handful of tiny ops,
-    # each costing more in dispatch than in arithmetic)
-    # (unsqueeze / select rather than Python's indexing syntax, which costs more than they do)
+    # A streaming hop's norm is a handful of tiny ops, each costing more in dispatch than in
+    # arithmetic: the float64 sum straight from float32, in place where the tensor is fresh, and
+    # unsqueeze / select rather than Python's indexing syntax (which costs more than they do).
     cumulative = x.sum(1, dtype=torch.float64).cumsum_(-1).add_(running_sum.unsqueeze(1))
     if isinstance(frames_seen, torch.Tensor):
         # a tensor so that a captured CUDA graph (or an ONNX graph) reads it at replay time
