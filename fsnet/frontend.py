@@ -122,10 +122,11 @@ def build_cirm(noisy_spec: torch.Tensor, clean_spec: torch.Tensor) -> torch.Tens
 def decompress_cirm(mask: torch.Tensor) -> torch.Tensor:
     """Inverse of the compression in ``build_cirm``, after clipping to +-CIRM_LIMIT."""
     mask = mask.clamp(-CIRM_LIMIT, CIRM_LIMIT)
-    return (2.0 / CIRM_C) * torch.atanh(mask / CIRM_K)
+    # (2 / C) atanh(mask / K), the same ops in the same order, called as torch functions
+    return torch.mul(torch.atanh(torch.div(mask, CIRM_K)), 2.0 / CIRM_C)
 
 
 def apply_mask(noisy_spec: torch.Tensor, compressed_mask: torch.Tensor) -> torch.Tensor:
     """Enhanced complex spectrum ``[B, F, T]`` = noisy ``[B, F, T]`` * decompressed mask ``[B, 2, F, T]``."""
-    mask = decompress_cirm(compressed_mask.float())
-    return noisy_spec * torch.complex(mask[:, 0], mask[:, 1])
+    real, imag = decompress_cirm(compressed_mask.float()).unbind(1)
+    return noisy_spec * torch.complex(real, imag)

@@ -100,6 +100,8 @@ class Int8RecurrentLayer(nn.Module):
         in_scale = (input_absmax.float() / QMAX).clamp_min(MIN_SCALE)
         self.register_buffer("inv_in_scale", 1.0 / in_scale)
         self.register_buffer("qmax", torch.tensor(float(QMAX)))
+        self.register_buffer("minus_qmax", torch.tensor(-float(QMAX)))
+        self.register_buffer("zero", torch.zeros(()))
         # Input columns held as int8 codes in the state (none where the first GEMM is float).
         self.code_input = 0 if float_input else layer.rnn.input_size
         self.float_input, self.float_proj = float_input, float_proj
@@ -134,6 +136,11 @@ class Int8RecurrentLayer(nn.Module):
             self.register_buffer(f"bias{k}", (b_ih + b_hh) * double_g)
             self._cells.append(cell)
             self._writes.append(own)
+        # per layer: (bias, ((weight, scale) of each GEMM)), names in the buffer registry
+        self._plans = tuple(
+            (f"bias{k}", tuple((w, scale) for _, w, scale in cell))
+            for k, cell in enumerate(self._cells)
+        )
         self.has_proj = layer.proj is not None
         if self.has_proj:
             weight = layer.proj.weight.detach().float()
@@ -147,62 +154,99 @@ class Int8RecurrentLayer(nn.Module):
 
     def zero_state(self, batch: int, device: torch.device | str | None = None):
         """``(codes, c, views)`` of a new stream: int8 ``[B, int input + L * H]``, float
-        ``[L, B, H]``, and the views of them each frame reads and writes (made once per stream:
-        a slice costs about as much as a small op)."""
-        width = self.code_input + self.num_layers * self.hidden_size
+        ``[L, B, H]`` (2 c where the rows are many, see ``_cell``), and the views of them each
+        frame reads and writes, with per-layer work buffers for the gates and the new h (made
+        once per stream: a slice or an allocation costs about as much as a small op)."""
+        hidden = self.hidden_size
+        width = self.code_input + self.num_layers * hidden
         codes = torch.zeros(batch, width, dtype=torch.int8, device=device)
-        c = torch.zeros(self.num_layers, batch, self.hidden_size, device=device)
-        cells = tuple(
-            (tuple(codes[:, columns] for columns, _, _ in parts), codes[:, own], c[k])
-            for k, (parts, own) in enumerate(zip(self._cells, self._writes, strict=True))
-        )
-        views = {"input": codes[:, : self.code_input], "cells": cells, "last": cells[-1][1]}
+        c = torch.zeros(self.num_layers, batch, hidden, device=device)
+        cells = []
+        few_rows = batch < FUSED_ACTIVATION_ROWS
+        for k, (parts, own) in enumerate(zip(self._cells, self._writes, strict=True)):
+            gates = torch.zeros(batch, 4 * hidden, device=device)
+            work = torch.zeros(2, batch, hidden, device=device)
+            cells.append(
+                (
+                    tuple(codes[:, columns] for columns, _, _ in parts),
+                    codes[:, own],
+                    c[k],
+                    gates,
+                    gates.chunk(4, 1),  # i, f, o, sigmoid(2 g)
+                    work.unbind(),
+                    few_rows,
+                )
+            )
+        views = {"input": codes[:, : self.code_input], "cells": tuple(cells), "last": cells[-1][1]}
         return codes, c, views
 
-    def _cell(self, k: int, x: torch.Tensor, views: tuple) -> torch.Tensor:
+    def _cell(self, k: int, x: torch.Tensor, views: tuple, float_h: bool) -> torch.Tensor | None:
         """Layer ``k`` on one frame: reads its input and ``h`` codes (``x``: the float input of a
         float first GEMM), updates its ``c`` and ``h`` codes in place (``views``: the state's
-        ``views["cells"][k]``) and returns the float ``h [B, H]``."""
+        ``views["cells"][k]``) and returns the float ``h [B, H]`` where ``float_h`` (else None:
+        the codes are all the next GEMM reads).
+
+        With many rows (the bands) ATen's sigmoid is ~10x faster per element than its tanh, so
+        tanh(c) is taken as 2 sigmoid(2c) - 1, and the state holds 2c (which needs no more ops
+        to update than c), so that the sigmoid reads it as it is."""
         buffers = self._buffers  # straight from the registry: __getattr__ costs a call per name
-        inputs, codes_h, c = views
-        (_, w, scale), *rest = self._cells[k]
+        inputs, codes_h, c, gates, (i, f, o, sig_g), (work, spare), few_rows = views
+        bias, gemms = self._plans[k]
+        w, scale = gemms[0]
         acc = torch._int_mm(inputs[0], buffers[w])
         if k == 0 and self.float_input:
-            gates = torch.addmm(buffers["bias0"], x, buffers["w_x"])
+            torch.addmm(buffers[bias], x, buffers["w_x"], out=gates)
             gates.addcmul_(acc, buffers[scale])
         else:  # an int32 x float32 addcmul promotes without a separate conversion (same bits)
-            gates = torch.addcmul(buffers[f"bias{k}"], acc, buffers[scale])
-        for codes_in, (_, w, scale) in zip(inputs[1:], rest, strict=True):
-            gates.addcmul_(torch._int_mm(codes_in, buffers[w]), buffers[scale])
-        i, f, o, sig_g = gates.sigmoid_().chunk(4, 1)
+            torch.addcmul(buffers[bias], acc, buffers[scale], out=gates)
+        if len(gemms) > 1:  # a first layer's input and h GEMMs, each with its own row scales
+            w, scale = gemms[1]
+            gates.addcmul_(torch._int_mm(inputs[1], buffers[w]), buffers[scale])
+        gates.sigmoid_()
+        # c = f c + i (2 sigmoid(2g) - 1); with many rows all of it doubled
         c.mul_(f)
-        c.addcmul_(i, sig_g, value=2.0)
-        c.sub_(i)  # c = f c + i (2 sigmoid(2g) - 1)
-        if c.shape[0] < FUSED_ACTIVATION_ROWS:  # ATen's tanh costs less than 3 more calls
-            h = c.tanh().mul_(o)
-        else:  # many rows (the bands): ATen's sigmoid is ~10x faster per element than its tanh
-            h = (c + c).sigmoid_().mul_(o)
-            h += h
-            h.sub_(o)  # o (2 sigmoid(2c) - 1)
-        # |h| < 1, so |127 h| rounds to at most 127: no clamp needed. (A 0-d tensor operand:
-        # a Python scalar costs a conversion per call.)
-        codes_h.copy_(h.mul(buffers["qmax"]).round_())
-        return h
+        c.addcmul_(i, sig_g, value=2.0 if few_rows else 4.0)
+        c.sub_(i, alpha=1.0 if few_rows else 2.0)
+        if float_h:
+            if few_rows:
+                h = c.tanh().mul_(o)
+            else:
+                h = c.sigmoid().mul_(o)
+                h += h
+                h.sub_(o)  # o (2 sigmoid(2c) - 1)
+            # |h| < 1, so |127 h| rounds to at most 127: no clamp needed. (A 0-d tensor
+            # operand: a Python scalar costs a conversion per call.)
+            codes_h.copy_(h.mul(buffers["qmax"]).round_())
+            return h
+        # 127 h straight into the work buffer, in fewer ops
+        if few_rows:  # 127 o tanh(c)
+            torch.tanh(c, out=work)
+            torch.addcmul(buffers["zero"], work, o, value=float(QMAX), out=work)
+        else:  # 127 o (2 sigmoid(2c) - 1) = 254 o sigmoid(2c) - 127 o
+            torch.sigmoid(c, out=work)
+            torch.mul(o, buffers["minus_qmax"], out=spare)
+            torch.addcmul(spare, o, work, value=2.0 * QMAX, out=work)
+        codes_h.copy_(work.round_())
+        return None
 
     def _frame(self, x: torch.Tensor, views: dict) -> torch.Tensor:
         """One frame ``x [B, input]`` -> ``[B, output or hidden]``; updates the state in place."""
+        buffers = self._buffers  # straight from the registry: __getattr__ costs a call per name
         if not self.float_input:
             # round(x / scale), saturated at +-127; the copy converts the integers to int8
-            scaled = x.mul(self._buffers["inv_in_scale"]).round_().clamp_(-QMAX, QMAX)
+            scaled = x.mul(buffers["inv_in_scale"]).round_().clamp_(-QMAX, QMAX)
             views["input"].copy_(scaled)
+        last = self.num_layers - 1
+        float_h = self.float_proj or not self.has_proj  # does anything read the last h as float?
         for k, cell_views in enumerate(views["cells"]):
-            h = self._cell(k, x, cell_views)
+            h = self._cell(k, x, cell_views, float_h and k == last)
         if not self.has_proj:
             return h
         if self.float_proj:
-            y = torch.addmm(self.b_proj, h, self.w_proj)
+            y = torch.addmm(buffers["b_proj"], h, buffers["w_proj"])
         else:
-            y = torch.addcmul(self.b_proj, torch._int_mm(views["last"], self.w_proj), self.s_proj)
+            acc = torch._int_mm(views["last"], buffers["w_proj"])
+            y = torch.addcmul(buffers["b_proj"], acc, buffers["s_proj"])
         return torch.relu_(y) if self.relu_output else y
 
     def forward(self, x: torch.Tensor, state=None):
@@ -213,7 +257,7 @@ class Int8RecurrentLayer(nn.Module):
             state = self.zero_state(batch, x.device)
         views = state[2]
         if num_frames == 1:
-            y = self._frame(x[:, 0].float(), views)[:, None]
+            y = self._frame(x.select(1, 0).float(), views).unsqueeze(1)
         else:
             y = torch.stack([self._frame(x[:, t].float(), views) for t in range(num_frames)], 1)
         if self.relu_output and not self.has_proj:

@@ -27,13 +27,26 @@ def cumulative_laplace_norm(
         frames_seen = 0
     else:
         running_sum, frames_seen = state
-    cumulative = running_sum[:, None] + x.to(torch.float64).sum(1).cumsum(-1)
-    # frames_seen may be a tensor so that a captured CUDA graph reads it at replay time.
-    steps = torch.arange(1, num_frames + 1, device=x.device, dtype=torch.float64)
-    count = (steps + frames_seen) * num_channels
-    mean = (cumulative / count).to(torch.float32)[:, None, :]
-    normed = x.float() / (mean + eps)
-    return normed, (cumulative[:, -1], frames_seen + num_frames)
+    # A streaming hop's norm is a handful of tiny ops, each costing more in dispatch than in
+    # arithmetic: the float64 sum straight from float32, in place where the tensor is fresh, and
+    # unsqueeze / select rather than Python's indexing syntax (which costs more than they do).
+    cumulative = x.sum(1, dtype=torch.float64).cumsum_(-1).add_(running_sum.unsqueeze(1))
+    if isinstance(frames_seen, torch.Tensor):
+        # a tensor so that a captured CUDA graph (or an ONNX graph) reads it at replay time
+        steps = torch.arange(1, num_frames + 1, device=x.device, dtype=torch.float64)
+        count = (steps + frames_seen) * num_channels
+    else:  # the same integers in one op
+        first = (frames_seen + 1) * num_channels
+        count = torch.arange(
+            first,
+            first + num_frames * num_channels,
+            num_channels,
+            device=x.device,
+            dtype=torch.float64,
+        )
+    mean = torch.div(cumulative, count).to(torch.float32).unsqueeze(1)
+    normed = torch.div(x.float(), mean.add_(eps))
+    return normed, (cumulative.select(1, -1), frames_seen + num_frames)
 
 
 def utterance_laplace_norm(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

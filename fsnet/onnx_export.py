@@ -390,6 +390,8 @@ class OnnxStreamingEnhancer(StreamingEnhancer):
     (its network weights are then random and never used).
     """
 
+    _int_counts = False  # the graphs read and write every state entry as a tensor
+
     def __init__(
         self,
         onnx_dir: str | os.PathLike,

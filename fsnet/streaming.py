@@ -85,6 +85,7 @@ class StreamingEnhancer:
         self.config = model.config
         self.num_streams = num_streams
         self.stft = model.stft
+        self._envelope = model.stft.ola_envelope  # [hop]: what overlap-added samples divide by
         self.hop_samples = self.config.hop_samples
         self.latency_samples = self.config.latency_samples
         self.sample_rate = self.config.sample_rate
@@ -111,7 +112,7 @@ class StreamingEnhancer:
             ),
             "ola": torch.zeros(batch, n_fft, device=device),  # overlap-add tail
         }
-        self._state = model.init_state(batch, device)
+        self._state = self._new_state()
         self._block = torch.zeros(batch, self.hop_samples, device=device)  # the hop's input
         self._graphs: dict[bool, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.reset()
@@ -133,12 +134,24 @@ class StreamingEnhancer:
             # Hops rebind the entries to tensors made in inference mode, which cannot be
             # zeroed in place out of it: start from new ones.
             self._buffers = {k: torch.zeros_like(v) for k, v in self._buffers.items()}
-            self._state = self.model.init_state(self.num_streams, self.device)
+            self._state = self._new_state()
         self._state["frames"] = 0
-        self._pending = torch.zeros(self.num_streams, 0, device=self.device)
+        self._pending = self._no_samples = torch.zeros(self.num_streams, 0, device=self.device)
         self._samples_in = 0
         self._samples_out = 0
         self._numpy_out = True
+
+    # Whether the norms' frame counts may be Python ints where the state is rebound: one op per
+    # hop and norm instead of four on 0-d tensors. Off where the state must stay all tensors
+    # (the ONNX engine feeds it to its graphs).
+    _int_counts = True
+
+    def _new_state(self) -> dict:
+        state = self.model.init_state(self.num_streams, self.device)
+        if self._int_counts and not self._in_place:
+            for key in ("enc_norm", "sb_norm"):
+                state[key] = (state[key][0], 0)
+        return state
 
     # ------------------------------------------------------------------ a run of hops
     def _network_chunk(self, mag: torch.Tensor, state: dict) -> torch.Tensor:
@@ -171,16 +184,18 @@ class StreamingEnhancer:
                     self.num_streams, self.config.num_freqs, num_frames
                 )
             else:
-                signal = torch.cat((bufs["window"][:, hop:], block), dim=1)
-                window = signal[:, -n_fft:]
+                # (narrow and unsqueeze: Python's slicing syntax costs more than they do)
+                signal = torch.cat((bufs["window"].narrow(1, hop, n_fft - hop), block), dim=1)
+                window = signal.narrow(1, signal.shape[1] - n_fft, n_fft)
                 spec = self.stft.analyze(signal.unfold(-1, n_fft, hop))  # [B, F, n]
-            mask = self._network_chunk(spec.abs()[:, None], state)
+            mask = self._network_chunk(spec.abs().unsqueeze(1), state)
         # waiting[0] is the frame the next mask is for; the look-ahead frames follow it.
         spectra = torch.cat((bufs["waiting"], spec.permute(2, 0, 1)))
-        targets = spectra[1 : 1 + num_frames].permute(1, 2, 0)
+        targets = spectra.narrow(0, 1, num_frames).permute(1, 2, 0)
         frames = self.stft.synthesize(apply_mask(targets, mask))  # [B, n, n_fft]
         ola, out = self._overlap_add(frames)
-        new_buffers = {"window": window, "waiting": spectra[num_frames:], "ola": ola}
+        waiting = spectra.narrow(0, num_frames, spectra.shape[0] - num_frames)
+        new_buffers = {"window": window, "waiting": waiting, "ola": ola}
         if not in_place:
             self._buffers = new_buffers  # the network has already rebound self._state's entries
             return out
@@ -198,13 +213,18 @@ class StreamingEnhancer:
         ``[B, n * hop]`` finished output samples)."""
         batch, num_frames, n_fft = frames.shape
         hop = self.hop_samples
+        if num_frames == 1 and not self._in_place:
+            # One frame adds once to each sample, onto the tail, which is this hop's own.
+            summed = self._buffers["ola"].add_(frames.reshape(batch, n_fft))
+            out = summed.narrow(1, 0, hop).div(self._envelope)
+            return torch.nn.functional.pad(summed.narrow(1, hop, n_fft - hop), (0, hop)), out
         summed = torch.nn.functional.pad(self._buffers["ola"], (0, (num_frames - 1) * hop))
         parts = frames.reshape(batch, num_frames, n_fft // hop, hop)
         # Earlier frames first (the last hop of each frame), as hop-by-hop adding would.
         for m in reversed(range(n_fft // hop)):
-            summed[:, m * hop : (m + num_frames) * hop] += parts[:, :, m].reshape(batch, -1)
+            summed[:, m * hop : (m + num_frames) * hop].add_(parts[:, :, m].reshape(batch, -1))
         done = num_frames * hop
-        out = (summed[:, :done].reshape(batch, num_frames, hop) / self.stft.ola_envelope).reshape(
+        out = (summed[:, :done].reshape(batch, num_frames, hop) / self._envelope).reshape(
             batch, done
         )
         return torch.nn.functional.pad(summed[:, done:], (0, hop)), out
@@ -256,7 +276,10 @@ class StreamingEnhancer:
         outputs = []
         for start in range(0, num_frames, most):
             n = min(most, num_frames - start)
-            block = None if samples is None else samples[:, start * hop : (start + n) * hop]
+            if samples is None or n == num_frames:
+                block = samples
+            else:
+                block = samples.narrow(1, start * hop, n * hop)
             outputs.append(self._advance(block, n))
         if len(outputs) == 1:
             return outputs[0]
@@ -273,18 +296,25 @@ class StreamingEnhancer:
         int16 / 32768, ...); None or text raise TypeError. ValueError for host (numpy or CPU)
         input holding NaN or infinite samples."""
         is_tensor = isinstance(chunk, torch.Tensor)
-        x = torch.as_tensor(as_float_samples(chunk))  # int16 etc. scaled by their full scale
+        if type(chunk) is np.ndarray and chunk.dtype == np.float32:  # the usual call, at once
+            x = torch.from_numpy(chunk)
+        else:
+            x = torch.as_tensor(as_float_samples(chunk))  # int16 etc. scaled by their full scale
         shape = tuple(x.shape)
         batch_dims = x.dim() == 2
         if not batch_dims:
-            x = x[None]
+            x = x.unsqueeze(0)
         if x.dim() != 2 or x.shape[0] != self.num_streams:
             raise ValueError(f"expected input for {self.num_streams} stream(s), got shape {shape}")
         # One NaN would reach the LSTM states and the cumulative norm and make every later output
         # NaN; refuse it before any state moves (the live tool zeroes such samples itself). Only
         # for host input: on a GPU the check would stall every hop on a device-to-host sync, and
         # callers batching device streams own their input.
-        if x.device.type == "cpu" and not bool(torch.isfinite(x).all()):
+        if is_tensor:
+            finite = x.device.type != "cpu" or bool(torch.isfinite(x).all())
+        else:  # numpy's check costs a fifth of torch's on a hop of samples
+            finite = bool(np.isfinite(x.numpy()).all())
+        if not finite:
             raise ValueError("input contains NaN or infinite samples")
         self._numpy_out = not is_tensor
         x = x.to(self.device)
@@ -294,11 +324,15 @@ class StreamingEnhancer:
         num_hops = pending.shape[-1] // hop
         # All the hops this call makes ready run as one chunk: the full-band weights are read
         # once per chunk rather than once per hop.
-        out = self._run_frames(pending[:, : num_hops * hop], num_hops)
+        ready = (
+            pending if pending.shape[1] == num_hops * hop else pending.narrow(1, 0, num_hops * hop)
+        )
+        out = self._run_frames(ready, num_hops)
         # A copy: the rest may be a view of the caller's buffer, which it may then overwrite.
-        self._pending = pending[:, num_hops * hop :].clone()
+        rest = pending.shape[1] - num_hops * hop
+        self._pending = pending[:, -rest:].clone() if rest else self._no_samples
         if not batch_dims:
-            out = out[0]
+            out = out.select(0, 0)
         return out if is_tensor else out.cpu().numpy()
 
     @torch.inference_mode()
