@@ -27,12 +27,12 @@ import torch
 import fsnet
 from fsnet.audio import load_audio
 from fsnet.checkpoint import BUNDLED_RELEASE
-from fsnet.int8 import calibrate, quantize_static, stored_calibration
+from fsnet.int8 import quantize_static
 from fsnet.quantize import (
     DEFAULT_CALIBRATION,
     calibration_files,
-    calibration_signals,
     quantize_int8,
+    release_calibration,
 )
 from fsnet.streaming import enhance_in_blocks
 
@@ -43,10 +43,7 @@ def engines(
     """``{name: engine}`` of every path measured, from the release file ``release`` (None: the
     bundled one); ONNX when ``onnx`` and onnxruntime is installed (graphs written under ``tmp``)."""
     model = fsnet.load_model(release)
-    calibration = stored_calibration(release or BUNDLED_RELEASE)
-    if calibration is None:
-        signals = calibration_signals(calibration_files(DEFAULT_CALIBRATION), 300.0, 16000)
-        calibration = calibrate(model, signals)
+    calibration = release_calibration(model, release or BUNDLED_RELEASE, print)
     out = {
         "fp32": fsnet.StreamingEnhancer(model),
         "static int8 (fsnet.int8)": fsnet.StreamingEnhancer(quantize_static(model, calibration)),

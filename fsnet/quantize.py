@@ -68,6 +68,25 @@ def calibration_signals(files: list[Path], max_seconds: float, sample_rate: int)
         yield x
 
 
+def release_calibration(model: FastFullSubNet, path, notice=None) -> dict:
+    """The static-int8 calibration stored in the release ``path``; a release without one is
+    calibrated here on the demo set's noisy files (this command's default), and ``notice``
+    (a one-argument callable, if given) is told so."""
+    from fsnet.int8 import calibrate, stored_calibration
+
+    calibration = stored_calibration(path)
+    if calibration is not None:
+        return calibration
+    if notice is not None:
+        notice(
+            f"{path} holds no int8 calibration: calibrating on {DEFAULT_CALIBRATION} (make a "
+            "calibrated release once with python -m fsnet.quantize --calibrate <audio folder>)"
+        )
+    files = calibration_files(DEFAULT_CALIBRATION)
+    signals = calibration_signals(files, 300.0, model.config.sample_rate)
+    return calibrate(model, signals, source=str(DEFAULT_CALIBRATION))
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m fsnet.quantize [--calibrate DIR] SRC DST``: an fp32 checkpoint -> an int8
     release (the fp32 weights plus the calibrated activation scales of fsnet.int8)."""

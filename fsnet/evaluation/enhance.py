@@ -60,20 +60,10 @@ def _static_int8(model, opts: Options, notice: Notice):
     """fsnet.int8's model with the checkpoint's stored calibration; a checkpoint without one
     is calibrated here on the demo set's noisy files (the default of python -m fsnet.quantize)."""
     from fsnet.checkpoint import BUNDLED_RELEASE
-    from fsnet.int8 import calibrate, quantize_static, stored_calibration
-    from fsnet.quantize import DEFAULT_CALIBRATION, calibration_files, calibration_signals
+    from fsnet.int8 import quantize_static
+    from fsnet.quantize import release_calibration
 
-    path = opts.checkpoint or BUNDLED_RELEASE
-    calibration = stored_calibration(path)
-    if calibration is None:
-        notice(
-            f"{path} holds no int8 calibration: calibrating on {DEFAULT_CALIBRATION} (make a "
-            "calibrated release once with python -m fsnet.quantize --calibrate <audio folder>)"
-        )
-        signals = calibration_signals(
-            calibration_files(DEFAULT_CALIBRATION), 300.0, model.config.sample_rate
-        )
-        calibration = calibrate(model, signals, source=str(DEFAULT_CALIBRATION))
+    calibration = release_calibration(model, opts.checkpoint or BUNDLED_RELEASE, notice)
     return quantize_static(model, calibration)
 
 
