@@ -143,11 +143,6 @@ class EnhancementSystem(pl.LightningModule):
             raise FsnetError(
                 f"system.metric_workers must be >= 0 (0 = inline), got {metric_workers}"
             )
-        spectral_loss_weight = _option("spectral_loss_weight", spectral_loss_weight, float)
-        spectral_loss_power = _option("spectral_loss_power", spectral_loss_power, float)
-        spectral_loss_complex_share = _option(
-            "spectral_loss_complex_share", spectral_loss_complex_share, float
-        )
         self.cuda_graph = graph_mode(cuda_graph)
         self.automatic_optimization = self.cuda_graph != "step"  # the graph makes the update
         self.check_every_n_steps = _option("check_every_n_steps", check_every_n_steps, int)
@@ -183,22 +178,32 @@ class EnhancementSystem(pl.LightningModule):
         self._val_loss = [0.0, 0]  # sum of squared errors, number of elements
         self._batch_ends: list[float] = []  # host clock at the latest training batches' ends
         self._watch = NonFiniteWatch()
-        self.spectral_loss_weight = spectral_loss_weight
-        self.spectral_loss_power = spectral_loss_power
-        self.spectral_loss_complex_share = spectral_loss_complex_share
-        self.residual_loss_weight = _option("residual_loss_weight", residual_loss_weight, float)
+        self._set_loss_options(
+            spectral_loss_weight,
+            spectral_loss_power,
+            spectral_loss_complex_share,
+            residual_loss_weight,
+        )
+        # Kept out of the module tree so checkpoints keep their layout: (input shape, graphed
+        # network) for cuda_graph=network, the StepGraph for cuda_graph=step.
+        self.__dict__["_graphed"] = None
+        self.__dict__["_step_graph"] = None
+
+    def _set_loss_options(self, spectral_weight, power, complex_share, residual_weight) -> None:
+        """The weights and shape of the loss terms on the enhanced spectrum, checked."""
+        self.spectral_loss_weight = _option("spectral_loss_weight", spectral_weight, float)
+        self.spectral_loss_power = _option("spectral_loss_power", power, float)
+        share = _option("spectral_loss_complex_share", complex_share, float)
+        self.spectral_loss_complex_share = share
+        self.residual_loss_weight = _option("residual_loss_weight", residual_weight, float)
         if self.residual_loss_weight < 0:
             raise FsnetError("system.residual_loss_weight must be >= 0")
-        if self.spectral_loss_weight < 0 or not 0.0 <= self.spectral_loss_complex_share <= 1.0:
+        if self.spectral_loss_weight < 0 or not 0.0 <= share <= 1.0:
             raise FsnetError(
                 "system.spectral_loss_weight must be >= 0 and spectral_loss_complex_share in [0, 1]"
             )
         if not 0.0 < self.spectral_loss_power <= 1.0:
             raise FsnetError("system.spectral_loss_power must be in (0, 1]")
-        # Kept out of the module tree so checkpoints keep their layout: (input shape, graphed
-        # network) for cuda_graph=network, the StepGraph for cuda_graph=step.
-        self.__dict__["_graphed"] = None
-        self.__dict__["_step_graph"] = None
 
     @property
     def config(self) -> ModelConfig:
