@@ -18,24 +18,34 @@ def compress(spec: torch.Tensor, power: float) -> tuple[torch.Tensor, torch.Tens
     return compressed, spec * (compressed / magnitude)
 
 
-def spectral_loss(
+def spectrum_losses(
     enhanced: torch.Tensor, clean: torch.Tensor, power: float, complex_share: float
-) -> torch.Tensor:
-    """MSE of the compressed complex spectra (``complex_share``) and of the compressed
-    magnitudes (the rest). A float32 scalar."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(spectral, residual)``, both float32 scalars, from one compression of each spectrum.
+
+    spectral: MSE of the compressed complex spectra (``complex_share``) and of the compressed
+    magnitudes (the rest).
+    residual: mean square of the compressed magnitude the enhanced spectrum has *above* the clean
+    one. Energy left where the speech has none is residual noise (what DNSMOS BAK hears);
+    removing too much costs nothing here, so this term only adds to the symmetric spectral term
+    on the side of under-suppression.
+    """
     clean_mag, clean_c = compress(clean, power)
     enhanced_mag, enhanced_c = compress(enhanced, power)
     complex_term = (clean_c - enhanced_c).abs().square().mean()
     magnitude_term = (clean_mag - enhanced_mag).square().mean()
-    return complex_share * complex_term + (1.0 - complex_share) * magnitude_term
+    spectral = complex_share * complex_term + (1.0 - complex_share) * magnitude_term
+    residual = (enhanced_mag - clean_mag).clamp(min=0.0).square().mean()
+    return spectral, residual
+
+
+def spectral_loss(
+    enhanced: torch.Tensor, clean: torch.Tensor, power: float, complex_share: float
+) -> torch.Tensor:
+    """The spectral term of ``spectrum_losses``."""
+    return spectrum_losses(enhanced, clean, power, complex_share)[0]
 
 
 def residual_loss(enhanced: torch.Tensor, clean: torch.Tensor, power: float) -> torch.Tensor:
-    """Mean square of the compressed magnitude the enhanced spectrum has *above* the clean one.
-
-    Energy left where the speech has none is residual noise (what DNSMOS BAK hears); removing too
-    much costs nothing here, so this term only adds to the symmetric ``spectral_loss`` on the
-    side of under-suppression. A float32 scalar.
-    """
-    excess = compress(enhanced, power)[0] - compress(clean, power)[0]
-    return excess.clamp(min=0.0).square().mean()
+    """The residual term of ``spectrum_losses``."""
+    return spectrum_losses(enhanced, clean, power, 0.0)[1]

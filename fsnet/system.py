@@ -266,17 +266,20 @@ class EnhancementSystem(pl.LightningModule):
         loss = err_sum / count
         if self.spectral_loss_weight <= 0 and self.residual_loss_weight <= 0:
             return loss, {}
-        enhanced, power = apply_mask(noisy_spec, pred), self.spectral_loss_power
+        spectral, residual = losses.spectrum_losses(
+            apply_mask(noisy_spec, pred),
+            clean_spec,
+            self.spectral_loss_power,
+            self.spectral_loss_complex_share,
+        )
         terms, total = {"train/cirm_loss": loss}, loss
-        if self.spectral_loss_weight > 0:
-            share = self.spectral_loss_complex_share
-            spectral = losses.spectral_loss(enhanced, clean_spec, power, share)
-            terms["train/spectral_loss"] = spectral
-            total = total + self.spectral_loss_weight * spectral
-        if self.residual_loss_weight > 0:
-            residual = losses.residual_loss(enhanced, clean_spec, power)
-            terms["train/residual_loss"] = residual
-            total = total + self.residual_loss_weight * residual
+        for name, term, weight in (
+            ("spectral", spectral, self.spectral_loss_weight),
+            ("residual", residual, self.residual_loss_weight),
+        ):
+            if weight > 0:
+                terms[f"train/{name}_loss"] = term
+                total = total + weight * term
         return total, terms
 
     def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
