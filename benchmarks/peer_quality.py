@@ -18,12 +18,15 @@ same estimate is printed for fsnet (expected 0) as a check of the estimator, but
 
 Every signal is scored by ``fsnet.metrics.compute_metrics`` through fsnet.evaluation.scoring (the
 worker pool of ``python evaluate.py``), so every system meets the same scorer. ``--save-dir``
-writes each system's (aligned) enhanced files to ``DIR/<system>/``. Not a test: a measurement.
+writes each system's (aligned) enhanced files to ``DIR/<system>/``. ``--groups CSV`` (columns
+``fileid`` and ``group``, or ``noise_type`` as benchmarks/outside_testset.py writes it) adds the
+means per group, to see where a system loses. Not a test: a measurement.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime
 import json
 import re
@@ -187,6 +190,49 @@ def delay_lines(delays: dict[str, dict], files: int) -> list[str]:
     return out
 
 
+def read_groups(groups_csv: Path) -> dict[str, str]:
+    """``{fileid: group}`` from a CSV with the columns fileid and group (or noise_type)."""
+    try:
+        with open(groups_csv, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as exc:
+        raise FsnetError(f"cannot read {groups_csv}: {exc.strerror}") from None
+    column = "group" if rows and "group" in rows[0] else "noise_type"
+    if not rows or "fileid" not in rows[0] or column not in rows[0]:
+        raise FsnetError(f"{groups_csv} needs the columns fileid and group (or noise_type)")
+    return {r["fileid"]: r[column] for r in rows}
+
+
+def group_members(items: list, group_of: dict[str, str], where: Path) -> dict[str, list[int]]:
+    """``{group: [index of each test item in it]}``; every item's fileid must have a group."""
+    members: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        fileid = re.search(r"fileid_(\d+)", str(item.name))
+        if fileid is None or fileid.group(1) not in group_of:
+            raise FsnetError(f"{item.name} has no fileid listed in {where}")
+        members.setdefault(group_of[fileid.group(1)], []).append(i)
+    return members
+
+
+def group_means(
+    members: dict[str, list[int]], results: dict, systems: list[str], metric_names: tuple[str, ...]
+) -> str:
+    """A markdown table of means per system within each group of files: WB-PESQ, SIG, BAK and
+    OVRL where they were scored, else every scored metric."""
+    wanted = ("pesq_wb", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
+    shown = tuple(m for m in wanted if m in metric_names) or metric_names
+    lines = ["| group | files | system | " + " | ".join(shown) + " |"]
+    lines.append("|---|---:|---|" + "---:|" * len(shown))
+    for group, files in sorted(members.items()):
+        for system in systems:
+            values = [
+                np.nanmean([results[(i, system)].get(m, np.nan) for i in files]) for m in shown
+            ]
+            cells = " | ".join(f"{v:.3f}" for v in values)
+            lines.append(f"| {group} | {len(files)} | {system} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--testset", required=True, help="paired test set (evaluate's layouts)")
@@ -204,6 +250,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default=None, help="also write the markdown here")
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--save-dir", default=None, help="write each system's enhanced files here")
+    parser.add_argument("--groups", default=None, help="CSV of fileid -> group: means per group")
     return parser.parse_args(argv)
 
 
@@ -215,6 +262,9 @@ def main(argv: list[str] | None = None) -> dict:
     if layout != "paired":
         raise FsnetError(f"{args.testset} has no clean references; this benchmark needs pairs")
     items = items[: args.max_files]
+    members = (
+        group_members(items, read_groups(Path(args.groups)), args.groups) if args.groups else {}
+    )
     pairs = [_load_pair(item, True, notices.append) for item in items]
     for notice in notices:
         print(f"notice: {notice}", file=sys.stderr)
@@ -240,6 +290,8 @@ def main(argv: list[str] | None = None) -> dict:
         + ", ".join(f"{name} {version}" for name, version in versions().items())
     )
     text = markdown(rows, skipped, setting) + "\n" + "\n".join(delay_lines(delays, k)) + "\n"
+    if args.groups:
+        text += "\n" + group_means(members, results, ["noisy", *found], metric_names)
     print(text, end="")
     if args.save_dir:
         save_outputs(Path(args.save_dir), items, enhanced.outputs)
@@ -261,4 +313,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FsnetError as exc:
+        sys.exit(f"peer_quality.py: error: {exc}")

@@ -95,3 +95,26 @@ def test_estimated_delay_is_undone(delay):
     assert np.corrcoef(aligned[:n], xs[0][:n])[0, 1] > 0.95
     if delay > 0:
         assert not aligned[-delay:].any()  # the end is zero-padded
+
+
+def test_groups_table_means_per_group(tmp_path, tiny_release, monkeypatch):
+    monkeypatch.setattr(cpu_peers, "_package_dir", lambda _package: None)
+    _pairs(tmp_path / "set", np.random.default_rng(1), seconds=(1.0, 1.1, 1.2))
+    groups = tmp_path / "types.csv"
+    groups.write_text("fileid,noise_type\n0,music\n1,effects\n2,music\n")
+    argv = ["--testset", str(tmp_path / "set"), "--checkpoint", str(tiny_release)]
+    argv += ["--metrics", "si_sdr", "--workers", "0", "--groups", str(groups)]
+    argv += ["--out", str(tmp_path / "t.md")]
+    result = peer_quality.main(argv)
+    table = [line for line in (tmp_path / "t.md").read_text().splitlines() if line.count("|") == 5]
+    cells = {(c[1].strip(), c[3].strip()): c for c in (line.split("|") for line in table[1:])}
+    noisy = {r["file"]: r["si_sdr"] for r in result["per_file"] if r["signal"] == "noisy"}
+    music = [v for f, v in noisy.items() if "fileid_0" in f or "fileid_2" in f]
+    assert cells[("music", "noisy")][2].strip() == "2"
+    assert float(cells[("music", "noisy")][4]) == pytest.approx(np.mean(music), abs=1e-3)
+    assert float(cells[("effects", "noisy")][4]) == pytest.approx(
+        [v for f, v in noisy.items() if "fileid_1" in f][0], abs=1e-3
+    )
+    groups.write_text("fileid,noise_type\n0,music\n")  # a file with no group: one clear error
+    with pytest.raises(fsnet.errors.FsnetError, match="no fileid listed"):
+        peer_quality.main(argv)
