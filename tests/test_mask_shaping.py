@@ -169,3 +169,17 @@ def test_values_become_floats_and_names_follow_the_caller():
         MaskShaping.checked(-1.0, 0.0, names=("--postfilter", "--atten-lim-db"))
     with pytest.raises(AttributeError):
         shaping.postfilter = 0.0  # frozen: an engine's shaping cannot change under it
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_engine_shapes_the_mask_as_offline():
+    """The shaping ops are captured in the hop's CUDA graph (GPU: pytest -k cuda_graph)."""
+    model = tiny_model(seed=6).cuda()
+    x = np.random.default_rng(6).uniform(-1, 1, 6000).astype(np.float32)
+    offline = fsnet.enhance(model, x, chunk_seconds=None, shaping=SHAPED)
+    for cuda_graphs in (False, True):
+        engine = fsnet.StreamingEnhancer(model, cuda_graphs=cuda_graphs, shaping=SHAPED)
+        streamed = np.concatenate([engine.process(x[i : i + 256]) for i in range(0, 6000, 256)])
+        streamed = np.concatenate([streamed, engine.flush()])[engine.latency_samples :]
+        assert np.abs(streamed - offline).max() <= 1e-4, cuda_graphs
+    assert np.abs(offline - fsnet.enhance(model, x, chunk_seconds=None)).max() > 1e-3
