@@ -147,8 +147,9 @@ class MaskShaping:
     enhanced and noisy signals: a bin whose ``|M'|`` is below ``g = 10 ** (-atten_lim_db / 20)``
     gets the real gain ``g``, i.e. the noisy bin scaled by ``g``, so every enhanced bin is at least
     that fraction of the noisy one (a mix ``g + (1 - g) M'`` can cancel where ``M'`` turns the
-    phase around). Floored bins keep the noisy phase, consistent from frame to frame: the residual
-    noise keeps its level after overlap-add and sounds like the noise itself, turned down.
+    phase around). Floored bins take the noisy phase, consistent from frame to frame, so a stretch
+    the model silences comes out as the noisy signal itself turned down by ``atten_lim_db`` (with
+    the mask's own phase, frames of random phase would partly cancel in the overlap-add).
     """
 
     postfilter: float = 0.0
