@@ -7,6 +7,7 @@ with interrupts_held():
     from fsnet.config import ModelConfig
     from fsnet.enhance import enhance
     from fsnet.errors import FsnetError
+    from fsnet.frontend import MaskShaping
     from fsnet.model import FastFullSubNet, build_model
     from fsnet.streaming import StreamingEnhancer
 
@@ -26,6 +27,7 @@ def __getattr__(name: str):
 __all__ = [
     "FastFullSubNet",
     "FsnetError",
+    "MaskShaping",
     "ModelConfig",
     "StreamingEnhancer",
     "build_model",

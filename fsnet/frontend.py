@@ -7,10 +7,15 @@ has arrived. The streaming engine computes exactly the same frames from its inpu
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import torch
 import torchaudio
 from torch import nn
 from torch.nn import functional as F
+
+from fsnet.errors import FsnetError
 
 # Compression of the complex ideal ratio mask (Williamson et al., 2016), as in FullSubNet.
 CIRM_K = 10.0  # the compressed mask lies in (-K, K)
@@ -126,7 +131,117 @@ def decompress_cirm(mask: torch.Tensor) -> torch.Tensor:
     return torch.mul(torch.atanh(torch.div(mask, CIRM_K)), 2.0 / CIRM_C)
 
 
-def apply_mask(noisy_spec: torch.Tensor, compressed_mask: torch.Tensor) -> torch.Tensor:
-    """Enhanced complex spectrum ``[B, F, T]`` = noisy ``[B, F, T]`` * decompressed mask ``[B, 2, F, T]``."""
+@dataclass(frozen=True)
+class MaskShaping:
+    """Inference-time shaping of the decompressed complex mask ``M``: noise-suppression strength.
+
+    Both transforms act on each bin of each frame alone (no look-ahead, no state), so offline
+    enhancement and the streaming engine shape identically. Training never shapes the mask.
+
+    ``postfilter`` (>= 0, 0 = off): ``M' = M * min(|M|, 1) ** postfilter`` deepens the
+    attenuation where the model already attenuates and leaves gains of 1 and above alone: more
+    noise removed, at some cost to the speech in noisy bins.
+
+    ``atten_lim_db`` (> 0 dB, None = unlimited): the most attenuation any bin gets, applied after
+    the postfilter, as DeepFilterNet's ``atten_lim``. It is a floor on the mask, not a mix of the
+    enhanced and noisy signals: a bin whose ``|M'|`` is below ``g = 10 ** (-atten_lim_db / 20)``
+    gets the real gain ``g``, i.e. the noisy bin scaled by ``g``, so every enhanced bin is at least
+    that fraction of the noisy one (a mix ``g + (1 - g) M'`` can cancel where ``M'`` turns the
+    phase around). Floored bins take the noisy phase, consistent from frame to frame, so a stretch
+    the model silences comes out as the noisy signal itself turned down by ``atten_lim_db`` (with
+    the mask's own phase, frames of random phase would partly cancel in the overlap-add).
+    """
+
+    postfilter: float = 0.0
+    atten_lim_db: float | None = None
+
+    def __post_init__(self) -> None:
+        problem = _shaping_problem(self.postfilter, self.atten_lim_db, "postfilter", "atten_lim_db")
+        if problem:
+            raise FsnetError(problem)
+        # plain floats (an int or numpy scalar from a config): comparable and JSON-ready
+        object.__setattr__(self, "postfilter", float(self.postfilter))
+        if self.atten_lim_db is not None:
+            object.__setattr__(self, "atten_lim_db", float(self.atten_lim_db))
+
+    @classmethod
+    def checked(
+        cls, postfilter: float, atten_lim_db: float | None, names: tuple[str, str]
+    ) -> MaskShaping:
+        """As the constructor, but the FsnetError names the options as the caller spells them
+        (``names``: e.g. ``("--postfilter", "--atten-lim-db")``)."""
+        problem = _shaping_problem(postfilter, atten_lim_db, *names)
+        if problem:
+            raise FsnetError(problem)
+        return cls(postfilter, atten_lim_db)
+
+    @property
+    def active(self) -> bool:
+        """Whether the mask is changed at all (off: ``apply_mask`` computes what it always did)."""
+        return self.postfilter > 0 or self.atten_lim_db is not None
+
+    @property
+    def gain_floor(self) -> float:
+        """The smallest mask magnitude ``atten_lim_db`` allows (0 when unlimited)."""
+        return 0.0 if self.atten_lim_db is None else 10.0 ** (-self.atten_lim_db / 20.0)
+
+    def describe(self) -> str:
+        """``"postfilter 0.3, attenuation limit 12 dB"``, or ``"no mask shaping"``."""
+        parts = []
+        if self.postfilter > 0:
+            parts.append(f"postfilter {self.postfilter:g}")
+        if self.atten_lim_db is not None:
+            parts.append(f"attenuation limit {self.atten_lim_db:g} dB")
+        return ", ".join(parts) or "no mask shaping"
+
+    def shape(self, mask: torch.Tensor) -> torch.Tensor:
+        """Complex mask ``[B, F, T]`` -> the shaped mask, bin by bin."""
+        magnitude = mask.abs()
+        if self.postfilter > 0:
+            gain = magnitude.clamp(max=1.0).pow(self.postfilter)
+            mask = mask * gain
+            magnitude = magnitude * gain
+        if self.atten_lim_db is not None:
+            mask = torch.where(magnitude >= self.gain_floor, mask, self.gain_floor)
+        return mask
+
+
+def _shaping_problem(
+    postfilter: object, atten_lim_db: object, postfilter_name: str, atten_lim_name: str
+) -> str | None:
+    """What is wrong with the values of MaskShaping's fields, in one line, or None."""
+
+    def number(value: object) -> float | None:
+        if isinstance(value, bool):
+            return None
+        try:
+            return float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return None
+
+    problems = []
+    p = number(postfilter)
+    if p is None or not (math.isfinite(p) and p >= 0):
+        problems.append(
+            f"{postfilter_name} must be a finite number >= 0 (0 = off), got {postfilter!r}"
+        )
+    if atten_lim_db is not None:
+        a = number(atten_lim_db)
+        if a is None or not (math.isfinite(a) and a > 0):
+            problems.append(
+                f"{atten_lim_name} must be a finite number of dB > 0 (or null for no limit), "
+                f"got {atten_lim_db!r}"
+            )
+    return "; ".join(problems) or None
+
+
+def apply_mask(
+    noisy_spec: torch.Tensor, compressed_mask: torch.Tensor, shaping: MaskShaping | None = None
+) -> torch.Tensor:
+    """Enhanced complex spectrum ``[B, F, T]`` = noisy ``[B, F, T]`` * decompressed mask ``[B, 2, F, T]``,
+    shaped by ``shaping`` (inference only; None or inactive: the mask as the model gives it)."""
     real, imag = decompress_cirm(compressed_mask.float()).unbind(1)
-    return noisy_spec * torch.complex(real, imag)
+    mask = torch.complex(real, imag)
+    if shaping is not None and shaping.active:
+        mask = shaping.shape(mask)
+    return noisy_spec * mask

@@ -55,6 +55,7 @@ from torch import nn
 
 from fsnet.config import ModelConfig
 from fsnet.errors import FsnetError
+from fsnet.frontend import MaskShaping
 from fsnet.interrupts import interrupts_held
 from fsnet.model import FastFullSubNet
 from fsnet.streaming import StreamingEnhancer, check_streamable
@@ -387,7 +388,8 @@ class OnnxStreamingEnhancer(StreamingEnhancer):
     ``onnx_dir`` is what ``export_onnx`` wrote. The front end (STFT, look-ahead, overlap-add),
     the API and the latency are the PyTorch engine's. ``model`` is only used for that front end
     and the state layout; without it one is built from the configuration stored in the graphs
-    (its network weights are then random and never used).
+    (its network weights are then random and never used). ``shaping`` is the PyTorch engine's
+    (the mask is shaped in the front end, outside the graphs).
     """
 
     _int_counts = False  # the graphs read and write every state entry as a tensor
@@ -399,13 +401,14 @@ class OnnxStreamingEnhancer(StreamingEnhancer):
         int8: bool = False,
         num_threads: int = 1,
         model: FastFullSubNet | None = None,
+        shaping: MaskShaping | None = None,
     ):
         self.onnx = OnnxHop(onnx_dir, int8=int8, num_threads=num_threads)
         if model is None:
             model = FastFullSubNet(self.onnx.config)
         elif model.config != self.onnx.config:
             raise FsnetError(f"the ONNX graphs in {onnx_dir} are for another model configuration")
-        super().__init__(model.cpu(), num_streams=num_streams)
+        super().__init__(model.cpu(), num_streams=num_streams, shaping=shaping)
         if state_names(self.model) != self.onnx.state_names:
             raise FsnetError(f"the ONNX graphs in {onnx_dir} have another state layout")
 

@@ -22,7 +22,7 @@ import torch
 
 from fsnet.audio import as_float_samples
 from fsnet.errors import FsnetError
-from fsnet.frontend import apply_mask
+from fsnet.frontend import MaskShaping, apply_mask
 from fsnet.model import FastFullSubNet
 
 
@@ -68,6 +68,8 @@ class StreamingEnhancer:
 
     ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the network under autocast;
     ``cuda_graphs=True`` captures the hop as CUDA graphs (CUDA models only) and runs hop by hop.
+    ``shaping`` (``fsnet.frontend.MaskShaping``; None = off) sets the noise-suppression strength,
+    bin by bin as ``fsnet.enhance`` does, so the stream still equals the offline enhancement.
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class StreamingEnhancer:
         autocast_dtype: torch.dtype | None = None,
         cuda_graphs: bool = False,
         max_chunk_seconds: float = 10.0,
+        shaping: MaskShaping | None = None,
     ):
         check_streamable(model)
         if num_streams < 1:
@@ -90,6 +93,7 @@ class StreamingEnhancer:
         self.latency_samples = self.config.latency_samples
         self.sample_rate = self.config.sample_rate
         self.autocast_dtype = autocast_dtype
+        self.shaping = shaping if shaping is not None else MaskShaping()
         if cuda_graphs and self.device.type != "cuda":
             raise ValueError("cuda_graphs needs the model on a CUDA device")
         self.cuda_graphs = cuda_graphs
@@ -192,7 +196,7 @@ class StreamingEnhancer:
         # waiting[0] is the frame the next mask is for; the look-ahead frames follow it.
         spectra = torch.cat((bufs["waiting"], spec.permute(2, 0, 1)))
         targets = spectra.narrow(0, 1, num_frames).permute(1, 2, 0)
-        frames = self.stft.synthesize(apply_mask(targets, mask))  # [B, n, n_fft]
+        frames = self.stft.synthesize(apply_mask(targets, mask, self.shaping))  # [B, n, n_fft]
         ola, out = self._overlap_add(frames)
         waiting = spectra.narrow(0, num_frames, spectra.shape[0] - num_frames)
         new_buffers = {"window": window, "waiting": waiting, "ola": ola}

@@ -253,6 +253,54 @@ def test_options_reject_nonsense_values():
     assert opts.save_enhanced is True and opts.progress is False and opts.diff_tolerance == 0
 
 
+def test_mask_shaping_options():
+    assert eo.parse_options({}).shaping == fsnet.MaskShaping()  # off by default
+    opts = eo.parse_options({"postfilter": 0.3, "atten_lim_db": 12})
+    assert opts.shaping == fsnet.MaskShaping(postfilter=0.3, atten_lim_db=12.0)
+    for key, value in [
+        ("postfilter", -1),
+        ("postfilter", math.nan),
+        ("postfilter", "strong"),
+        ("atten_lim_db", 0),
+        ("atten_lim_db", math.inf),
+    ]:
+        with pytest.raises(FsnetError, match=f"^{key} must be "):
+            eo.parse_options({key: value})
+    with pytest.raises(FsnetError, match="^postfilter must be .*; atten_lim_db must be "):
+        eo.parse_options({"postfilter": -1, "atten_lim_db": -3})
+
+
+def test_mask_shaping_reaches_both_modes(tmp_path, tiny_ckpt):
+    testset = make_dns_set(tmp_path / "set", n=2, seconds=1.0)
+    shaping = fsnet.MaskShaping(postfilter=0.5, atten_lim_db=12)
+    summary = evaluate(
+        {
+            "checkpoint": str(tiny_ckpt),
+            "testset": str(testset),
+            "mode": "both",
+            "postfilter": 0.5,
+            "atten_lim_db": 12,
+            "metrics": ["si_sdr"],
+            "num_workers": 0,
+            "save_enhanced": True,
+            "output_dir": str(tmp_path / "out"),
+            "progress": False,
+        }
+    )
+    assert summary["mask_shaping"] == {"postfilter": 0.5, "atten_lim_db": 12.0}
+    assert summary["max_abs_sample_diff"] <= 1e-5 and summary["streaming_matches_offline"]
+    assert (
+        "postfilter 0.5, attenuation limit 12 dB)" in (tmp_path / "out" / "summary.md").read_text()
+    )
+    model = fsnet.load_model(tiny_ckpt)
+    for noisy in sorted((testset / "noisy").iterdir()):
+        x, _ = sf.read(noisy, dtype="float32")
+        saved, _ = sf.read(tmp_path / "out" / "enhanced_offline" / noisy.name, dtype="float32")
+        expected = fsnet.enhance(model, x, shaping=shaping)
+        np.testing.assert_allclose(saved, expected, atol=2 / 32768)  # written as PCM_16
+        assert np.abs(saved - fsnet.enhance(model, x)).max() > 1e-3
+
+
 def test_numeric_path_values_are_paths(tmp_path, monkeypatch):
     # Hydra reads testset=2024 as an int and output_dir=2024.10 as the float 2024.1: the path is
     # the text that was typed, so a folder named 2024 or 2024.10 just works.
@@ -504,6 +552,21 @@ def test_cli_errors_are_one_line(tmp_path, tiny_ckpt, dns_set):
     # Hydra's own errors (unknown key, bad override syntax) are one line too.
     assert "nosuchkey" in _one_error_line(run_cli("nosuchkey=1", run_dir))
     _one_error_line(run_cli("metrics=[si_sdr", run_dir))
+
+
+def test_cli_bad_mask_shaping_is_one_line(tmp_path, tiny_ckpt, dns_set):
+    run_dir = f"hydra.run.dir={tmp_path / 'run'}"
+    line = _one_error_line(
+        run_cli(
+            f"testset={dns_set}",
+            f"checkpoint={tiny_ckpt}",
+            "postfilter=-1",
+            "atten_lim_db=inf",
+            run_dir,
+        )
+    )
+    assert "postfilter must be a finite number >= 0" in line
+    assert "atten_lim_db must be a finite number of dB > 0" in line
 
 
 def test_cli_bad_values_are_one_line_and_logged(tmp_path, tiny_ckpt, dns_set):

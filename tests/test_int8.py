@@ -69,6 +69,15 @@ def test_offline_equals_streaming(int8_model):
     assert np.abs(whole - offline).max() <= 1e-5
 
 
+def test_offline_equals_streaming_with_mask_shaping(int8_model):
+    shaping = fsnet.MaskShaping(postfilter=0.5, atten_lim_db=12)
+    x = noise(1.0, seed=4)
+    offline = fsnet.enhance(int8_model, x, shaping=shaping)
+    streamed = enhance_in_blocks(StreamingEnhancer(int8_model, shaping=shaping), x, 333)
+    assert np.abs(streamed - offline).max() <= 1e-5
+    assert np.abs(offline - fsnet.enhance(int8_model, x)).max() > 1e-3
+
+
 def test_close_to_fp32(tiny_model, int8_model):
     x = noise(2.0, seed=4)
     fp32 = fsnet.enhance(tiny_model, x)

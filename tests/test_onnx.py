@@ -166,6 +166,19 @@ def test_onnx_engine_equals_torch_engine(exported, tiny_model, chunk_sizes):
     np.testing.assert_array_equal(run_engine(engine, x, chunk_sizes), got)
 
 
+def test_onnx_engine_shapes_the_mask_as_the_torch_engine(exported, tiny_model):
+    """The mask is shaped in the shared front end: the ONNX engine streams what PyTorch streams."""
+    shaping = fsnet.MaskShaping(postfilter=0.5, atten_lim_db=12)
+    x = noise(1.0, seed=4)
+    expected = run_engine(fsnet.StreamingEnhancer(tiny_model, shaping=shaping), x, [333])
+    got = run_engine(
+        OnnxStreamingEnhancer(exported[0], model=tiny_model, shaping=shaping), x, [333]
+    )
+    assert np.abs(got - expected).max() <= 1e-5
+    plain = run_engine(OnnxStreamingEnhancer(exported[0], model=tiny_model), x, [333])
+    assert np.abs(plain - expected).max() > 1e-3  # the shaping was applied
+
+
 def test_onnx_engine_runs_a_batch_of_streams(exported, tiny_model):
     """B streams in one call (dynamic batch axis), each equal to the PyTorch engine's output;
     the engine builds its front end from the configuration stored in the graphs."""

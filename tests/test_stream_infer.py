@@ -230,6 +230,19 @@ def _one_error_line(err: str) -> str:
         ),
         (["--mic", "--block-samples", "256"], "--block-samples is only used with --input"),
         (["--input", "{noisy}", "--output", "{tmp}/o.wav", "--block-samples", "0"], ">= 1"),
+    ]
+    + [
+        (["--input", "{noisy}", "--output", "{tmp}/o.wav", *flags], pattern)
+        for flags, pattern in [
+            (["--postfilter", "-1"], "--postfilter must be a finite number >= 0"),
+            (["--postfilter", "nan"], "--postfilter must be"),
+            (["--postfilter", "inf"], "--postfilter must be"),
+            (["--postfilter", "strong"], "--postfilter: invalid float value"),
+            (["--atten-lim-db", "0"], "--atten-lim-db must be a finite number of dB > 0"),
+            (["--atten-lim-db", "-12"], "--atten-lim-db must be"),
+            (["--atten-lim-db", "inf"], "--atten-lim-db must be"),
+            (["--passthrough", "--postfilter", "0.3"], "not with --passthrough"),
+        ]
     ],
 )
 def test_errors_are_one_line_exit_1(argv, pattern, tiny, noisy, tmp_path, capsys):
@@ -357,6 +370,22 @@ def test_dry_mix_is_delay_aligned(tiny, noisy, tmp_path, capsys):
     assert main([*args, "--subtype", "FLOAT", "--dry", "1"]) == 0
     y, _ = sf.read(out, dtype="float32")
     np.testing.assert_allclose(y, x, atol=1e-6)
+
+
+def test_mask_shaping_flags_reach_the_engine(tiny, noisy, tmp_path, capsys):
+    """--postfilter / --atten-lim-db: the file streamed equals fsnet.enhance with that shaping."""
+    import fsnet
+
+    path, model = tiny
+    noisy_path, x = noisy
+    out = tmp_path / "shaped.wav"
+    args = ["--input", str(noisy_path), "--output", str(out), "--checkpoint", str(path)]
+    assert main([*args, "--subtype", "FLOAT", "--postfilter", "0.5", "--atten-lim-db", "12"]) == 0
+    assert "postfilter 0.5, attenuation limit 12 dB" in capsys.readouterr().err
+    y, _ = sf.read(out, dtype="float32")
+    shaping = fsnet.MaskShaping(postfilter=0.5, atten_lim_db=12)
+    np.testing.assert_allclose(y, fsnet.enhance(model, x, shaping=shaping), atol=1e-4)
+    assert np.abs(y - fsnet.enhance(model, x)).max() > 1e-3
 
 
 def test_passthrough_file_mode(noisy, tmp_path, capsys):

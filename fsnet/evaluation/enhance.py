@@ -79,6 +79,7 @@ def _streaming_engine(model, opts: Options):
             model,
             autocast_dtype=torch.bfloat16 if opts.precision == "bf16" else None,
             cuda_graphs=opts.device.startswith("cuda"),
+            shaping=opts.shaping,
         )
     from fsnet.onnx_export import OnnxStreamingEnhancer, export_onnx
 
@@ -86,7 +87,11 @@ def _streaming_engine(model, opts: Options):
     with tempfile.TemporaryDirectory(prefix="fsnet_onnx_") as onnx_dir:
         export_onnx(model, onnx_dir, int8=int8)
         return OnnxStreamingEnhancer(
-            onnx_dir, int8=int8, num_threads=opts.num_threads or os.cpu_count() or 1, model=model
+            onnx_dir,
+            int8=int8,
+            num_threads=opts.num_threads or os.cpu_count() or 1,
+            model=model,
+            shaping=opts.shaping,
         )
 
 
@@ -104,7 +109,7 @@ def enhancers(model, opts: Options) -> dict[str, Callable[[np.ndarray], np.ndarr
 
         def offline(x: np.ndarray) -> np.ndarray:
             with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
-                return fsnet.enhance(model, x)
+                return fsnet.enhance(model, x, shaping=opts.shaping)
 
         out["offline"] = offline
     if "streaming" in opts.modes:

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from fsnet import metrics as M
 from fsnet.errors import FsnetError
 from fsnet.evaluation.testset import DEFAULT_TESTSET, REPO_ROOT
+from fsnet.frontend import MaskShaping
 
 CONFIG_DIR = REPO_ROOT / "configs"
 CONFIG_NAME = "evaluate"
@@ -116,6 +117,7 @@ class Options:
     progress: bool
     diff_tolerance: float
     precision: str
+    shaping: MaskShaping  # postfilter / atten_lim_db: the noise-suppression strength
 
     @property
     def modes(self) -> list[str]:
@@ -212,6 +214,13 @@ class _Checked:
             return 1e-3
         return tol
 
+    def shaping(self) -> MaskShaping:
+        try:
+            return MaskShaping(self.values["postfilter"], self.values["atten_lim_db"])
+        except FsnetError as exc:  # its message names the key(s): postfilter, atten_lim_db
+            self.problems.append(str(exc))
+            return MaskShaping()
+
     def device(self) -> str:
         device = str(self.values["device"])
         if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
@@ -251,7 +260,7 @@ def parse_options(cfg: Any) -> Options:
     if norm not in (None, "cumulative", "utterance"):
         c.problems.append(f"norm must be null, cumulative or utterance, got {norm!r}")
     metric_names, tol = c.metric_names(), c.tolerance()
-    precision = c.precision(mode, device)
+    precision, shaping = c.precision(mode, device), c.shaping()
     if c.problems:
         raise FsnetError("; ".join(c.problems))
     return Options(
@@ -271,6 +280,7 @@ def parse_options(cfg: Any) -> Options:
         progress=progress,
         diff_tolerance=tol,
         precision=precision,
+        shaping=shaping,
     )
 
 

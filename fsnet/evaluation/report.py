@@ -114,7 +114,7 @@ def _mode_tables(
         lines.append("")
         lines.append(
             f"### {label}{mode}: RTF {_fmt(rtf)} ({how}{summary['device']}, {precision}, "
-            f"{threads} thread{'s' if threads != 1 else ''})"
+            f"{threads} thread{'s' if threads != 1 else ''}{_shaping_note(summary)})"
         )
         lines.append("")
         lines.append("| metric | noisy | enhanced | improvement |")
@@ -124,6 +124,14 @@ def _mode_tables(
                 f"| {ROW_LABELS[name]} | {_fmt(r['noisy'])} | {_fmt(r['enhanced'])} "
                 f"| {_fmt(r['improvement'], signed=True)} |"
             )
+
+
+def _shaping_note(summary: Mapping[str, Any]) -> str:
+    """``", postfilter 0.3, attenuation limit 12 dB"`` for a run with mask shaping, else ``""``."""
+    from fsnet.frontend import MaskShaping
+
+    shaping = MaskShaping(**summary.get("mask_shaping", {}))
+    return f", {shaping.describe()}" if shaping.active else ""
 
 
 def write_text(path: Path, text: str) -> None:

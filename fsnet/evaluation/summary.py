@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping
@@ -158,6 +159,7 @@ def summarise(
         "precision": opts.precision,
         "num_threads_setting": opts.num_threads,
         "stream_block_samples": opts.stream_block_samples,
+        "mask_shaping": dataclasses.asdict(opts.shaping),
         "metrics": list(metric_names),
     }
     # rtf, enhancement_seconds, results and the offline/streaming differences: of all files.

@@ -65,10 +65,10 @@ class Fifo:
 class ModelEngine:
     """StreamingEnhancer plus the dry mix; output on the engine's timeline (delayed by latency)."""
 
-    def __init__(self, model: Any, dry: float = 0.0) -> None:
+    def __init__(self, model: Any, dry: float = 0.0, shaping: Any = None) -> None:
         from fsnet.streaming import StreamingEnhancer
 
-        self.enhancer = StreamingEnhancer(model)
+        self.enhancer = StreamingEnhancer(model, shaping=shaping)  # a MaskShaping, or None
         self.latency_samples = int(self.enhancer.latency_samples)
         self.hop_samples = int(self.enhancer.hop_samples)
         self.dry = float(dry)
@@ -149,7 +149,10 @@ def load_engine(args: argparse.Namespace, undo: contextlib.ExitStack) -> tuple[A
             f"{SAMPLE_RATE} Hz models (enhance other rates with fsnet.enhance)"
         )
     model.eval()
-    return ModelEngine(model, dry=args.dry), args.checkpoint or "bundled model"
+    source = args.checkpoint or "bundled model"
+    if args.shaping.active:
+        source += f" ({args.shaping.describe()})"
+    return ModelEngine(model, dry=args.dry, shaping=args.shaping), source
 
 
 def warm_up(engine: Any, blocks: int = 8) -> None:
