@@ -536,3 +536,85 @@ def test_split_parts_carry_the_extra_test_set(tmp_path):
     extra = [f for f in flacs if f.startswith("test_set/synthetic_extra/")]
     assert len(extra) == 8 and len(flacs) == 1 + 16  # 2 pairs x 2 conditions x 2 sets, + speech
     assert "test_set/synthetic_extra/with_reverb/noisy/noisy_snr5_fileid_1.flac" in extra
+
+
+# ---------------------------------------------------------------------------
+# --sources extended_noise: more music and ambience folders
+# ---------------------------------------------------------------------------
+
+HWM = "hedgewars-data/usr/share/games/hedgewars/Data/Music"
+MGS = "megaglest-data/usr/share/games/megaglest/tilesets"
+
+
+def test_hedgewars_music_split_holds_out_whole_tracks(tmp_path):
+    assert xs.hedgewars_music_split("Castle.ogg") == "train"
+    assert xs.hedgewars_music_split("oriental.ogg") == "val"
+    assert xs.hedgewars_music_split("credits.txt") is None
+    for name in ("Castle.ogg", "Nature.ogg", "credits.txt"):
+        (tmp_path / HWM).mkdir(parents=True, exist_ok=True)
+        (tmp_path / HWM / name).write_bytes(b"x")
+    train = [p.name for p in xs.extra_noise_files(tmp_path, "@hedgewars_music_train")]
+    val = [p.name for p in xs.extra_noise_files(tmp_path, "@hedgewars_music_val")]
+    assert (train, val) == (["Castle.ogg"], ["Nature.ogg"])
+    assert xs.extra_noise_files(tmp_path, "@fluid_train") is None  # not this module's
+
+
+def test_megaglest_ambience_keeps_long_loops_once(tmp_path):
+    def put(rel, data):
+        p = tmp_path / MGS / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+
+    put("autumn/sounds/rain.ogg", b"rain")
+    put("autumn/sounds/owl.ogg", b"owl")  # a single call, not ambience
+    put("winter/sounds/wind.ogg", b"wind")
+    put("winter_forest/sounds/wind.ogg", b"wind")  # the same recording copied
+    put("desert2/sounds/rain.wav", b"desert rain")
+    link = tmp_path / MGS / "desert4/sounds/rain.wav"
+    link.parent.mkdir(parents=True)
+    link.symlink_to("../../desert2/sounds/rain.wav")  # shared by link, as in the package
+    rels = [p.relative_to(tmp_path / MGS).as_posix() for p in xs.megaglest_ambience_files(tmp_path)]
+    assert rels == ["autumn/sounds/rain.ogg", "desert2/sounds/rain.wav", "winter/sounds/wind.ogg"]
+
+
+def test_extended_noise_choice_adds_capped_folders_only():
+    ext, more = prep.Sources("extended"), prep.Sources("extended_noise")
+    assert prep.parse_args(["--sources", "extended_noise"]).sources == "extended_noise"
+    # extended is as before: no new package, no new folder
+    assert not ext.more_noise and not set(ext.packages) & set(xs.MORE_NOISE_PACKAGES)
+    assert set(ext.packages) == set(prep.PACKAGES) | set(xs.EXTENDED_PACKAGES)
+    # extended_noise = extended + the new folders; speakers and held-out sets unchanged
+    assert more.train_speakers == ext.train_speakers and more.noise_train == ext.noise_train
+    assert more.extra_val_speakers == ext.extra_val_speakers
+    assert more.extra_noise_val == ext.extra_noise_val and more.noise_val == ext.noise_val
+    assert set(more.more_noise) == set(xs.MORE_NOISE_MAX_CLIPS)
+    assert not set(more.more_noise) & (set(more.noise_train) | set(more.noise_val))
+    assert set(more.packages) == set(ext.packages) | set(xs.MORE_NOISE_PACKAGES)
+    # never the outside test set's games nor the sources reserved for independent evaluation
+    reserved = ("wesnoth", "freeciv", "pingus", "asterisk-moh", "klettres", "openclonk",
+                "sonic-pi", "ktuberling", "tuxpaint-data")  # fmt: skip
+    globs = [g for _, specs in more.more_noise.values() for g in specs]
+    assert not [p for p in more.packages for r in reserved if p.startswith(r)]
+    assert not [g for g in globs for r in reserved if r in g.lower()]
+    # the held-out hedgewars tracks never reach training
+    assert "@hedgewars_music_val" not in globs
+
+
+def test_write_noise_folders_caps_each_folder(tmp_path):
+    import soundfile as sf
+
+    ext = tmp_path / "extract"
+    rng = np.random.default_rng(0)
+    for folder in ("a", "b"):
+        (ext / folder).mkdir(parents=True)
+        for i in range(2):  # 31 s each: up to three 10 s excerpts per file
+            noise = 0.05 * rng.standard_normal(31 * prep.SR)
+            sf.write(ext / folder / f"t{i}.wav", noise, prep.SR, subtype="PCM_16")
+    ctx = prep.Ctx(cache=tmp_path, ext=ext, seed=3, jobs=1)
+    w = prep.Writer(tmp_path / "out")
+    specs = {"a_music": ("long", ["a/*.wav"]), "b_ambience": ("long", ["b/*.wav"])}
+    prep.write_noise_folders(ctx, w, specs, {}, {"a_music": 2, "b_ambience": 100})
+    assert w.groups["noise/a_music"]["files"] == 2  # capped
+    assert 2 < w.groups["noise/b_ambience"]["files"] <= 6  # what the files hold
+    assert (tmp_path / "out/noise/a_music/a_music_0002.ogg").is_file()
+    assert not (tmp_path / "out/noise/a_music/a_music_0003.ogg").exists()

@@ -1,4 +1,4 @@
-"""The sources that ``prepare.py --sources extended`` adds to the corpus (issue 26).
+"""The sources that ``prepare.py --sources extended`` (and ``extended_noise``) add (issue 26).
 
 One place per source: the Debian package and the tar members kept, how a file name tells the
 speaker, which files are left out, and which speakers and noise files are held out. Licences and
@@ -7,7 +7,7 @@ same QC to these speakers as to the base ones.
 
 Never add the sources reserved for independent evaluation: Asterisk prompts in languages other
 than English, Spanish and French, Asterisk music-on-hold, KLettres, OpenClonk, Sonic Pi, Tux
-Paint's sound effects, KTuberling.
+Paint's sound effects, KTuberling; nor Wesnoth, Freeciv and Pingus (the outside test set).
 """
 
 from __future__ import annotations
@@ -16,11 +16,24 @@ import hashlib
 import re
 from pathlib import Path
 
+MEGAGLEST_DIR = "./usr/share/games/megaglest"
 EXTENDED_PACKAGES = {
-    # name: tar members to extract (GNU tar wildcards; '*' also matches '/')
-    "hedgewars-data": ["./usr/share/games/hedgewars/Data/Sounds/voices/*", "./usr/share/doc/*"],
+    # name: tar members to extract (GNU tar wildcards; '*' also matches '/'); the music and
+    # tileset members feed only --sources extended_noise, and no speech file name matches them
+    "hedgewars-data": [
+        "./usr/share/games/hedgewars/Data/Sounds/voices/*",
+        "./usr/share/games/hedgewars/Data/Music/*",
+        "./usr/share/doc/*",
+    ],
     "fillets-ng-data-nl": ["./usr/share/games/fillets-ng/sound/*", "./usr/share/doc/*"],
-    "megaglest-data": ["*_ack*.wav", "*_select*.wav", "./usr/share/doc/*"],
+    "megaglest-data": [
+        "*_ack*.wav",
+        "*_select*.wav",
+        f"{MEGAGLEST_DIR}/data/core/menu/music/*",
+        f"{MEGAGLEST_DIR}/techs/megapack/factions/*/music/*",
+        f"{MEGAGLEST_DIR}/tilesets/*/sounds/*",
+        "./usr/share/doc/*",
+    ],
     "kajongg": ["./usr/share/kajongg/voices/*", "./usr/share/doc/*"],
     "lincity-ng-data": ["./usr/share/games/lincity-ng/sounds/*", "./usr/share/doc/*"],
     "scratch": ["./usr/share/scratch/Media/Sounds/*", "./usr/share/doc/*"],
@@ -245,3 +258,112 @@ EXTENDED_NOISE_VAL = {
 
 def lincity_files(ext: Path, split: str) -> list[Path]:
     return [p for p in sorted((ext / LINCITY).glob("*.wav")) if lincity_split(p.name) == split]
+
+
+# --- more music and ambience: --sources extended_noise -------------------------------------------
+# The outside test set's music and ambience (Wesnoth) were where the bundled model lost most to
+# the peers. These folders add the recorded soundtracks of four other games (hedgewars, MegaGlest,
+# Widelands, Flare) and the ambience loops of MegaGlest's tilesets and of Flare.
+HEDGEWARS_MUSIC = "hedgewars-data/usr/share/games/hedgewars/Data/Music"
+# held out (never in training), one per style: calm acoustic, oriental, orchestral; kept for a
+# later validation set of music noise
+HEDGEWARS_MUSIC_VAL = ("Nature.ogg", "oriental.ogg", "snow.ogg")
+MEGAGLEST = "megaglest-data/usr/share/games/megaglest"
+# long tileset loops (birds, insects, night, rain, wind, a hellish drone); the short calls in the
+# same folders (owl, rooster, hawk, wolf, chicken, cow, good_morning) are single events
+MEGAGLEST_AMBIENCE = re.compile(
+    r"^(day|night|nightime|sunny_day|desertday|rain|wind|hell)\.(ogg|wav)$"
+)
+
+
+def hedgewars_music_split(name: str) -> str | None:
+    """'train', 'val' or None (not music) for a file of hedgewars' ``Data/Music``."""
+    if not name.endswith(".ogg"):
+        return None
+    return "val" if name in HEDGEWARS_MUSIC_VAL else "train"
+
+
+def megaglest_ambience_files(ext: Path) -> list[Path]:
+    """The tilesets' long ambience loops, each recording once: tilesets that share a sound hold a
+    symbolic link to another tileset's file (skipped) or a copy of it (counted once)."""
+    out, seen = [], set()
+    for p in sorted((ext / MEGAGLEST / "tilesets").glob("*/sounds/*")):
+        if MEGAGLEST_AMBIENCE.match(p.name) and not p.is_symlink():
+            if (key := _content_key(p)) not in seen:
+                seen.add(key)
+                out.append(p)
+    return out
+
+
+def hedgewars_music_files(ext: Path, split: str) -> list[Path]:
+    return [
+        p
+        for p in sorted((ext / HEDGEWARS_MUSIC).glob("*"))
+        if hedgewars_music_split(p.name) == split
+    ]
+
+
+WIDELANDS_MUSIC = "widelands-data/usr/share/games/widelands/data/music"
+FLARE = "flare-game/usr/share/games/flare/mods"
+# packages that only --sources extended_noise reads
+MORE_NOISE_PACKAGES = {
+    "widelands-data": ["./usr/share/games/widelands/data/music/*", "./usr/share/doc/*"],
+    "flare-game": [
+        "./usr/share/games/flare/mods/*/music/*",
+        "./usr/share/games/flare/mods/*/soundfx/environment/*",
+        "./usr/share/doc/*",
+    ],
+}
+
+
+# the flare-game environment loops that are places, not events (anvil, fire, stairs, doors and
+# falling rocks are left out); loops shorter than a 10 s clip give nothing
+FLARE_AMBIENCE = (
+    "empyrean_campaign/soundfx/environment/rain.ogg",
+    "fantasycore/music/wind_ambient.ogg",
+    "fantasycore/soundfx/environment/wind_loop.ogg",
+    "fantasycore/soundfx/environment/cave_wind_loop.ogg",
+    "fantasycore/soundfx/environment/cave_droplets_loop.ogg",
+    "fantasycore/soundfx/environment/forest_owl_loop.ogg",
+)
+
+# kind and globs as EXTENDED_NOISE_TRAIN ("long": 10 s excerpts at random non-overlapping places,
+# round-robin over the files, so every track gives a similar share); "@..." is resolved by
+# extra_noise_files, "!..." leaves out paths that contain it
+MORE_NOISE_TRAIN = {
+    "hedgewars_music": ("long", ["@hedgewars_music_train"]),
+    "megaglest_music": (
+        "long",
+        [
+            f"{MEGAGLEST}/data/core/menu/music/*.ogg",
+            f"{MEGAGLEST}/techs/megapack/factions/*/music/*.ogg",
+        ],
+    ),
+    "widelands_music": ("long", [f"{WIDELANDS_MUSIC}/*.ogg"]),
+    "flare_music": ("long", [f"{FLARE}/fantasycore/music/*.ogg", "!/wind_ambient.ogg"]),
+    "megaglest_ambience": ("long", ["@megaglest_ambience"]),
+    "flare_ambience": ("long", [f"{FLARE}/{rel}" for rel in FLARE_AMBIENCE]),
+}
+# at most this many 10 s clips per folder (about 33 kB each): 40 min from each of the two large
+# soundtracks (hedgewars 23 tracks, 86 min; widelands 31 tracks, 95 min), 17 min from each of the
+# smaller ones (megaglest 9 tracks, 31 min; flare 11 tracks, 36 min); the ambience folders give
+# what their loops hold (the caps are not reached)
+MORE_NOISE_MAX_CLIPS = {
+    "hedgewars_music": 240,
+    "widelands_music": 240,
+    "megaglest_music": 100,
+    "flare_music": 100,
+    "megaglest_ambience": 120,
+    "flare_ambience": 60,
+}
+
+
+def extra_noise_files(ext: Path, pattern: str) -> list[Path] | None:
+    """Files of an "@name" noise pattern of this module (None: not one of them)."""
+    if pattern in ("@lincity_train", "@lincity_val"):
+        return lincity_files(ext, pattern.removeprefix("@lincity_"))
+    if pattern in ("@hedgewars_music_train", "@hedgewars_music_val"):
+        return hedgewars_music_files(ext, pattern.removeprefix("@hedgewars_music_"))
+    if pattern == "@megaglest_ambience":
+        return megaglest_ambience_files(ext)
+    return None

@@ -12,7 +12,7 @@ module serves both corpora::
     <out>/val/rir/*.flac                 held-out simulated RIRs
     <out>/test_set/synthetic/{no_reverb,with_reverb}/{clean,noisy}/*.wav
     <out>/manifest.json
-    <out>/val_extra/, <out>/test_set/synthetic_extra/   --sources extended only: a second
+    <out>/val_extra/, <out>/test_set/synthetic_extra/   --sources extended(_noise) only: a second
                                          held-out set of its new speakers and noise types
 
 Typical use::
@@ -625,7 +625,7 @@ NOISE_VAL = {
 }
 COLOBOT_VAL_TRACKS = ("music011.ogg", "music012.ogg", "Quite.ogg")
 SYNTH_KINDS = ("white", "pink", "brown")
-ALL_PACKAGES = {**PACKAGES, **xs.EXTENDED_PACKAGES}
+ALL_PACKAGES = {**PACKAGES, **xs.EXTENDED_PACKAGES, **xs.MORE_NOISE_PACKAGES}
 MIN_VAL_UTTERANCES = 40  # QC-passed utterances a base held-out speaker must have
 EXTRA_TEST_PAIRS = 12  # --sources extended: pairs per condition of test_set/synthetic_extra
 
@@ -634,12 +634,20 @@ class Sources:
     """What one ``--sources`` choice builds from. ``base`` is the corpus as before issue 26
     (byte-identical audio); ``extended`` adds the speakers and noise of extended_sources.py,
     and a second held-out test set (``test_set/synthetic_extra``, ``val_extra/``) of its new
-    held-out speakers and noise types. The base test set and ``val/`` stay as in ``base``."""
+    held-out speakers and noise types. The base test set and ``val/`` stay as in ``base``.
+    ``extended_noise`` is ``extended`` plus the music and ambience folders of
+    ``xs.MORE_NOISE_TRAIN``, each capped in clips and spent before the budget split."""
 
     def __init__(self, name: str):
         self.name = name
-        ext = name == "extended"
-        self.packages = ALL_PACKAGES if ext else PACKAGES
+        ext = name in ("extended", "extended_noise")
+        self.extended = ext
+        more = name == "extended_noise"
+        self.packages = {
+            **PACKAGES,
+            **(xs.EXTENDED_PACKAGES if ext else {}),
+            **(xs.MORE_NOISE_PACKAGES if more else {}),
+        }
         self.train_speakers = TRAIN_SPEAKERS + (xs.EXTENDED_TRAIN_SPEAKERS if ext else [])
         self.val_speakers = list(VAL_SPEAKERS)  # the base test set and val/
         self.extra_val_speakers = list(xs.EXTENDED_VAL_SPEAKERS) if ext else []
@@ -647,10 +655,11 @@ class Sources:
         self.noise_val = dict(NOISE_VAL)
         self.extra_noise_val = dict(xs.EXTENDED_NOISE_VAL) if ext else {}
         self.credit = {**SPEAKER_CREDIT, **(xs.EXTENDED_SPEAKER_CREDIT if ext else {})}
+        self.more_noise = dict(xs.MORE_NOISE_TRAIN) if more else {}
 
     def speech_files(self, ext: Path) -> dict:
         files = speech_files(ext)
-        if self.name == "extended":
+        if self.extended:
             files.update(xs.extended_speech_files(ext))
         return files
 
@@ -1182,8 +1191,8 @@ def resolve_noise_files(ext: Path, spec, fluid: dict) -> list:
             files += fluid["train"]
         elif pat == "@fluid_val":
             files += fluid["val"]
-        elif pat in ("@lincity_train", "@lincity_val"):
-            files += xs.lincity_files(ext, pat.removeprefix("@lincity_"))
+        elif (more := xs.extra_noise_files(ext, pat)) is not None:
+            files += more
         elif pat == "@colobot_val":
             d = ext / "colobot-common-sounds/usr/share/games/colobot/music"
             files += [d / n for n in COLOBOT_VAL_TRACKS]
@@ -1703,6 +1712,11 @@ def build_corpus(args):
             "val_extra",
         )
 
+    # --- the added music and ambience: capped folders, spent before the budget split ---
+    if src.more_noise:
+        log("selecting the added music and ambience noise")
+        write_noise_folders(ctx, w, src.more_noise, fluid, xs.MORE_NOISE_MAX_CLIPS)
+
     # --- budget for the training material -----------------------------------
     reserve = 512 * 1024  # manifest, directory entries
     fixed = w.bytes()
@@ -1719,14 +1733,7 @@ def build_corpus(args):
 
     # --- training noise -----------------------------------------------------
     log("selecting training noise")
-    streams = {}
-    for k, (kind, spec) in src.noise_train.items():
-        fl = resolve_noise_files(ctx.ext, spec, fluid)
-        if not fl:
-            raise RecipeError(f"no files for noise source {k}")
-        streams[k] = _map_stream(
-            noise_stream(kind, fl, rng_for(args.seed, "noise", k), 10.0), finish_noise
-        )
+    streams = training_noise_streams(ctx, src.noise_train, fluid)
     srng = rng_for(args.seed, "synthetic")
     streams["synthetic_stationary"] = iter(
         [
@@ -1805,7 +1812,9 @@ def build_corpus(args):
             train_speakers={s: src.credit[s] for s in src.train_speakers},
             val_speakers={s: src.credit[s] for s in src.val_speakers},
             excluded_speakers=EXCLUDED_SPEAKERS,
-            train_noise=sorted(list(src.noise_train) + ["synthetic_stationary"]),
+            train_noise=sorted(
+                list(src.noise_train) + list(src.more_noise) + ["synthetic_stationary"]
+            ),
             val_noise=sorted(src.noise_val),
             val_noise_note=f"colobot val tracks: {', '.join(COLOBOT_VAL_TRACKS)}; "
             "fluidsynth val pieces use held-out GM instrument families "
@@ -1883,6 +1892,34 @@ def build_corpus(args):
             f"  noise/{k}: {v['files']} files, {v['hours'] * 60:.1f} min, {v['bytes'] / 2**20:.2f} MiB"
         )
     return 0
+
+
+def training_noise_streams(ctx, specs: dict, fluid: dict) -> dict:
+    """One stream of finished 10 s training clips per noise folder of ``specs``."""
+    streams = {}
+    for k, (kind, spec) in specs.items():
+        fl = resolve_noise_files(ctx.ext, spec, fluid)
+        if not fl:
+            raise RecipeError(f"no files for noise source {k}")
+        streams[k] = _map_stream(
+            noise_stream(kind, fl, rng_for(ctx.seed, "noise", k), 10.0), finish_noise
+        )
+    return streams
+
+
+def write_noise_folders(ctx, w, specs: dict, fluid: dict, max_clips: dict):
+    """Training noise folders of at most ``max_clips[k]`` clips each, outside the noise budget
+    (``noise/<k>/<k>_NNNN.ogg``, as the budgeted folders)."""
+    streams = training_noise_streams(ctx, specs, fluid)
+    round_robin(
+        streams,
+        1 << 62,
+        encode_vorbis,
+        w,
+        lambda k, i: f"noise/{k}/{k}_{i:04d}.ogg",
+        lambda k: f"noise/{k}",
+        max_items=max_clips,
+    )
 
 
 def _cycled(make_stream):
@@ -2092,10 +2129,11 @@ def parse_args(argv=None):
     )
     ap.add_argument(
         "--sources",
-        choices=("base", "extended"),
+        choices=("base", "extended", "extended_noise"),
         default="base",
         help="base: the corpus as before (byte-identical audio); extended: also the voices and "
-        "noise of extended_sources.py and a second held-out test set (README)",
+        "noise of extended_sources.py and a second held-out test set (README); extended_noise: "
+        "extended plus capped music and ambience folders (hedgewars, megaglest)",
     )
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     ap.add_argument("--jobs", type=int, default=max(1, min(4, os.cpu_count() or 1)))
