@@ -76,6 +76,22 @@ def rir_like(
     return (h / np.max(np.abs(h))).astype(np.float32)
 
 
+def stream_in_chunks(model, x: np.ndarray, chunk_sizes, shaping=None) -> tuple[np.ndarray, int]:
+    """A streaming engine over ``x`` in the given chunk sizes (cycled), then its flush; returns
+    (output, latency in samples): ``output[latency:]`` lines up with ``x``."""
+    import fsnet
+
+    engine = fsnet.StreamingEnhancer(model, shaping=shaping)
+    outs, i, k = [], 0, 0
+    while i < len(x):
+        n = chunk_sizes[k % len(chunk_sizes)]
+        outs.append(engine.process(x[i : i + n]))
+        i += n
+        k += 1
+    outs.append(engine.flush())
+    return np.concatenate(outs), engine.latency_samples
+
+
 def write(path: Path, x: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     ext = path.suffix.lower()

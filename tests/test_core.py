@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torchaudio
-from conftest import TINY_MODEL_CONFIG
+from conftest import TINY_MODEL_CONFIG, stream_in_chunks
 
 import fsnet
 from fsnet.checkpoint import save_release, to_original_state_dict
@@ -21,17 +21,7 @@ def tiny_model(seed: int = 0, **overrides) -> fsnet.FastFullSubNet:
     return fsnet.build_model({**TINY, **overrides}).eval()
 
 
-def stream(model, x: np.ndarray, chunk_sizes) -> tuple[np.ndarray, int]:
-    """Run the engine over x with the given chunk sizes (cycled); returns (output, latency)."""
-    engine = fsnet.StreamingEnhancer(model)
-    outs, i, k = [], 0, 0
-    while i < len(x):
-        n = chunk_sizes[k % len(chunk_sizes)]
-        outs.append(engine.process(x[i : i + n]))
-        i += n
-        k += 1
-    outs.append(engine.flush())
-    return np.concatenate(outs), engine.latency_samples
+stream = stream_in_chunks
 
 
 # ------------------------------------------------------------------------------------ front end

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_MODEL_CONFIG, noise_like
+from conftest import TINY_MODEL_CONFIG, noise_like, stream_in_chunks
 
 import fsnet
 from fsnet.errors import FsnetError
@@ -24,15 +24,8 @@ def tiny_model(seed: int = 0, **overrides) -> fsnet.FastFullSubNet:
 
 def stream(model, x: np.ndarray, chunk_sizes, shaping) -> np.ndarray:
     """The engine over ``x`` in the given chunk sizes (cycled), aligned with ``x``."""
-    engine = fsnet.StreamingEnhancer(model, shaping=shaping)
-    outs, i, k = [], 0, 0
-    while i < len(x):
-        n = chunk_sizes[k % len(chunk_sizes)]
-        outs.append(engine.process(x[i : i + n]))
-        i += n
-        k += 1
-    outs.append(engine.flush())
-    return np.concatenate(outs)[engine.latency_samples :]
+    out, latency = stream_in_chunks(model, x, chunk_sizes, shaping)
+    return out[latency:]
 
 
 def random_masks(seed: int, shape=(2, 257, 40)) -> tuple[torch.Tensor, torch.Tensor]:
