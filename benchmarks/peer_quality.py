@@ -39,11 +39,11 @@ import torch
 
 import fsnet
 from fsnet import metrics as M
-from fsnet.audio import SAMPLE_RATE, write_audio
+from fsnet.audio import SAMPLE_RATE, fileid, write_audio
 from fsnet.checkpoint import BUNDLED_RELEASE
 from fsnet.cli import StopSignals
 from fsnet.errors import FsnetError
-from fsnet.evaluation.enhance import Enhanced, _load_pair
+from fsnet.evaluation.enhance import Enhanced, load_pair
 from fsnet.evaluation.report import json_safe, write_text
 from fsnet.evaluation.scoring import score
 from fsnet.evaluation.testset import output_names, scan_testset
@@ -128,13 +128,13 @@ def enhance_files(run, noisy: list[np.ndarray]) -> tuple[list[np.ndarray], float
     return out, time.perf_counter() - t0
 
 
-def enhance_all(found: dict, enhanced: Enhanced, k: int) -> tuple[dict, dict]:
+def enhance_all(found: dict, enhanced: Enhanced, delay_files: int) -> tuple[dict, dict]:
     """Every system's output of ``enhanced.noisy``, delay-compensated, into ``enhanced.outputs``;
-    returns ``({system: delay}, {system: wall seconds})``, delays estimated on the first ``k``."""
+    returns ``({system: delay}, {system: wall seconds})``, delays estimated on the first ``delay_files``."""
     delays, seconds = {}, {}
     for name, (run, streaming) in found.items():
         raw, seconds[name] = enhance_files(run, enhanced.noisy)
-        lag, peak = estimate_delay(raw[:k], enhanced.noisy[:k])
+        lag, peak = estimate_delay(raw[:delay_files], enhanced.noisy[:delay_files])
         shift = lag if streaming else 0
         delays[name] = {"streaming": streaming, "estimated": lag, "applied": shift, "peak": peak}
         enhanced.outputs[name] = [
@@ -205,12 +205,18 @@ def read_groups(groups_csv: Path) -> dict[str, str]:
 
 def group_members(items: list, group_of: dict[str, str], where: Path) -> dict[str, list[int]]:
     """``{group: [index of each test item in it]}``; every item's fileid must have a group."""
+    by_number = {}
+    for key, group in group_of.items():
+        try:
+            by_number[int(key)] = group
+        except ValueError:
+            raise FsnetError(f"{where}: fileid {key!r} is not a whole number") from None
     members: dict[str, list[int]] = {}
     for i, item in enumerate(items):
-        fileid = re.search(r"fileid_(\d+)", str(item.name))
-        if fileid is None or fileid.group(1) not in group_of:
+        number = fileid(item.name)
+        if number is None or number not in by_number:
             raise FsnetError(f"{item.name} has no fileid listed in {where}")
-        members.setdefault(group_of[fileid.group(1)], []).append(i)
+        members.setdefault(by_number[number], []).append(i)
     return members
 
 
@@ -257,23 +263,32 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     torch.set_num_threads(1)  # a shared machine; fsnet offline is fast on one thread
-    metric_names = M.expand_metric_names(args.metrics)
+    if args.max_files is not None and args.max_files < 1:
+        raise FsnetError(f"--max-files must be at least 1, got {args.max_files}")
+    if args.delay_files < 1:
+        raise FsnetError(f"--delay-files must be at least 1, got {args.delay_files}")
+    try:
+        metric_names = M.expand_metric_names(args.metrics)
+    except ValueError as exc:
+        raise FsnetError(str(exc)) from None
     items, layout, notices = scan_testset(Path(args.testset))
     if layout != "paired":
         raise FsnetError(f"{args.testset} has no clean references; this benchmark needs pairs")
     items = items[: args.max_files]
+    if not items:
+        raise FsnetError(f"{args.testset} has no pairs")
     members = (
         group_members(items, read_groups(Path(args.groups)), args.groups) if args.groups else {}
     )
-    pairs = [_load_pair(item, True, notices.append) for item in items]
+    pairs = [load_pair(item, True, notices.append) for item in items]
     for notice in notices:
         print(f"notice: {notice}", file=sys.stderr)
     noisy = [x[: len(ref)] for x, ref in pairs]
     clean = [ref for _x, ref in pairs]
     found, skipped = systems(args)
-    k = min(args.delay_files, len(items))
+    delay_files = min(args.delay_files, len(items))
     enhanced = Enhanced(noisy=noisy, clean=clean)
-    delays, seconds = enhance_all(found, enhanced, k)
+    delays, seconds = enhance_all(found, enhanced, delay_files)
     with StopSignals() as stop:
         results, warned = score(items, enhanced, metric_names, args.workers, False, stop)
     rows = {NOISY: {"means": means(results, len(items), "noisy", metric_names)}}
@@ -289,7 +304,9 @@ def main(argv: list[str] | None = None) -> dict:
         f"{datetime.date.today()}; "
         + ", ".join(f"{name} {version}" for name, version in versions().items())
     )
-    text = markdown(rows, skipped, setting) + "\n" + "\n".join(delay_lines(delays, k)) + "\n"
+    text = (
+        markdown(rows, skipped, setting) + "\n" + "\n".join(delay_lines(delays, delay_files)) + "\n"
+    )
     if args.groups:
         text += "\n" + group_means(members, results, ["noisy", *found], metric_names)
     print(text, end="")

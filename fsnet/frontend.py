@@ -143,7 +143,7 @@ class MaskShaping:
     noise removed, at some cost to the speech in noisy bins.
 
     ``atten_lim_db`` (> 0 dB, None = unlimited): the most attenuation any bin gets, applied after
-    the postfilter, as DeepFilterNet's ``atten_lim``. It is a floor on the mask, not a mix of the
+    the postfilter; DeepFilterNet's ``atten_lim`` in purpose, but a floor on the mask, not a mix of the
     enhanced and noisy signals: a bin whose ``|M'|`` is below ``g = 10 ** (-atten_lim_db / 20)``
     gets the real gain ``g``, i.e. the noisy bin scaled by ``g``, so every enhanced bin is at least
     that fraction of the noisy one (a mix ``g + (1 - g) M'`` can cancel where ``M'`` turns the

@@ -93,7 +93,8 @@ class StreamingEnhancer:
         self.latency_samples = self.config.latency_samples
         self.sample_rate = self.config.sample_rate
         self.autocast_dtype = autocast_dtype
-        self.shaping = shaping if shaping is not None else MaskShaping()
+        # fixed at construction: a CUDA graph captures it on first use
+        self._shaping = shaping if shaping is not None else MaskShaping()
         if cuda_graphs and self.device.type != "cuda":
             raise ValueError("cuda_graphs needs the model on a CUDA device")
         self.cuda_graphs = cuda_graphs
@@ -120,6 +121,11 @@ class StreamingEnhancer:
         self._block = torch.zeros(batch, self.hop_samples, device=device)  # the hop's input
         self._graphs: dict[bool, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.reset()
+
+    @property
+    def shaping(self) -> MaskShaping:
+        """The mask shaping every hop applies (read-only: a CUDA graph captures it)."""
+        return self._shaping
 
     @property
     def latency_ms(self) -> float:
@@ -196,7 +202,7 @@ class StreamingEnhancer:
         # waiting[0] is the frame the next mask is for; the look-ahead frames follow it.
         spectra = torch.cat((bufs["waiting"], spec.permute(2, 0, 1)))
         targets = spectra.narrow(0, 1, num_frames).permute(1, 2, 0)
-        frames = self.stft.synthesize(apply_mask(targets, mask, self.shaping))  # [B, n, n_fft]
+        frames = self.stft.synthesize(apply_mask(targets, mask, self._shaping))  # [B, n, n_fft]
         ola, out = self._overlap_add(frames)
         waiting = spectra.narrow(0, num_frames, spectra.shape[0] - num_frames)
         new_buffers = {"window": window, "waiting": waiting, "ola": ola}

@@ -21,9 +21,6 @@ def tiny_model(seed: int = 0, **overrides) -> fsnet.FastFullSubNet:
     return fsnet.build_model({**TINY, **overrides}).eval()
 
 
-stream = stream_in_chunks
-
-
 # ------------------------------------------------------------------------------------ front end
 def test_stft_matches_torch_stft_and_inverts():
     rng = np.random.default_rng(0)
@@ -133,7 +130,7 @@ def test_streaming_equals_offline(look_ahead, shrink_size):
     assert offline.shape == x.shape
     random_sizes = list(rng.integers(1, 900, size=50))
     for sizes in ([7], [256], [1000], random_sizes):
-        out, latency = stream(model, x, sizes)
+        out, latency = stream_in_chunks(model, x, sizes)
         assert latency == (512 - 256) + look_ahead * 256
         assert len(out) == len(x) + latency
         assert np.abs(out[:latency]).max() == 0
@@ -143,14 +140,14 @@ def test_streaming_equals_offline(look_ahead, shrink_size):
 def test_streaming_one_sample_at_a_time():
     model = tiny_model()
     x = np.random.default_rng(3).uniform(-1, 1, 2000).astype(np.float32)
-    out, latency = stream(model, x, [1])
+    out, latency = stream_in_chunks(model, x, [1])
     assert np.abs(out[latency:] - fsnet.enhance(model, x, chunk_seconds=None)).max() <= 1e-5
 
 
 def test_streaming_gru_and_paper_size():
     for model in (tiny_model(rnn_type="GRU"), fsnet.build_model().eval()):
         x = np.random.default_rng(4).uniform(-1, 1, 5000).astype(np.float32)
-        out, latency = stream(model, x, [333])
+        out, latency = stream_in_chunks(model, x, [333])
         assert np.abs(out[latency:] - fsnet.enhance(model, x, chunk_seconds=None)).max() <= 1e-5
 
 
@@ -162,7 +159,7 @@ def test_output_ready_count_and_short_inputs():
     assert len(engine.process(np.zeros(600, np.float32))) == 512
     for n in (1, 100, 511):  # shorter than one frame
         x = np.random.default_rng(n).uniform(-1, 1, n).astype(np.float32)
-        out, latency = stream(model, x, [n])
+        out, latency = stream_in_chunks(model, x, [n])
         np.testing.assert_allclose(out[latency:], fsnet.enhance(model, x), atol=1e-5)
     assert len(fsnet.enhance(model, np.zeros(0, np.float32))) == 0
 
@@ -196,7 +193,7 @@ def test_batched_streams_equal_single_streams():
         [engine.process(xs[:, i : i + 500]) for i in range(0, 4000, 500)] + [engine.flush()], axis=1
     )
     for b in range(3):
-        single, _ = stream(model, xs[b], [500])
+        single, _ = stream_in_chunks(model, xs[b], [500])
         np.testing.assert_allclose(batched[b], single, atol=1e-6)
 
 
@@ -227,7 +224,7 @@ def test_non_finite_input_is_refused_and_zeroed_live():
     with pytest.raises(ValueError, match="NaN or infinite"):
         engine.process(bad[1500:])
     out += [engine.process(x[1500:]), engine.flush()]
-    np.testing.assert_array_equal(np.concatenate(out), stream(model, x, [1500])[0])
+    np.testing.assert_array_equal(np.concatenate(out), stream_in_chunks(model, x, [1500])[0])
     # live: the faulty samples are played as silence and counted, the output stays finite
     live = ModelEngine(model)
     y = np.concatenate([live.process(bad[i : i + 256]) for i in range(0, 3000, 256)])

@@ -161,7 +161,11 @@ def test_values_become_floats_and_names_follow_the_caller():
     with pytest.raises(FsnetError, match="^--postfilter must be .*; --atten-lim-db must be"):
         MaskShaping.checked(-1.0, 0.0, names=("--postfilter", "--atten-lim-db"))
     with pytest.raises(AttributeError):
-        shaping.postfilter = 0.0  # frozen: an engine's shaping cannot change under it
+        shaping.postfilter = 0.0  # frozen
+    engine = fsnet.StreamingEnhancer(tiny_model(), shaping=shaping)
+    assert engine.shaping is shaping
+    with pytest.raises(AttributeError):
+        engine.shaping = MaskShaping()  # a CUDA graph may already have captured it
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -118,3 +118,18 @@ def test_groups_table_means_per_group(tmp_path, tiny_release, monkeypatch):
     groups.write_text("fileid,noise_type\n0,music\n")  # a file with no group: one clear error
     with pytest.raises(fsnet.errors.FsnetError, match="no fileid listed"):
         peer_quality.main(argv)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--max-files", "0"], "--max-files must be at least 1"),
+        (["--max-files", "-1"], "--max-files must be at least 1"),
+        (["--delay-files", "0"], "--delay-files must be at least 1"),
+        (["--metrics", "bogus"], "bogus"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(tmp_path, extra, message):
+    _pairs(tmp_path / "set", np.random.default_rng(2))
+    with pytest.raises(fsnet.errors.FsnetError, match=message):
+        peer_quality.main(["--testset", str(tmp_path / "set"), "--workers", "0", *extra])

@@ -165,7 +165,7 @@ def _save(path: Path, y: np.ndarray, notice: Notice) -> None:
             )
 
 
-def _load_pair(item: Item, paired: bool, notice: Notice) -> tuple[np.ndarray, np.ndarray | None]:
+def load_pair(item: Item, paired: bool, notice: Notice) -> tuple[np.ndarray, np.ndarray | None]:
     """The item's noisy input and clean reference (cut to the input's length, with a notice)."""
     x, notes = load_audio(item.noisy, SAMPLE_RATE)
     for note in notes:
@@ -215,7 +215,7 @@ def enhance_all(
     with contextlib.closing(bar):
         for index, item in enumerate(bar):
             stop.check()
-            x, ref = _load_pair(item, paired, notice)
+            x, ref = load_pair(item, paired, notice)
             for mode, enhance in run.items():
                 t0 = time.perf_counter()
                 y = enhance(x)

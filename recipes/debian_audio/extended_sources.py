@@ -261,8 +261,8 @@ def lincity_files(ext: Path, split: str) -> list[Path]:
 
 
 # --- more music and ambience: --sources extended_noise -------------------------------------------
-# The outside test set's music and ambience (Wesnoth) were where the bundled model lost most to
-# the peers. These folders add the recorded soundtracks of four other games (hedgewars, MegaGlest,
+# Music and ambience: the noise types where the model trails the peer denoisers on the outside
+# test set (recipe README). These folders add the recorded soundtracks of four other games (hedgewars, MegaGlest,
 # Widelands, Flare) and the ambience loops of MegaGlest's tilesets and of Flare.
 HEDGEWARS_MUSIC = "hedgewars-data/usr/share/games/hedgewars/Data/Music"
 # held out (never in training), one per style: calm acoustic, oriental, orchestral; kept for a
@@ -346,7 +346,7 @@ MORE_NOISE_TRAIN = {
 }
 # at most this many 10 s clips per folder (about 33 kB each): 40 min from each of the two large
 # soundtracks (hedgewars 23 tracks, 86 min; widelands 31 tracks, 95 min), 17 min from each of the
-# smaller ones (megaglest 9 tracks, 31 min; flare 11 tracks, 36 min); the ambience folders give
+# smaller ones (megaglest 9 tracks, 31 min; flare 11 tracks, 37 min); the ambience folders give
 # what their loops hold (the caps are not reached)
 MORE_NOISE_MAX_CLIPS = {
     "hedgewars_music": 240,

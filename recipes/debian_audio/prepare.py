@@ -2133,7 +2133,7 @@ def parse_args(argv=None):
         default="base",
         help="base: the corpus as before (byte-identical audio); extended: also the voices and "
         "noise of extended_sources.py and a second held-out test set (README); extended_noise: "
-        "extended plus capped music and ambience folders (hedgewars, megaglest)",
+        "extended plus capped music and ambience folders (hedgewars, megaglest, widelands, flare)",
     )
     ap.add_argument("--seed", type=int, default=DEFAULT_SEED)
     ap.add_argument("--jobs", type=int, default=max(1, min(4, os.cpu_count() or 1)))
